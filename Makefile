@@ -1,0 +1,65 @@
+# dtconnector: `make run` starts the local receiver, `make test` runs every offline test.
+# Both create the virtual environment and install what they need on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
+DB     ?= .dtconnector/events.db
+
+# make <verb>-<platform>: the platform's folder
+DIR_aws    := aws_lambda
+DIR_gcp    := gcp_function
+DIR_azure  := azure_trigger
+DIR_ibm    := ibm_action
+DIR_heroku := heroku
+PLATFORMS  := aws gcp azure ibm heroku
+
+.PHONY: help run test fuzz bench bundle-% deploy-% clean
+
+help:
+	@echo "make run            start the local receiver on SQLite ($(HOST):$(PORT))"
+	@echo "make test           install test stand-ins and run the whole offline suite"
+	@echo "make bench          print the performance comparisons"
+	@echo "make fuzz           long property-based campaign against every entry point"
+	@echo "make bundle-<p> DEST=dir   deployable folder for p in: $(PLATFORMS)"
+	@echo "make deploy-<p>     deploy with the cloud's own CLI"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# The receiver alone needs only PyJWT.
+$(VENV)/.run-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+# Tests need every cloud's SDK and the stand-ins.
+$(VENV)/.test-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[all,test]'
+	touch $@ $(VENV)/.run-deps
+
+run: $(VENV)/.run-deps
+	$(BIN)/dtconnector serve --dev --host $(HOST) --port $(PORT) --db $(DB)
+
+test: $(VENV)/.test-deps
+	@bash scripts/test-deps.sh
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+fuzz: $(VENV)/.test-deps
+	DT_FUZZ_EXAMPLES=10000 $(BIN)/python -m pytest tests -k fuzz -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(VENV)/.test-deps
+	$(BIN)/python -m bench
+
+bundle-%: $(VENV)/.run-deps
+	@test -n "$(DEST)" || (echo "usage: make bundle-$* DEST=dir" >&2; exit 2)
+	$(BIN)/python scripts/bundle.py $(DIR_$*) "$(DEST)"
+
+deploy-%: $(VENV)/.run-deps
+	@test -f "$(DIR_$*)/deploy.sh" || (echo "no deploy script for '$*' (one of: $(PLATFORMS))" >&2; exit 2)
+	bash $(DIR_$*)/deploy.sh
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .hypothesis build dist *.egg-info

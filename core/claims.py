@@ -1,0 +1,99 @@
+"""The dedup state machine, written once over any `ClaimStore`.
+
+A record is IN_PROGRESS while someone holds it and COMPLETED once done; either one whose
+`expires_at` has passed counts as absent ("expired"), because stores delete lazily.
+Ingest uses it to claim an `eventId` for the few seconds it takes to enqueue; the worker
+uses it (in its own key namespace) to run each event's handlers once, recording which
+handlers finished so a redelivery skips them.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from .keys import store_key
+from .ports import COMPLETED, IN_PROGRESS, Claim, ClaimStore, StoreError
+
+
+class Outcome(enum.Enum):
+    CLAIMED = "claimed"  # we hold it now
+    DUPLICATE = "duplicate"  # already completed and still remembered
+    IN_FLIGHT = "in_flight"  # someone else holds a live claim
+
+
+class LostClaim(StoreError):
+    """Our claim expired and someone else took the record over while we worked."""
+
+
+@dataclass(frozen=True)
+class Held:
+    """A claim we own: the key and the exact record we last wrote."""
+
+    key: str
+    claim: Claim
+
+    @property
+    def done(self) -> tuple[str, ...]:
+        return self.claim.done
+
+
+def _token() -> str:
+    return secrets.token_hex(8)
+
+
+class Claims:
+    def __init__(self, store: ClaimStore, namespace: str = "", clock: Callable[[], float] = time.time):
+        self._store = store
+        self._namespace = namespace
+        self._clock = clock
+
+    def acquire(self, event_id: str, lease_s: float) -> tuple[Outcome, Held | None]:
+        """Claim `event_id` for `lease_s` seconds, taking over an expired record.
+
+        Loops only when the record changes under us (released, or taken over by another
+        request between our read and our write), a bounded number of times.
+        """
+        key = store_key(event_id, self._namespace)
+        for _ in range(4):
+            now = self._clock()
+            fresh = Claim(IN_PROGRESS, now + lease_s, _token())
+            if self._store.create(key, fresh):
+                return Outcome.CLAIMED, Held(key, fresh)
+            existing = self._store.get(key)
+            if existing is None:
+                continue  # released between our create and get: try to create again
+            if existing.is_live(now):
+                outcome = Outcome.DUPLICATE if existing.status == COMPLETED else Outcome.IN_FLIGHT
+                return outcome, None
+            # Expired. An unfinished attempt keeps its progress; a forgotten completion
+            # (older than the TTL, so past DT's retry window) starts afresh.
+            progress = existing.done if existing.status == IN_PROGRESS else ()
+            taken = replace(fresh, done=progress)
+            if self._store.replace(key, existing.version, taken):
+                return Outcome.CLAIMED, Held(key, taken)
+        return Outcome.IN_FLIGHT, None
+
+    def complete(self, held: Held, ttl_s: float) -> bool:
+        """Mark done and remember for `ttl_s`. False if our claim was taken over meanwhile."""
+        done = Claim(COMPLETED, self._clock() + ttl_s, _token(), held.claim.done)
+        return self._store.replace(held.key, held.claim.version, done)
+
+    def release(self, held: Held) -> bool:
+        """Give the id back so DT's retry can claim it. Only deletes our own claim."""
+        return self._store.delete(held.key, held.claim.version)
+
+    def record_progress(self, held: Held, handler_name: str) -> Held:
+        """Note that one handler finished. Raises `LostClaim` if we no longer own it."""
+        claim = replace(held.claim, version=_token(), done=held.claim.done + (handler_name,))
+        if not self._store.replace(held.key, held.claim.version, claim):
+            raise LostClaim("the event was taken over by another worker")
+        return Held(held.key, claim)
+
+    def abandon(self, held: Held) -> bool:
+        """Let the next delivery take over at once, keeping the handlers already done."""
+        claim = replace(held.claim, version=_token(), expires_at=self._clock())
+        return self._store.replace(held.key, held.claim.version, claim)

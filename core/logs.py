@@ -1,0 +1,51 @@
+"""One JSON object per log line, carrying the `eventId`, so logs can be searched per event.
+
+Only fields passed explicitly are written: no request headers, no token, no settings.
+That is how secrets stay out of logs: by never handing them to the logger.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+LOGGER_NAME = "dtconnector"
+log = logging.getLogger(LOGGER_NAME)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def event_log(level: int, message: str, **fields: object) -> None:
+    """Log `message` with structured `fields` (e.g. ``eventId=...``)."""
+    if log.isEnabledFor(level):
+        log.log(level, message, extra={"fields": fields})
+
+
+def configure(level: int | str = logging.INFO, stream=None) -> None:
+    """Give the `dtconnector` logger a JSON handler unless the host already configured it.
+
+    Platforms call this once per container; calling again is harmless.
+    """
+    if any(getattr(h, "_dtconnector", False) for h in log.handlers):
+        return
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    handler._dtconnector = True  # type: ignore[attr-defined]
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False

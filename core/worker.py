@@ -1,0 +1,120 @@
+"""The worker side: one queued message in, the user's handlers run once, state updated.
+
+Queues redeliver (at-least-once, sometimes concurrently), so the worker keeps a ledger in
+the claim store under the ``w`` namespace: it claims the event for a lease, records each
+handler that finishes, and marks the event completed. A redelivery of a completed event
+is acknowledged without running anything; a redelivery after a failure runs only the
+handlers that had not finished.
+
+`process` returns normally when the message may be acknowledged and raises otherwise;
+each platform maps "raised" onto its queue's redelivery (and, after a bounded number of
+attempts, its dead-letter queue).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from .claims import Claims, Outcome
+from .config import Settings
+from .events import Event, InvalidEvent, parse_event
+from .handlers import HandlerRegistry, registry as default_registry
+from .logs import event_log, log
+from .ports import ClaimStore, DeviceState, DeviceStateStore, StoreError
+
+WORKER_NAMESPACE = "w"
+
+
+class RetryLater(Exception):
+    """The message must stay on the queue and be delivered again."""
+
+
+class PoisonMessage(RetryLater):
+    """The message can never be processed (not a DT event). Platforms may dead-letter it at
+    once; redelivering it is harmless, only wasteful."""
+
+
+class EventInFlight(RetryLater):
+    """Another worker holds this event right now; try again after its lease."""
+
+
+class HandlerFailed(RetryLater):
+    def __init__(self, event_id: str, handler: str):
+        super().__init__(f"handler {handler} failed for event {event_id}")
+        self.event_id = event_id
+        self.handler = handler
+
+
+def state_of(event: Event) -> DeviceState:
+    data = event.raw.get("event", {}).get("data")
+    return DeviceState(
+        device_id=event.device_id,
+        event_type=event.event_type,
+        version=event.version,
+        event_id=event.event_id,
+        timestamp=event.raw["event"]["timestamp"],
+        data=data if isinstance(data, dict) else {},
+        labels=event.labels,
+    )
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: ClaimStore,
+        state: DeviceStateStore,
+        registry: HandlerRegistry = default_registry,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.settings = settings
+        self._claims = Claims(ledger, WORKER_NAMESPACE, clock)
+        self._state = state
+        self._registry = registry
+        registry.load(settings.handler_modules)
+
+    def process(self, message: str | bytes) -> Outcome:
+        """Handle one queued message. Returns CLAIMED (processed now) or DUPLICATE (done
+        before). Raises `RetryLater` or `StoreError` when the message must be redelivered."""
+        try:
+            event = parse_event(message)
+        except InvalidEvent as exc:
+            event_log(logging.ERROR, "poison message", reason=str(exc))
+            raise PoisonMessage(str(exc)) from None
+
+        outcome, held = self._claims.acquire(event.event_id, self.settings.worker_lease_s)
+        if outcome is Outcome.DUPLICATE:
+            event_log(logging.INFO, "redelivery of a completed event", eventId=event.event_id)
+            return outcome
+        if outcome is Outcome.IN_FLIGHT:
+            raise EventInFlight(event.event_id)
+        assert held is not None
+
+        try:
+            if self._state.put_if_newer(state_of(event)):
+                event_log(logging.DEBUG, "device state updated", eventId=event.event_id)
+            for handler in self._registry.handlers_for(event.event_type):
+                if handler.name in held.done:
+                    continue
+                try:
+                    handler.func(event)
+                except Exception:
+                    log.exception("handler failed", extra={"fields": {"eventId": event.event_id, "handler": handler.name}})
+                    raise HandlerFailed(event.event_id, handler.name) from None
+                held = self._claims.record_progress(held, handler.name)
+            if not self._claims.complete(held, self.settings.dedup_ttl_s):
+                event_log(logging.WARNING, "ledger was taken over before completion", eventId=event.event_id)
+        except (RetryLater, StoreError):
+            # Keep the progress and let the redelivery take over at once.
+            self._abandon_quietly(held, event.event_id)
+            raise
+        event_log(logging.INFO, "processed", eventId=event.event_id, eventType=event.event_type)
+        return outcome
+
+    def _abandon_quietly(self, held, event_id: str) -> None:
+        try:
+            self._claims.abandon(held)
+        except StoreError:  # the lease then expires on its own
+            event_log(logging.WARNING, "could not release worker lease", eventId=event_id)

@@ -1,0 +1,1 @@
+"""The local receiver: core on SQLite behind a small HTTP server, no cloud needed."""

@@ -1,0 +1,85 @@
+"""The local receiver assembled: core's Receiver and Worker on one SQLite file."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from core.config import Settings
+from core.receiver import Receiver
+from core.worker import WORKER_NAMESPACE, Worker
+
+from .queue_runner import QueueRunner
+from .sqlite_store import Database, SQLiteClaimStore, SQLiteQueue, SQLiteStateStore
+
+DEFAULT_DB = ".dtconnector/events.db"
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+class LocalApp:
+    def __init__(
+        self,
+        db_path: str | Path = DEFAULT_DB,
+        settings: Settings | None = None,
+        clock: Callable[[], float] = time.time,
+        retry_base_s: float | None = None,
+    ):
+        self.settings = settings or Settings.from_env()
+        self.db = Database(db_path, clock)
+        self.claims = SQLiteClaimStore(self.db)
+        self.queue = SQLiteQueue(self.db)
+        self.state = SQLiteStateStore(self.db)
+        self.receiver = Receiver(self.settings, self.claims, self.queue, clock)
+        self.worker = Worker(self.settings, self.claims, self.state, clock=clock)
+        if retry_base_s is None:
+            retry_base_s = float(os.environ.get("DT_RETRY_DELAY_S", "1"))
+        self.runner = QueueRunner(
+            self.worker,
+            self.queue,
+            max_attempts=self.settings.max_attempts,
+            lease_s=self.settings.worker_lease_s,
+            retry_base_s=retry_base_s,
+        )
+        self._lock_file = None
+        self._stop = threading.Event()
+        self._worker_thread: threading.Thread | None = None
+
+    def take_ownership(self) -> None:
+        """Make this process the only one serving the file, then recover from a crash.
+
+        A process killed mid-handler left messages reserved and worker leases held; since
+        the lock proves that process is gone, both are released at once instead of after
+        their lease.
+        """
+        if self.db.path == ":memory:":
+            return
+        self._lock_file = open(self.db.path + ".lock", "w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise AlreadyRunning(f"another dtconnector is already serving {self.db.path}") from None
+        self.queue.make_all_visible()
+        self.claims.expire_in_progress(WORKER_NAMESPACE + "_")
+
+    def start_worker(self) -> None:
+        self._worker_thread = threading.Thread(
+            target=self.runner.run_forever, args=(self._stop,), name="dtconnector-worker", daemon=True
+        )
+        self._worker_thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        with self.queue.changed:
+            self.queue.changed.notify_all()
+        if self._worker_thread is not None:
+            self._worker_thread.join(timeout)
+        self.db.close()
+        if self._lock_file is not None:
+            self._lock_file.close()

@@ -1,0 +1,169 @@
+"""`dtconnector`: run the local receiver, inspect its state, and send DT-like events.
+
+    dtconnector serve [--host 127.0.0.1] [--port 8080] [--db PATH] [--dev]
+    dtconnector state [--device ID] [--db PATH]
+    dtconnector dead-letters [--requeue] [--db PATH]
+    dtconnector send --url URL [--secret S] ...      (the DT Cloud emulator)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from core import logs
+from core.config import ConfigError, Settings
+
+from .app import DEFAULT_DB, AlreadyRunning, LocalApp
+
+DEV_SECRET_FILE = ".dtconnector/dev-secret"
+
+
+def _dev_secret(path: Path) -> tuple[str, bool]:
+    """The development secret in `path`, created on first use. Returns (secret, created)."""
+    if path.exists():
+        return path.read_text().strip(), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value, True
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import ReceiverServer
+
+    logs.configure(os.environ.get("DT_LOG_LEVEL", "INFO"))
+    overrides = {}
+    notes = []
+    if args.dev and not os.environ.get("DT_SIGNATURE_SECRET"):
+        secret_path = Path(args.secret_file)
+        value, created = _dev_secret(secret_path)
+        from core.config import Secret
+
+        overrides["secrets"] = (Secret(value),)
+        notes.append(
+            f"DT_SIGNATURE_SECRET is not set: {'generated' if created else 'using'} a development "
+            f"secret in {secret_path} (set DT_SIGNATURE_SECRET to use your connector's own)."
+        )
+    try:
+        settings = Settings.from_env(**overrides)
+    except ConfigError as exc:
+        print(f"dtconnector: {exc}", file=sys.stderr)
+        return 2
+    app = LocalApp(args.db, settings)
+    try:
+        app.take_ownership()
+    except AlreadyRunning as exc:
+        print(f"dtconnector: {exc}", file=sys.stderr)
+        return 1
+    server = ReceiverServer(
+        (args.host, args.port),
+        app.receiver.handle,
+        lambda: {"status": "ok", "queued": app.queue.depth(), "deadLetters": len(app.queue.dead_letters())},
+        settings.max_body_bytes,
+    )
+    app.start_worker()
+
+    def shutdown(signum, frame):  # SIGTERM/SIGINT: stop taking requests, finish the handler
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+
+    secret_hint = (
+        f'"$(cat {args.secret_file})"' if "secrets" in overrides else '"$DT_SIGNATURE_SECRET"'
+    )
+    lines = [
+        f"dtconnector: receiving DT events at {server.url} (database {args.db})",
+        f"  health:        curl {server.url}healthz",
+        f"  send events:   dtconnector send --url {server.url} --secret {secret_hint} --count 20",
+        f"  device state:  dtconnector state --db {args.db}",
+        *(f"  note: {n}" for n in notes),
+    ]
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        app.stop()
+    return 0
+
+
+def _open_existing(db: str) -> "LocalApp":
+    if not Path(db).exists():
+        raise SystemExit(f"dtconnector: no database at {db} (start `dtconnector serve` first)")
+    return LocalApp(db, Settings(allow_unsigned=True))
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    app = _open_existing(args.db)
+    states = app.state.get_device(args.device) if args.device else app.state.all()
+    out: dict = {}
+    for s in states:
+        out.setdefault(s.device_id, {})[s.event_type] = {
+            "eventId": s.event_id,
+            "timestamp": s.timestamp,
+            "data": s.data,
+            "labels": s.labels,
+        }
+    print(json.dumps(out, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    app = _open_existing(args.db)
+    if args.requeue:
+        print(f"requeued {app.queue.requeue_dead_letters()} dead-lettered events")
+        return 0
+    for item in app.queue.dead_letters():
+        item.pop("body")
+        print(json.dumps(item))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dtconnector", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the local receiver (HTTP endpoint + worker on SQLite)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--db", default=DEFAULT_DB)
+    serve.add_argument("--dev", action="store_true", help="generate/use a development secret if none is set")
+    serve.add_argument("--secret-file", default=DEV_SECRET_FILE, help=argparse.SUPPRESS)
+    serve.set_defaults(func=cmd_serve)
+
+    state = sub.add_parser("state", help="print the latest stored state per device as JSON")
+    state.add_argument("--device")
+    state.add_argument("--db", default=DEFAULT_DB)
+    state.set_defaults(func=cmd_state)
+
+    dead = sub.add_parser("dead-letters", help="list (or --requeue) events whose handlers kept failing")
+    dead.add_argument("--requeue", action="store_true")
+    dead.add_argument("--db", default=DEFAULT_DB)
+    dead.set_defaults(func=cmd_dead_letters)
+
+    try:
+        from emulator.cli import add_send_parser
+    except ImportError:  # the emulator is optional in a copied bundle
+        pass
+    else:
+        add_send_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""What every platform gives the shared contract suite.
+
+A `StandIn` starts the platform's offline services once per session (moto, Azurite, the
+Google emulators, pouchdb-server, redis-server, or nothing for SQLite) and hands each test
+a fresh, isolated `Harness`. The harness drives the platform's *real entry points*
+(Lambda handler, Flask app, Azure function, ...) the way the cloud would, and exposes the
+platform's port implementations so the suite can also check them directly.
+
+To add a platform: create ``tests/platforms/<name>.py`` with a module-level
+``STAND_IN = <YourStandIn>()``. `tests/conftest.py` finds it; every scenario in
+``tests/contract/`` then runs against it. ``DT_TEST_PLATFORMS=local,aws`` limits a run.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from core.ports import ClaimStore, DeviceState, DeviceStateStore
+
+#: Store or queue parts a harness can break on demand.
+PARTS = ("claims", "queue", "state")
+
+
+@dataclass
+class Reply:
+    status: int
+    body: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def json(self) -> dict | None:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+class Harness(abc.ABC):
+    """One test's view of a platform, with its own empty tables and queues."""
+
+    #: How many deliveries a failing message gets before it is dead-lettered (tests use
+    #: a small number; deployments use `DT_MAX_ATTEMPTS` or the queue's own setting).
+    max_attempts: int = 3
+    claim_store: ClaimStore
+    state_store: DeviceStateStore
+
+    @abc.abstractmethod
+    def deliver(
+        self, body: bytes, headers: Mapping[str, str] | list[tuple[str, str]], method: str = "POST", path: str = "/"
+    ) -> Reply:
+        """Send one request to the platform's ingest entry point, as its HTTP front end
+        would (API Gateway event, Flask request, func.HttpRequest, OpenWhisk args...)."""
+
+    @abc.abstractmethod
+    def drain(self) -> None:
+        """Run the platform's worker entry point until the queue is empty, the way the
+        platform's trigger would: a message whose processing raised is redelivered (at
+        once, in tests) and, after `max_attempts` deliveries, dead-lettered. Returns
+        when no message is left to deliver."""
+
+    @abc.abstractmethod
+    def inject_message(self, message: str) -> None:
+        """Put a raw message on the platform's queue, exactly as ingest would have: used to
+        simulate the queue redelivering a message that was already processed."""
+
+    @abc.abstractmethod
+    def queue_depth(self) -> int:
+        """Messages waiting in the work queue (not counting dead letters)."""
+
+    @abc.abstractmethod
+    def dead_letters(self) -> list[str]:
+        """Event ids of the messages that were dead-lettered."""
+
+    @abc.abstractmethod
+    def broken(self, part: str) -> AbstractContextManager:
+        """While inside, `part` (one of `PARTS`) fails the way the platform's SDK fails when
+        the service is unreachable, so the adapter's error translation is exercised."""
+
+    def device_state(self, device_id: str) -> dict[str, DeviceState]:
+        return {s.event_type: s for s in self.state_store.get_device(device_id)}
+
+    def close(self) -> None:
+        """Release per-test resources."""
+
+
+class StandIn(abc.ABC):
+    """The platform's offline services for a whole test session."""
+
+    name: str
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start services; call `pytest.skip("reason")` if they cannot run here."""
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    def harness(self, env: Mapping[str, str]) -> Harness:
+        """A fresh harness whose entry points see exactly `env` as their `DT_*` settings
+        (plus whatever the stand-in itself needs, such as endpoint URLs)."""
