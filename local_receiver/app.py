@@ -11,7 +11,7 @@ from typing import Callable
 
 from core.config import Settings
 from core.receiver import Receiver
-from core.worker import WORKER_NAMESPACE, Worker
+from core.worker import Worker
 
 from .queue_runner import QueueRunner
 from .sqlite_store import Database, SQLiteClaimStore, SQLiteQueue, SQLiteStateStore
@@ -54,9 +54,10 @@ class LocalApp:
     def take_ownership(self) -> None:
         """Make this process the only one serving the file, then recover from a crash.
 
-        A process killed mid-handler left messages reserved and worker leases held; since
-        the lock proves that process is gone, both are released at once instead of after
-        their lease.
+        A killed process left messages reserved and claims held (ingest requests cut off
+        mid-flight, handlers cut off mid-run); since the lock proves that process is gone,
+        all are released at once instead of after their leases, so DT's next retry and the
+        queued messages go through immediately.
         """
         if self.db.path == ":memory:":
             return
@@ -66,7 +67,7 @@ class LocalApp:
         except OSError:
             raise AlreadyRunning(f"another dtconnector is already serving {self.db.path}") from None
         self.queue.make_all_visible()
-        self.claims.expire_in_progress(WORKER_NAMESPACE + "_")
+        self.claims.expire_in_progress()
 
     def start_worker(self) -> None:
         self._worker_thread = threading.Thread(

@@ -148,11 +148,11 @@ class SQLiteClaimStore:
         cur = self._db.run("DELETE FROM claims WHERE key = ? AND version = ?", (key, expected_version))
         return cur.rowcount == 1
 
-    def expire_in_progress(self, namespace_prefix: str) -> int:
-        """After a restart nobody holds a lease any more: let redeliveries take over now."""
+    def expire_in_progress(self) -> int:
+        """After a restart nobody holds a claim any more: let retries take over now."""
         cur = self._db.run(
-            "UPDATE claims SET expires_at = ? WHERE status = ? AND key LIKE ? ESCAPE '!'",
-            (self._db.clock(), IN_PROGRESS, namespace_prefix.replace("_", "!_") + "%"),
+            "UPDATE claims SET expires_at = ? WHERE status = ? AND expires_at > ?",
+            (self._db.clock(), IN_PROGRESS, self._db.clock()),
         )
         return cur.rowcount
 

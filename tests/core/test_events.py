@@ -1,0 +1,136 @@
+"""Parsing: every DT event type, tolerant of missing fields, strict on the four it needs."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from core.events import EVENT_TYPES, InvalidEvent, parse_event, parse_timestamp
+from tests.dt import sample_bodies, signed_sample
+
+
+def test_reference_lists_nineteen_event_types_and_all_are_modelled():
+    assert len(EVENT_TYPES) == 19
+
+
+@pytest.mark.parametrize("body", sample_bodies(), ids=lambda b: json.loads(b)["event"]["eventType"])
+def test_every_sample_parses_into_its_typed_payload(body):
+    event = parse_event(body)
+    doc = json.loads(body)
+    assert event.event_id == doc["event"]["eventId"]
+    assert event.is_known_type
+    assert isinstance(event.data, EVENT_TYPES[event.event_type])
+    assert event.device_id == doc["metadata"]["deviceId"]
+    assert event.raw == doc
+    if event.event_type != "labelsChanged":
+        assert event.data.update_time == event.timestamp
+
+
+def test_samples_cover_every_modelled_type():
+    assert {json.loads(b)["event"]["eventType"] for b in sample_bodies()} == set(EVENT_TYPES)
+
+
+def test_typed_fields_of_a_few_types():
+    by_type = {json.loads(b)["event"]["eventType"]: parse_event(b) for b in sample_bodies()}
+    assert by_type["temperature"].data.samples[0].value == 24.9
+    assert by_type["humidity"].data.relative_humidity == 17
+    assert by_type["networkStatus"].data.cloud_connectors[0].id == "bdkjbo2v0000uk377c4g"
+    assert by_type["networkStatus"].data.transmission_mode == "LOW_POWER_STANDARD_MODE"
+    assert by_type["deskOccupancy"].data.remarks == ["INCOMPLETE_DATA"]
+    assert by_type["labelsChanged"].data.removed == ["old-key"]
+    assert by_type["connectionStatus"].data.available == ["CELLULAR", "ETHERNET"]
+
+
+def test_real_2022_request_parses():
+    event = parse_event(signed_sample()["body"])
+    assert (event.device_id, event.project_id) == ("emuc17m6d7lq0bgk44smcqg", "c14u9p094l47cdv1o3pg")
+    assert event.labels == {"name": "touch"}
+
+
+def _minimal(event_type="temperature", data=None, **extra):
+    doc = {
+        "event": {
+            "eventId": "e1",
+            "targetName": "projects/p/devices/d",
+            "eventType": event_type,
+            "data": data if data is not None else {},
+            "timestamp": "2024-01-01T00:00:00Z",
+        },
+        **extra,
+    }
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))
+def test_missing_optional_fields_never_crash(event_type):
+    for data in ({}, {event_type: {}}, {event_type: None}, {event_type: "junk"}, None, [], "x"):
+        event = parse_event(_minimal(event_type, data))
+        assert isinstance(event.data, EVENT_TYPES[event_type])
+
+
+def test_wrongly_typed_fields_become_none():
+    event = parse_event(
+        _minimal("temperature", {"temperature": {"value": "hot", "samples": "x", "isBackfilled": "no", "updateTime": 5}})
+    )
+    assert (event.data.value, event.data.samples, event.data.is_backfilled, event.data.update_time) == (None, [], None, None)
+
+
+def test_body_without_metadata_or_labels_from_before_2022():
+    event = parse_event(_minimal())
+    assert event.metadata is None and event.labels == {}
+    assert (event.device_id, event.project_id) == ("d", "p")
+
+
+def test_unknown_event_type_keeps_raw_data():
+    event = parse_event(_minimal("fluxCapacitor", {"fluxCapacitor": {"gigawatts": 1.21}}))
+    assert not event.is_known_type
+    assert event.data == {"fluxCapacitor": {"gigawatts": 1.21}}
+
+
+def test_odd_target_name_falls_back_to_metadata():
+    doc = json.loads(_minimal(metadata={"deviceId": "meta-dev", "projectId": "meta-proj"}))
+    doc["event"]["targetName"] = "organizations/o/things/x"
+    event = parse_event(doc)
+    assert (event.device_id, event.project_id) == ("meta-dev", "meta-proj")
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.pop("event"), "no 'event' object"),
+        (lambda d: d["event"].pop("eventId"), "eventId"),
+        (lambda d: d["event"].update(eventId=""), "eventId"),
+        (lambda d: d["event"].update(eventId=42), "eventId"),
+        (lambda d: d["event"].pop("eventType"), "eventType"),
+        (lambda d: d["event"].pop("targetName"), "targetName"),
+        (lambda d: d["event"].pop("timestamp"), "timestamp"),
+        (lambda d: d["event"].update(timestamp="2024-13-45T00:00:00Z"), "timestamp"),
+        (lambda d: d["event"].update(timestamp="1700000000"), "timestamp"),
+    ],
+)
+def test_required_fields_are_enforced_with_a_clear_message(mutate, message):
+    doc = json.loads(_minimal())
+    mutate(doc)
+    with pytest.raises(InvalidEvent, match=message):
+        parse_event(json.dumps(doc))
+
+
+@pytest.mark.parametrize("raw", [b"\xff", b"[]", b"null", b"1", b'"s"', b"{", b"[" * 100_000])
+def test_non_object_or_broken_json_is_invalid(raw):
+    with pytest.raises(InvalidEvent):
+        parse_event(raw)
+
+
+def test_timestamps_keep_nanoseconds_as_the_version():
+    dt6, v6 = parse_timestamp("2024-05-29T10:34:03.970415Z")
+    dt9, v9 = parse_timestamp("2024-05-29T10:34:03.970415001Z")
+    assert dt6 == datetime(2024, 5, 29, 10, 34, 3, 970415, tzinfo=timezone.utc)
+    assert v9 - v6 == 1
+    assert v6 == int(datetime(2024, 5, 29, 10, 34, 3, tzinfo=timezone.utc).timestamp()) * 10**9 + 970415000
+
+
+def test_offsets_are_normalised_to_utc():
+    assert parse_timestamp("2024-05-29T12:34:03+02:00") == parse_timestamp("2024-05-29T10:34:03Z")
+    assert parse_timestamp("2024-05-29T10:34:03.5z")[1] == parse_timestamp("2024-05-29T10:34:03.500000000Z")[1]

@@ -1,0 +1,137 @@
+"""Worker dispatch: by event type, once per event, progress kept across failures."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from core import on
+from core.claims import Outcome
+from core.config import Settings
+from core.handlers import HandlerRegistry, registry
+from core.worker import EventInFlight, HandlerFailed, PoisonMessage, Worker
+from tests.dt import event_body
+
+
+@pytest.fixture
+def worker(claim_store, state_store, clock):
+    return Worker(Settings(), claim_store, state_store, clock=clock)
+
+
+def test_dispatch_by_type_and_star(worker):
+    calls = []
+    on("temperature")(lambda e: calls.append(("temp", e.event_type)))
+
+    @on("*")
+    def every(event):
+        calls.append(("any", event.event_type))
+
+    worker.process(event_body("temperature"))
+    worker.process(event_body("co2", data={"co2": {"ppm": 1}}))
+    assert calls == [("temp", "temperature"), ("any", "temperature"), ("any", "co2")]
+
+
+def test_a_function_registered_for_its_type_and_star_runs_once(worker):
+    calls = []
+
+    def both(event):
+        calls.append(event.event_id)
+
+    on("temperature")(both)
+    on("*")(both)
+    worker.process(event_body())
+    assert len(calls) == 1
+
+
+def test_redelivery_of_a_completed_event_is_a_duplicate(worker):
+    calls = []
+    on("*")(lambda e: calls.append(1))
+    body = event_body()
+    assert worker.process(body) is Outcome.CLAIMED
+    assert worker.process(body) is Outcome.DUPLICATE
+    assert calls == [1]
+
+
+def test_handler_failure_raises_and_keeps_progress(worker):
+    calls = {"a": 0, "b": 0}
+
+    @on("*")
+    def a(event):
+        calls["a"] += 1
+
+    @on("*")
+    def b(event):
+        calls["b"] += 1
+        if calls["b"] == 1:
+            raise RuntimeError("boom")
+
+    body = event_body()
+    with pytest.raises(HandlerFailed) as err:
+        worker.process(body)
+    assert err.value.handler.endswith(".b")
+    worker.process(body)
+    assert calls == {"a": 1, "b": 2}
+
+
+def test_concurrent_delivery_to_another_worker_is_in_flight(claim_store, state_store, clock):
+    started = []
+    second = Worker(Settings(), claim_store, state_store, clock=clock)
+    body = event_body()
+
+    @on("*")
+    def reenter(event):
+        if not started:
+            started.append(1)
+            with pytest.raises(EventInFlight):
+                second.process(body)  # SQS delivering the same message twice at once
+
+    Worker(Settings(), claim_store, state_store, clock=clock).process(body)
+    assert started == [1]
+
+
+def test_poison_message_is_reported_as_such(worker):
+    with pytest.raises(PoisonMessage):
+        worker.process("this is not an event")
+    with pytest.raises(PoisonMessage):
+        worker.process(b"\xff\xfe")
+
+
+def test_dt_handlers_modules_are_imported(tmp_path, monkeypatch, claim_store, state_store):
+    (tmp_path / "my_handlers.py").write_text(
+        textwrap.dedent(
+            """
+            from core import on
+            SEEN = []
+
+            @on("temperature")
+            def keep(event):
+                SEEN.append(event.event_id)
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_handlers", raising=False)
+    worker = Worker(Settings.from_env({"DT_HANDLERS": " my_handlers , "}), claim_store, state_store)
+    worker.process(event_body(event_id="from-module"))
+    assert sys.modules["my_handlers"].SEEN == ["from-module"]
+
+
+def test_missing_handler_module_fails_loudly_at_start(claim_store, state_store):
+    with pytest.raises(ModuleNotFoundError):
+        Worker(Settings.from_env({"DT_HANDLERS": "no_such_module_xyz"}), claim_store, state_store)
+
+
+def test_registry_rejects_bad_event_type():
+    with pytest.raises(ValueError):
+        HandlerRegistry().on("")
+
+
+def test_global_registry_is_what_on_writes_to():
+    @on("touch")
+    def t(event):
+        pass
+
+    assert [r.func for r in registry.handlers_for("touch")] == [t]
+    assert registry.handlers_for("co2") == []

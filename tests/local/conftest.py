@@ -1,0 +1,124 @@
+"""Run `dtconnector serve` as a real subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.dt import SECRET
+
+HANDLERS = textwrap.dedent(
+    """
+    import os, time
+    from core import on
+
+    @on("*")
+    def record(event):
+        delay = float(os.environ.get("E2E_HANDLER_DELAY_S", "0"))
+        if delay:
+            time.sleep(delay)
+        if event.labels.get("fail") == "always":
+            raise RuntimeError("this event always fails")
+        with open(os.environ["E2E_SEEN_FILE"], "a") as f:
+            f.write(event.event_id + "\\n")
+    """
+)
+
+
+class Server:
+    def __init__(self, workdir: Path, env: dict):
+        self.workdir = workdir
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    def start(self, timeout: float = 20.0) -> "Server":
+        args = [sys.executable, "-m", "local_receiver.cli", "serve", "--port", "0", "--db", str(self.workdir / "events.db")]
+        self.proc = subprocess.Popen(args, env=self.env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        deadline = time.monotonic() + timeout
+        self.banner = []
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                raise RuntimeError(f"dtconnector serve exited: {self.proc.wait()} {''.join(self.banner)}")
+            self.banner.append(line)
+            m = re.search(r"receiving DT events at http://127\.0\.0\.1:(\d+)/", line)
+            if m:
+                self.port = int(m.group(1))
+                return self
+        raise RuntimeError("dtconnector serve did not start in time")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            return self.proc.wait(15)
+        return self.proc.returncode if self.proc else 0
+
+    def request(self, method: str, path: str = "/", body: bytes = b"", headers: dict | None = None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, (json.loads(data) if data else None)
+        finally:
+            conn.close()
+
+    def seen(self) -> list[str]:
+        path = Path(self.env["E2E_SEEN_FILE"])
+        return path.read_text().split() if path.exists() else []
+
+    def wait_until(self, condition, timeout: float = 30.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def cli(self, *args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "local_receiver.cli", *args, "--db", str(self.workdir / "events.db")],
+            env=self.env, capture_output=True, text=True, check=True, timeout=30,
+        ).stdout
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    (tmp_path / "e2e_handlers.py").write_text(HANDLERS)
+    repo = Path(__file__).resolve().parents[2]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DT_")},
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(repo)]),
+        "DT_SIGNATURE_SECRET": SECRET,
+        "DT_HANDLERS": "e2e_handlers",
+        "DT_RETRY_DELAY_S": "0",
+        "DT_MAX_ATTEMPTS": "3",
+        "E2E_SEEN_FILE": str(tmp_path / "seen.txt"),
+    }
+    servers = []
+
+    def make(**extra_env) -> Server:
+        server = Server(tmp_path, {**env, **extra_env})
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        if server.proc and server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait(10)
