@@ -14,6 +14,7 @@ import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
@@ -329,10 +330,14 @@ class Event:
     project_id: str
     timestamp: datetime
     version: int
-    data: Any
     labels: dict
     metadata: Optional[Metadata]
     raw: dict
+
+    @cached_property
+    def data(self) -> Any:
+        """Built on first use: ingest only validates, the worker's handlers read `data`."""
+        return typed_data(self.event_type, self.raw["event"].get("data"))
 
     @property
     def is_known_type(self) -> bool:
@@ -394,7 +399,6 @@ def parse_event(body: bytes | str | dict) -> Event:
         project_id=project_id,
         timestamp=timestamp,
         version=version,
-        data=typed_data(event_type, event.get("data")),
         labels=labels,
         metadata=metadata,
         raw=doc,

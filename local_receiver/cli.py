@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 import threading
@@ -78,14 +79,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
 
+    prog = _prog()
     secret_hint = (
         f'"$(cat {args.secret_file})"' if "secrets" in overrides else '"$DT_SIGNATURE_SECRET"'
     )
     lines = [
         f"dtconnector: receiving DT events at {server.url} (database {args.db})",
         f"  health:        curl {server.url}healthz",
-        f"  send events:   dtconnector send --url {server.url} --secret {secret_hint} --count 20",
-        f"  device state:  dtconnector state --db {args.db}",
+        f"  send events:   {prog} send --url {server.url} --secret {secret_hint} --count 20",
+        f"  device state:  {prog} state --db {args.db}",
         *(f"  note: {n}" for n in notes),
     ]
     print("\n".join(lines), file=sys.stderr, flush=True)
@@ -95,6 +97,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.server_close()
         app.stop()
     return 0
+
+
+def _prog() -> str:
+    """How the user can call us again: `dtconnector` if it is on PATH, else its path."""
+    exe = Path(sys.argv[0])
+    if exe.name == "dtconnector" and shutil.which("dtconnector") != str(exe.resolve()) and exe.exists():
+        try:
+            return str(exe.resolve().relative_to(Path.cwd()))
+        except ValueError:
+            return str(exe.resolve())
+    return "dtconnector"
 
 
 def _open_existing(db: str) -> "LocalApp":
