@@ -1,0 +1,208 @@
+"""Core's ClaimStore and DeviceStateStore on Azure Table Storage.
+
+Create-if-absent is `create_entity` (409 `ResourceExistsError` when the row exists);
+compare-and-set reads the row, checks core's `version` token, and writes with the row's
+ETag and `MatchConditions.IfNotModified` (412 `ResourceModifiedError` if someone wrote in
+between). Tables are created on first use if they do not exist yet.
+
+Layout: a claim is PartitionKey = its store key (one row per partition, so writes spread
+across partitions), RowKey = "claim". Device state is PartitionKey = store_key(deviceId),
+RowKey = store_key(eventType); `version` (ns since the epoch, ~1.8e18) is stored as a
+zero-padded decimal string because Table Storage numbers are Int32/Int64/Double and the
+SDK refuses to guess; it is compared as a Python int.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
+
+from core.keys import store_key
+from core.ports import Claim, DeviceState, StoreError
+
+from .clients import translated
+
+CLAIM_ROW = "claim"
+# Table Storage strings are UTF-16 and at most 64 KiB: longer JSON is stored as Edm.Binary.
+_MAX_STRING_CHARS = 32_000
+_STATE_ATTEMPTS = 25
+
+
+class _Table:
+    """One table, created on demand the first time a write finds it missing."""
+
+    def __init__(self, client, what: str):
+        self._client = client
+        self._what = what
+
+    def get(self, partition: str, row: str):
+        try:
+            with translated(f"{self._what} read"):
+                return self._client.get_entity(partition, row)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, ResourceNotFoundError):  # no row, or no table yet
+                return None
+            raise
+
+    def create(self, entity: dict) -> bool:
+        """Insert; False if the row exists."""
+        for attempt in range(2):
+            try:
+                with translated(f"{self._what} create"):
+                    self._client.create_entity(entity)
+                return True
+            except StoreError as exc:
+                cause = exc.__cause__
+                if isinstance(cause, ResourceExistsError):
+                    return False
+                if isinstance(cause, ResourceNotFoundError) and attempt == 0:
+                    self._create_table()  # the only 404 an insert gives: TableNotFound
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def replace(self, entity: dict, etag: str) -> bool:
+        """Overwrite only if the row still has `etag`. False if it changed or vanished."""
+        try:
+            with translated(f"{self._what} update"):
+                self._client.update_entity(
+                    entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+            return True
+        except StoreError as exc:
+            if isinstance(exc.__cause__, (ResourceModifiedError, ResourceNotFoundError)):
+                return False
+            raise
+
+    def delete(self, partition: str, row: str, etag: str) -> bool:
+        """Delete only if the row still has `etag`. (The SDK reports a row deleted by someone
+        else meanwhile as success: either way it is gone.)"""
+        try:
+            with translated(f"{self._what} delete"):
+                self._client.delete_entity(partition, row, etag=etag, match_condition=MatchConditions.IfNotModified)
+            return True
+        except StoreError as exc:
+            if isinstance(exc.__cause__, (ResourceModifiedError, ResourceNotFoundError)):
+                return False
+            raise
+
+    def query_partition(self, partition: str) -> list:
+        try:
+            with translated(f"{self._what} query"):
+                return list(self._client.query_entities("PartitionKey eq @pk", parameters={"pk": partition}))
+        except StoreError as exc:
+            if isinstance(exc.__cause__, ResourceNotFoundError):  # table not created yet
+                return []
+            raise
+
+    def _create_table(self) -> None:
+        try:
+            with translated(f"{self._what} table creation"):
+                self._client.create_table()
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, ResourceExistsError):  # created concurrently: fine
+                raise
+
+
+def _json_property(value) -> str | bytes:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= _MAX_STRING_CHARS else text.encode("utf-8")
+
+
+def _from_json_property(value) -> object:
+    return json.loads(value if isinstance(value, str) else bytes(value).decode("utf-8"))
+
+
+class TableClaimStore:
+    def __init__(self, client):
+        self.table = _Table(client, "claim table")
+
+    @staticmethod
+    def _entity(key: str, claim: Claim) -> dict:
+        return {
+            "PartitionKey": key,
+            "RowKey": CLAIM_ROW,
+            "status": claim.status,
+            "expires_at": float(claim.expires_at),
+            "version": claim.version,
+            "done": json.dumps(list(claim.done)),
+        }
+
+    @staticmethod
+    def _claim(entity) -> Claim:
+        return Claim(
+            entity["status"], float(entity["expires_at"]), entity["version"], tuple(json.loads(entity.get("done") or "[]"))
+        )
+
+    def create(self, key: str, claim: Claim) -> bool:
+        return self.table.create(self._entity(key, claim))
+
+    def get(self, key: str) -> Claim | None:
+        entity = self.table.get(key, CLAIM_ROW)
+        return None if entity is None else self._claim(entity)
+
+    def replace(self, key: str, expected_version: str, claim: Claim) -> bool:
+        entity = self.table.get(key, CLAIM_ROW)
+        if entity is None or entity.get("version") != expected_version:
+            return False
+        return self.table.replace(self._entity(key, claim), entity.metadata["etag"])
+
+    def delete(self, key: str, expected_version: str) -> bool:
+        entity = self.table.get(key, CLAIM_ROW)
+        if entity is None or entity.get("version") != expected_version:
+            return False
+        return self.table.delete(key, CLAIM_ROW, entity.metadata["etag"])
+
+
+class TableDeviceStateStore:
+    def __init__(self, client):
+        self.table = _Table(client, "device state table")
+
+    @staticmethod
+    def _entity(state: DeviceState) -> dict:
+        return {
+            "PartitionKey": store_key(state.device_id),
+            "RowKey": store_key(state.event_type),
+            "deviceId": state.device_id,
+            "eventType": state.event_type,
+            "version": f"{state.version:020d}",
+            "eventId": state.event_id,
+            "timestamp": state.timestamp,
+            "data": _json_property(state.data),
+            "labels": _json_property(state.labels),
+        }
+
+    @staticmethod
+    def _state(entity) -> DeviceState:
+        return DeviceState(
+            device_id=entity["deviceId"],
+            event_type=entity["eventType"],
+            version=int(entity["version"]),
+            event_id=entity["eventId"],
+            timestamp=entity["timestamp"],
+            data=_from_json_property(entity["data"]),
+            labels=_from_json_property(entity["labels"]),
+        )
+
+    def put_if_newer(self, state: DeviceState) -> bool:
+        entity = self._entity(state)
+        for attempt in range(_STATE_ATTEMPTS):
+            current = self.table.get(entity["PartitionKey"], entity["RowKey"])
+            if current is None:
+                if self.table.create(entity):
+                    return True
+            elif int(current["version"]) >= state.version:
+                return False
+            elif self.table.replace(entity, current.metadata["etag"]):
+                return True
+            # Someone wrote in between: read again (their write may already be newer).
+            time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+        raise StoreError("device state update kept conflicting; giving up for now")
+
+    def get_device(self, device_id: str) -> list[DeviceState]:
+        return [self._state(e) for e in self.table.query_partition(store_key(device_id))]
