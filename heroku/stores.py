@@ -1,0 +1,143 @@
+"""core's ClaimStore and DeviceStateStore on Redis.
+
+Claims are small JSON strings (``{"s","e","v","d"}``) under ``<prefix>c:<key>``. `create`
+is one ``SET NX PXAT``; `replace` and `delete` are Lua scripts that compare the stored
+version first, so each is one atomic round trip. Redis expires the key an hour after the
+claim's own `expires_at` (core compares `expires_at` itself; the margin keeps an abandoned
+worker lease, and the handlers it recorded as done, for the redelivery to find).
+
+Device state is one hash per device (``<prefix>s:<deviceId>``), one field per event type.
+Each value starts with the version as a fixed-width decimal string, so the Lua
+compare-and-set compares strings of equal length, which orders exactly like the integers.
+Lua numbers are doubles: 1.8e18 ns timestamps 1 ns apart would compare equal as numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Callable
+
+from redis.exceptions import RedisError
+
+from core.ports import Claim, DeviceState, StoreError
+
+from .connection import describe
+
+#: How long Redis keeps a claim after its `expires_at` has passed.
+EXPIRY_MARGIN_S = 3600.0
+
+_REPLACE = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if cjson.decode(current)['v'] ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+return 1
+"""
+
+_DELETE = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if cjson.decode(current)['v'] ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+# ARGV[1]: the new version as VERSION_WIDTH digits; ARGV[2]: the value (version + ':' + JSON).
+_PUT_IF_NEWER = """
+local current = redis.call('HGET', KEYS[1], ARGV[3])
+if current and string.sub(current, 1, 20) >= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[2])
+return 1
+"""
+
+VERSION_WIDTH = 20
+_OFFSET = 2**63  # shifts any int64 (even before 1970) into 0 .. 2**64-1: 20 digits
+
+
+def encode_version(version: int) -> str:
+    """`version` as a fixed-width decimal string that sorts like the integer."""
+    shifted = int(version) + _OFFSET
+    if not 0 <= shifted < 2**64:
+        raise ValueError("device state version is outside the 64-bit range")
+    return f"{shifted:0{VERSION_WIDTH}d}"
+
+
+def _encode_claim(claim: Claim) -> str:
+    return json.dumps(
+        {"s": claim.status, "e": claim.expires_at, "v": claim.version, "d": list(claim.done)},
+        separators=(",", ":"),
+    )
+
+
+def _decode_claim(raw: bytes | str) -> Claim:
+    d = json.loads(raw)
+    return Claim(d["s"], float(d["e"]), d["v"], tuple(d.get("d") or ()))
+
+
+class RedisClaimStore:
+    def __init__(self, client, prefix: str, clock: Callable[[], float] = time.time):
+        self.client = client
+        self._prefix = prefix + "c:"
+        self._clock = clock
+        self._replace = client.register_script(_REPLACE)
+        self._delete = client.register_script(_DELETE)
+
+    def _key(self, key: str) -> str:
+        return self._prefix + key
+
+    def _expire_at_ms(self, claim: Claim) -> int:
+        return math.ceil((max(claim.expires_at, self._clock()) + EXPIRY_MARGIN_S) * 1000)
+
+    def create(self, key: str, claim: Claim) -> bool:
+        try:
+            stored = self.client.set(self._key(key), _encode_claim(claim), nx=True, pxat=self._expire_at_ms(claim))
+        except RedisError as exc:
+            raise StoreError(f"redis claim create failed: {describe(exc)}") from exc
+        return bool(stored)
+
+    def get(self, key: str) -> Claim | None:
+        try:
+            raw = self.client.get(self._key(key))
+        except RedisError as exc:
+            raise StoreError(f"redis claim get failed: {describe(exc)}") from exc
+        return None if raw is None else _decode_claim(raw)
+
+    def replace(self, key: str, expected_version: str, claim: Claim) -> bool:
+        args = [expected_version, _encode_claim(claim), self._expire_at_ms(claim)]
+        try:
+            return self._replace(keys=[self._key(key)], args=args, client=self.client) == 1
+        except RedisError as exc:
+            raise StoreError(f"redis claim replace failed: {describe(exc)}") from exc
+
+    def delete(self, key: str, expected_version: str) -> bool:
+        try:
+            return self._delete(keys=[self._key(key)], args=[expected_version], client=self.client) == 1
+        except RedisError as exc:
+            raise StoreError(f"redis claim delete failed: {describe(exc)}") from exc
+
+
+class RedisStateStore:
+    def __init__(self, client, prefix: str):
+        self.client = client
+        self._prefix = prefix + "s:"
+        self._put = client.register_script(_PUT_IF_NEWER)
+
+    def put_if_newer(self, state: DeviceState) -> bool:
+        version = encode_version(state.version)
+        value = version + ":" + json.dumps(state.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        try:
+            result = self._put(
+                keys=[self._prefix + state.device_id], args=[version, value, state.event_type], client=self.client
+            )
+        except RedisError as exc:
+            raise StoreError(f"redis state update failed: {describe(exc)}") from exc
+        return result == 1
+
+    def get_device(self, device_id: str) -> list[DeviceState]:
+        try:
+            fields = self.client.hgetall(self._prefix + device_id)
+        except RedisError as exc:
+            raise StoreError(f"redis state read failed: {describe(exc)}") from exc
+        return [DeviceState.from_dict(json.loads(raw.split(b":", 1)[1])) for raw in fields.values()]

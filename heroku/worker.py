@@ -1,0 +1,254 @@
+"""The worker dyno: takes events off the Redis queue and runs core's Worker on each.
+
+    python -m heroku.worker                  run until SIGTERM (Procfile: worker)
+    python -m heroku.worker --burst          process everything due, then exit
+    python -m heroku.worker --dead-letters   list dead-lettered events (JSON lines)
+    python -m heroku.worker --requeue-dead-letters
+
+Delivery: a message is redelivered until core's Worker returns, and dead-lettered after
+`DT_MAX_ATTEMPTS` deliveries (PoisonMessage: at once). Retries wait
+``DT_RETRY_DELAY_S * 2**(attempt-1)`` (capped at 300 s). A message whose event another
+worker holds (EventInFlight) waits for that lease and does not use up an attempt.
+
+Shutdown: on SIGTERM (Heroku sends it, then SIGKILL 30 s later) the worker takes no new
+message. The current one may finish for `DT_SHUTDOWN_GRACE_S` (25 s); then it is
+interrupted (an exception raised in the handler, so core records which handlers finished
+and releases its lease) and put back on the queue without using up an attempt. If the
+process dies anyway (SIGKILL, crash, lost dyno), its heartbeat expires and the next
+worker moves its processing list back onto the queue: nothing taken is ever lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+
+from core.logs import event_log, log
+from core.ports import StoreError
+from core.worker import EventInFlight, PoisonMessage, RetryLater
+
+from .queue import Message, RedisQueue
+
+DEFAULT_RETRY_DELAY_S = 1.0
+RETRY_MAX_S = 300.0
+DEFAULT_SHUTDOWN_GRACE_S = 25.0
+DEFAULT_HEARTBEAT_TTL_S = 30.0
+MAINTENANCE_EVERY_S = 1.0
+
+
+class WorkerShutdown(Exception):
+    """Raised inside a running handler when the dyno must stop before it finished."""
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    from core.config import ConfigError
+
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return value
+
+
+class QueueWorker:
+    def __init__(
+        self,
+        worker,
+        queue: RedisQueue,
+        *,
+        max_attempts: int,
+        retry_base_s: float = DEFAULT_RETRY_DELAY_S,
+        in_flight_delay_s: float = 30.0,
+        heartbeat_ttl_s: float = DEFAULT_HEARTBEAT_TTL_S,
+        shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S,
+        worker_id: str | None = None,
+    ):
+        self.worker = worker
+        self.queue = queue
+        self.max_attempts = max_attempts
+        self.retry_base_s = retry_base_s
+        self.in_flight_delay_s = in_flight_delay_s
+        self.heartbeat_ttl_s = max(heartbeat_ttl_s, 1.0)
+        self.shutdown_grace_s = shutdown_grace_s
+        self.id = worker_id or f"{os.environ.get('DYNO', 'worker')}.{uuid.uuid4().hex[:12]}"
+        self._stopping = threading.Event()
+        self._in_job = False
+        self._interrupted = False
+        self._alarm_set = False
+
+    @classmethod
+    def from_env(cls) -> "QueueWorker":
+        from . import runtime
+
+        settings = runtime.settings()
+        return cls(
+            runtime.worker(),
+            runtime.queue(),
+            max_attempts=settings.max_attempts,
+            retry_base_s=_env_float("DT_RETRY_DELAY_S", DEFAULT_RETRY_DELAY_S),
+            in_flight_delay_s=min(settings.worker_lease_s, 30.0),
+            heartbeat_ttl_s=_env_float("DT_HEARTBEAT_TTL_S", DEFAULT_HEARTBEAT_TTL_S),
+            shutdown_grace_s=_env_float("DT_SHUTDOWN_GRACE_S", DEFAULT_SHUTDOWN_GRACE_S),
+        )
+
+    # -- signals (main thread only) -----------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGALRM, self._on_grace_expired)
+
+    def _on_stop_signal(self, signum, frame) -> None:
+        first = not self._stopping.is_set()
+        self._stopping.set()
+        if first:
+            event_log(logging.INFO, "stop requested: taking no new events", signal=signum, busy=self._in_job)
+        if self._in_job and not self._alarm_set and self.shutdown_grace_s > 0:
+            self._alarm_set = True
+            signal.setitimer(signal.ITIMER_REAL, self.shutdown_grace_s)
+
+    def _on_grace_expired(self, signum, frame) -> None:
+        if self._in_job:
+            self._interrupted = True
+            raise WorkerShutdown("the dyno is stopping; the event will be redelivered")
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # -- the loop -----------------------------------------------------------------------
+    def run(self, burst: bool = False) -> int:
+        """Process messages until stopped (or, with `burst`, until none is due). Returns
+        how many messages were taken."""
+        taken = 0
+        self.queue.register(self.id, self.heartbeat_ttl_s)
+        beat_stop = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(beat_stop,), name="dt-heartbeat", daemon=True)
+        beat.start()
+        try:
+            self.queue.recover()
+            self.queue.promote_due()
+            maintained = time.monotonic()
+            failures = 0
+            while not self._stopping.is_set():
+                try:
+                    if time.monotonic() - maintained >= MAINTENANCE_EVERY_S:
+                        self.queue.recover()
+                        self.queue.promote_due()
+                        maintained = time.monotonic()
+                    message = self.queue.take(self.id, block_s=0 if burst else 1.0)
+                    if message is None:
+                        if burst and self.queue.promote_due() == 0 and self.queue.recover() == 0:
+                            break
+                        continue
+                    taken += 1
+                    if self._stopping.is_set():  # SIGTERM arrived while we waited
+                        self.queue.retry(self.id, message, uncount=True)
+                        break
+                    self._handle(message)
+                    failures = 0
+                except StoreError as exc:  # Redis unreachable: the queue's own operations
+                    if burst:
+                        raise
+                    failures += 1
+                    event_log(logging.ERROR, "queue unavailable", error=str(exc))
+                    self._stopping.wait(min(0.5 * 2**failures, 15.0))
+        finally:
+            beat_stop.set()
+            try:
+                self.queue.unregister(self.id)  # puts back anything still ours, uncounted
+            except StoreError as exc:
+                event_log(logging.ERROR, "could not unregister; heartbeat expiry will recover", error=str(exc))
+        return taken
+
+    def _beat(self, stop: threading.Event) -> None:
+        while not stop.wait(self.heartbeat_ttl_s / 3):
+            try:
+                self.queue.heartbeat(self.id, self.heartbeat_ttl_s)
+            except StoreError as exc:
+                event_log(logging.WARNING, "heartbeat failed", error=str(exc))
+
+    def _handle(self, message: Message) -> None:
+        error: BaseException | None = None
+        self._in_job = True
+        try:
+            self.worker.process(message.body)
+        except WorkerShutdown as exc:
+            error = exc
+        except (RetryLater, StoreError) as exc:
+            error = exc
+        except Exception as exc:  # not core's contract; treat like a failed attempt
+            log.exception("unexpected error while processing", extra={"fields": {"messageId": message.id}})
+            error = exc
+        finally:
+            self._in_job = False
+        if self._alarm_set:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        if error is None:
+            self.queue.ack(self.id, message)
+            return
+        event_id = message.event_id
+        if self._interrupted:
+            event_log(logging.WARNING, "interrupted by shutdown; will be redelivered", eventId=event_id)
+            self.queue.retry(self.id, message, uncount=True)
+        elif isinstance(error, EventInFlight):
+            event_log(logging.INFO, "held by another worker; retrying after its lease", eventId=event_id)
+            self.queue.retry(self.id, message, self.in_flight_delay_s, uncount=True)
+        elif isinstance(error, PoisonMessage) or message.attempts >= self.max_attempts:
+            event_log(logging.ERROR, "dead-lettered", eventId=event_id, attempts=message.attempts)
+            self.queue.dead_letter(self.id, message, f"{type(error).__name__}: {error}")
+        else:
+            delay = min(self.retry_base_s * 2 ** (message.attempts - 1), RETRY_MAX_S)
+            event_log(logging.WARNING, "will retry", eventId=event_id, attempts=message.attempts, delayS=delay)
+            self.queue.retry(self.id, message, delay)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m heroku.worker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--burst", action="store_true", help="process every due event, then exit")
+    parser.add_argument("--dead-letters", action="store_true", help="print dead-lettered events as JSON lines")
+    parser.add_argument("--requeue-dead-letters", action="store_true", help="put dead-lettered events back")
+    args = parser.parse_args(argv)
+
+    from core import logs
+    from core.config import ConfigError
+
+    from . import runtime
+
+    logs.configure(os.environ.get("DT_LOG_LEVEL", "INFO"))
+    try:
+        if args.dead_letters or args.requeue_dead_letters:
+            queue = runtime.queue()
+            if args.requeue_dead_letters:
+                print(f"requeued {queue.requeue_dead_letters()} dead-lettered events")
+            else:
+                for item in queue.dead_letters():
+                    print(json.dumps(item))
+            return 0
+        runner = QueueWorker.from_env()
+    except ConfigError as exc:
+        print(f"heroku.worker: {exc}", file=sys.stderr)
+        return 2
+    runner.install_signal_handlers()
+    event_log(logging.INFO, "worker started", worker=runner.id, burst=args.burst)
+    try:
+        count = runner.run(burst=args.burst)
+    except StoreError as exc:
+        event_log(logging.ERROR, "queue unavailable", error=str(exc))
+        return 1
+    event_log(logging.INFO, "worker stopped", worker=runner.id, taken=count)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

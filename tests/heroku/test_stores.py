@@ -1,0 +1,100 @@
+"""The Redis ports beyond the shared contract: 1 ns versions, expiry, error translation."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+import redis
+
+from core.claims import Claims
+from core.ports import IN_PROGRESS, Claim, DeviceState, QueueError, StoreError
+from heroku.connection import connect
+from heroku.stores import EXPIRY_MARGIN_S, encode_version
+
+NS = 1_795_000_000_000_000_000  # 2026-11 in ns: well past 2**53, where doubles lose 1 ns
+
+
+def _state(version: int, event_id: str) -> DeviceState:
+    return DeviceState("dev-ns", "temperature", version, event_id, "ts", {"v": event_id})
+
+
+def test_versions_one_nanosecond_apart_are_ordered_exactly(h):
+    assert float(NS) == float(NS + 1)  # what a Lua number comparison would see
+    store = h.state_store
+    assert store.put_if_newer(_state(NS + 1, "b")) is True
+    assert store.put_if_newer(_state(NS, "a")) is False
+    assert store.put_if_newer(_state(NS + 1, "b-again")) is False
+    assert store.put_if_newer(_state(NS + 2, "c")) is True
+    [got] = store.get_device("dev-ns")
+    assert got.version == NS + 2 and got.event_id == "c"
+
+
+def test_encoded_versions_sort_like_the_integers():
+    rng = random.Random(3)
+    values = [-(2**63), -1, 0, 1, NS - 1, NS, NS + 1, 2**63 - 1] + [rng.randrange(-(2**63), 2**63) for _ in range(300)]
+    encoded = [encode_version(v) for v in values]
+    assert {len(e) for e in encoded} == {20}
+    assert sorted(values) == [values[encoded.index(e)] for e in sorted(encoded)]
+    for bad in (2**63, -(2**63) - 1):
+        with pytest.raises(ValueError):
+            encode_version(bad)
+
+
+def test_state_of_other_types_and_devices_is_untouched(h):
+    store = h.state_store
+    store.put_if_newer(DeviceState("d1", "co2", NS, "e1", "ts", {"co2": {"ppm": 1}}, {"room": "é"}))
+    store.put_if_newer(DeviceState("d1", "touch", NS - 5, "e2", "ts", {}))
+    store.put_if_newer(DeviceState("d2", "co2", NS + 5, "e3", "ts", {}))
+    got = {s.event_type: s for s in store.get_device("d1")}
+    assert set(got) == {"co2", "touch"}
+    assert got["co2"].labels == {"room": "é"}
+
+
+def test_redis_keeps_a_claim_an_hour_past_its_expiry(h):
+    client = redis.Redis.from_url(h.url)
+    now = time.time()
+    assert h.claim_store.create("k-ttl", Claim(IN_PROGRESS, now + 10, "v1"))
+    pttl = client.pttl(h.prefix + "c:k-ttl")
+    assert (10 + EXPIRY_MARGIN_S - 2) * 1000 < pttl <= (10 + EXPIRY_MARGIN_S + 1) * 1000
+    # A claim already past its expiry is still stored (and reported expired by core):
+    assert h.claim_store.create("k-past", Claim(IN_PROGRESS, now - 5, "v1", ("mod.h",)))
+    assert h.claim_store.get("k-past").done == ("mod.h",)
+    client.close()
+
+
+def test_abandoned_worker_lease_keeps_its_progress_for_the_redelivery(h):
+    claims = Claims(h.claim_store, "w")
+    _, held = claims.acquire("evt-1", 300)
+    held = claims.record_progress(held, "mod.first")
+    assert claims.abandon(held)
+    outcome, again = claims.acquire("evt-1", 300)
+    assert again is not None and again.done == ("mod.first",)
+
+
+@pytest.mark.parametrize("part", ["claims", "queue", "state"])
+def test_unreachable_redis_raises_store_errors_chained_and_without_the_url(h, part):
+    secret_url = "redis://:hunter2-password@127.0.0.1:{}/0"
+    dead = connect(secret_url.format(h.dead_client().connection_pool.connection_kwargs["port"]))
+    adapter = {"claims": h.claim_store, "queue": h.queue, "state": h.state_store}[part]
+    adapter.client = dead
+    calls = {
+        "claims": [
+            lambda: adapter.create("k", Claim(IN_PROGRESS, time.time() + 5, "v")),
+            lambda: adapter.get("k"),
+            lambda: adapter.replace("k", "v", Claim(IN_PROGRESS, time.time() + 5, "w")),
+            lambda: adapter.delete("k", "v"),
+        ],
+        "queue": [lambda: adapter.enqueue("{}", event_id="e"), lambda: adapter.take("w1"), lambda: adapter.depth()],
+        "state": [lambda: adapter.put_if_newer(_state(NS, "e")), lambda: adapter.get_device("d")],
+    }[part]
+    started = time.monotonic()
+    for call in calls:
+        with pytest.raises(StoreError) as info:
+            call()
+        assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
+        assert "hunter2" not in str(info.value) and "127.0.0.1" not in str(info.value)
+        if part == "queue":
+            assert isinstance(info.value, QueueError)
+    assert time.monotonic() - started < 5  # a bounded retry, not redis-py's default 10 retries

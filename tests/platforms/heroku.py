@@ -1,0 +1,231 @@
+"""Heroku on a real redis-server: the Flask `app` through Flask's test client, the worker's
+burst mode in-process, Redis for claims, queue and state.
+
+One redis-server per session on a free loopback port, without persistence; each harness
+gets its own key prefix (deleted when the harness closes). `broken(part)` points that
+part's Redis client at a loopback port nobody listens on, so redis-py raises its own
+ConnectionError, as with a dead server, and the adapter has to translate it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from typing import Mapping
+
+import pytest
+
+from core.logs import log as core_log
+
+from .base import Harness, Reply, StandIn
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server process shared by whoever needs it in this session (ref-counted)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def acquire(self) -> str:
+        with self._lock:
+            if self.proc is None:
+                self._start()
+            self._users += 1
+            return self.url
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users <= 0 and self.proc is not None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(5)
+                self.proc = None
+                self._users = 0
+
+    def _start(self) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            pytest.skip(
+                "redis-server is not installed (apt-get install -y redis-server, or run "
+                "scripts/test-deps.sh as root): the Heroku stand-in cannot start"
+            )
+        port = free_port()
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--protected-mode", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.url = f"redis://127.0.0.1:{port}/0"
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                if self.proc.poll() is not None:
+                    err = self.proc.stderr.read().decode(errors="replace")[-500:]
+                    self.proc = None
+                    pytest.skip(f"redis-server exited at start: {err}")
+                if time.monotonic() > deadline:
+                    self.proc.kill()
+                    self.proc = None
+                    pytest.skip("redis-server did not answer within 15 s")
+                time.sleep(0.05)
+        client.close()
+
+
+SERVER = RedisServer()
+
+_ENV_PREFIXES = ("DT_", "REDIS_")
+
+
+def apply_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Make os.environ's DT_*/REDIS_* variables exactly `env`; returns what was there."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
+    for key in saved:
+        del os.environ[key]
+    os.environ.update(env)
+    return saved
+
+
+def restore_env(saved: Mapping[str, str]) -> None:
+    for key in [k for k in os.environ if k.startswith(_ENV_PREFIXES)]:
+        del os.environ[key]
+    os.environ.update(saved)
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+    finally:
+        client.close()
+
+
+class HerokuHarness(Harness):
+    def __init__(self, url: str, env: Mapping[str, str]):
+        from heroku import runtime
+        from heroku.app import app
+
+        self.url = url
+        self.prefix = f"t-{uuid.uuid4().hex[:10]}:"
+        self.env = {"DT_MAX_ATTEMPTS": str(self.max_attempts), "DT_RETRY_DELAY_S": "0", **env,
+                    "REDIS_URL": url, "DT_REDIS_PREFIX": self.prefix}
+        self._saved = apply_env(self.env)
+        # The entry points call core.logs.configure(), which gives the `dtconnector` logger a
+        # stdout handler and stops propagation: undo that at close for the rest of the session.
+        self._log_state = (list(core_log.handlers), core_log.propagate, core_log.level)
+        self._runtime = runtime
+        runtime.reset()
+        self.client = app.test_client()
+        self._dead_port_socket: socket.socket | None = None
+
+    @property
+    def claim_store(self):
+        return self._runtime.claim_store()
+
+    @property
+    def state_store(self):
+        return self._runtime.state_store()
+
+    @property
+    def queue(self):
+        return self._runtime.queue()
+
+    def deliver(self, body, headers, method="POST", path="/") -> Reply:
+        header_list = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+        response = self.client.open(path, method=method, data=body, headers=header_list)
+        return Reply(response.status_code, response.get_data(as_text=True), dict(response.headers))
+
+    def drain(self) -> None:
+        from heroku.worker import QueueWorker
+
+        QueueWorker.from_env().run(burst=True)
+
+    def inject_message(self, message: str) -> None:
+        import json
+
+        self.queue.enqueue(message, event_id=json.loads(message)["event"]["eventId"])
+
+    def queue_depth(self) -> int:
+        return self.queue.depth()
+
+    def dead_letters(self) -> list[str]:
+        return [d["eventId"] for d in self.queue.dead_letters()]
+
+    def dead_client(self):
+        """A client built like the real one, for a loopback port where nothing listens."""
+        from heroku.connection import connect
+
+        if self._dead_port_socket is None:
+            # Bound but never listening: connecting is refused, and no one else gets the port.
+            self._dead_port_socket = socket.socket()
+            self._dead_port_socket.bind(("127.0.0.1", 0))
+        port = self._dead_port_socket.getsockname()[1]
+        return connect(f"redis://127.0.0.1:{port}/0")
+
+    @contextlib.contextmanager
+    def broken(self, part: str):
+        adapter = {"claims": self.claim_store, "queue": self.queue, "state": self.state_store}[part]
+        real = adapter.client
+        dead = self.dead_client()
+        adapter.client = dead
+        try:
+            yield
+        finally:
+            adapter.client = real
+            dead.close()
+
+    def close(self) -> None:
+        try:
+            delete_prefix(self.url, self.prefix)
+        finally:
+            self._runtime.reset()
+            restore_env(self._saved)
+            core_log.handlers[:], core_log.propagate, level = self._log_state
+            core_log.setLevel(level)
+            if self._dead_port_socket is not None:
+                self._dead_port_socket.close()
+
+
+class HerokuStandIn(StandIn):
+    name = "heroku"
+
+    def start(self) -> None:
+        self.url = SERVER.acquire()
+
+    def stop(self) -> None:
+        SERVER.release()
+
+    def harness(self, env: Mapping[str, str]) -> Harness:
+        return HerokuHarness(self.url, env)
+
+
+STAND_IN = HerokuStandIn()
