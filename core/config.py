@@ -21,6 +21,14 @@ DEFAULT_DEDUP_TTL_S = 13 * 3600.0
 # How long one worker may hold an event before another may take it over.
 DEFAULT_WORKER_LEASE_S = 300.0
 DEFAULT_MAX_ATTEMPTS = 5
+# Which signature headers a request must carry (see core/signature.py, SignaturePolicy).
+SIGNATURE_MODES = ("secret", "asymmetric", "either", "both")
+DEFAULT_SIGNATURE_MODE = "either"
+# Who signs `DT-Asymmetric-Signature`; its keys come from this issuer's OpenID discovery document.
+DEFAULT_JWKS_ISSUER = "https://identity.disruptive-technologies.com/data-connector"
+# A fetch of DT's signing keys must leave most of DT's 10 s answer budget.
+DEFAULT_KEY_FETCH_TIMEOUT_S = 2.0
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
 class ConfigError(ValueError):
@@ -76,6 +84,20 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def check_issuer(value: str, name: str = "DT_JWKS_ISSUER") -> str:
+    """`value` without a trailing slash. HTTPS only, except plain HTTP to a loopback host
+    (the emulator's key server): keys fetched over plain HTTP could be swapped in transit."""
+    issuer = value.strip().rstrip("/")
+    if issuer.startswith("https://") and len(issuer) > len("https://"):
+        return issuer
+    if issuer.startswith("http://"):
+        host = issuer[len("http://") :].split("/", 1)[0]
+        host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if host in _LOOPBACK_HOSTS:
+            return issuer
+    raise ConfigError(f"{name} must be an https:// URL (plain http:// only for 127.0.0.1/localhost)")
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -91,6 +113,18 @@ class Settings:
     worker_lease_s: float = DEFAULT_WORKER_LEASE_S
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     handler_modules: tuple[str, ...] = field(default=())
+    signature_mode: str = DEFAULT_SIGNATURE_MODE
+    jwks_issuer: str = DEFAULT_JWKS_ISSUER
+    organization_id: str | None = None
+    key_fetch_timeout_s: float = DEFAULT_KEY_FETCH_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        if self.signature_mode not in SIGNATURE_MODES:
+            raise ConfigError(f"DT_SIGNATURE_MODE must be one of: {', '.join(SIGNATURE_MODES)}")
+        if self.jwks_issuer:  # "" = asymmetric verification off (only settable in code)
+            object.__setattr__(self, "jwks_issuer", check_issuer(self.jwks_issuer))
+        if not 0 < self.key_fetch_timeout_s < 10:
+            raise ConfigError("DT_KEY_FETCH_TIMEOUT_S must be more than 0 and less than 10 seconds")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -113,6 +147,10 @@ class Settings:
             worker_lease_s=_float(env, "DT_WORKER_LEASE_S", DEFAULT_WORKER_LEASE_S),
             max_attempts=_int(env, "DT_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
             handler_modules=modules,
+            signature_mode=env.get("DT_SIGNATURE_MODE", "").strip().lower() or DEFAULT_SIGNATURE_MODE,
+            jwks_issuer=env.get("DT_JWKS_ISSUER", "").strip() or DEFAULT_JWKS_ISSUER,
+            organization_id=env.get("DT_ORGANIZATION_ID", "").strip() or None,
+            key_fetch_timeout_s=_float(env, "DT_KEY_FETCH_TIMEOUT_S", DEFAULT_KEY_FETCH_TIMEOUT_S),
         )
         values.update(overrides)
         return cls(**values)

@@ -6,8 +6,10 @@ Status codes (the same on every platform):
   202  accepted and durably queued           200  duplicate of an event already accepted
   400  body not JSON / lacks a required field 401  signature missing, invalid, expired, ...
   405  not a POST                             413  body over the size limit
-  503  our store or queue failed, the same eventId is being handled right now, or no
-       secret is configured. DT retries 503s, so nothing is lost while it lasts.
+  503  our store or queue failed, the same eventId is being handled right now, the
+       signature cannot be checked (no secret / asymmetric verification for the header
+       the request carries, see core.signature.SignaturePolicy), or DT's signing keys
+       cannot be fetched. DT retries 503s, so nothing is lost while it lasts.
 Nothing here answers 500: an unexpected error is logged and answered 503 (retry), since
 the failure is ours, not the sender's.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Protocol
+from typing import Callable
 
 from .claims import Claims, Outcome
 from .config import Settings
@@ -24,36 +26,18 @@ from .events import InvalidEvent, body_text, parse_event
 from .http import Request, Response
 from .logs import event_log, log
 from .ports import ClaimStore, EventQueue, StoreError
-from .signature import SecretVerifier, SignatureError, signature_token
+from .signature import CannotVerify, SignatureError, SignaturePolicy
 
 RETRY_AFTER_S = "5"
-
-
-class Verifier(Protocol):
-    def verify(self, token: str, body: bytes) -> dict: ...
 
 
 def _error(status: int, error: str, reason: str, **headers: str) -> Response:
     return Response(status, {"error": error, "reason": reason}, headers)
 
 
-def _warn_at_start(settings: Settings) -> None:
-    if settings.secrets:
-        if any(len(s.reveal().encode()) < 32 for s in settings.secrets):
-            event_log(logging.WARNING, "a signature secret is shorter than 32 bytes; use a longer one")
-        if settings.allow_unsigned:
-            event_log(logging.WARNING, "DT_ALLOW_UNSIGNED is ignored because a signature secret is set")
-    elif settings.allow_unsigned:
-        event_log(
-            logging.WARNING,
-            "DT_ALLOW_UNSIGNED=1: accepting UNSIGNED requests. For local testing only; "
-            "anyone who can reach this URL can inject events",
-        )
-    else:
-        event_log(
-            logging.ERROR,
-            "DT_SIGNATURE_SECRET is not set: every POST will be answered 503 until it is",
-        )
+def _warn_at_start(policy: SignaturePolicy) -> None:
+    for level, text in policy.startup_messages():
+        event_log(level, text)
 
 
 def _unavailable(reason: str) -> Response:
@@ -73,10 +57,10 @@ class Receiver:
         self.settings = settings
         self._claims = Claims(claim_store, clock=clock)
         self._queue = queue
-        self._verifier: Verifier | None = (
-            SecretVerifier(settings.secrets, settings.leeway_s, clock) if settings.secrets else None
-        )
-        _warn_at_start(settings)
+        # Which signature headers are required, per DT_SIGNATURE_MODE. Holds the cache of
+        # DT's public keys, so it lives as long as this Receiver (the container).
+        self.signature_policy = SignaturePolicy(settings, clock)
+        _warn_at_start(self.signature_policy)
 
     def handle(self, request: Request) -> Response:
         try:
@@ -94,19 +78,14 @@ class Receiver:
             event_log(logging.WARNING, "body too large", size=len(body))
             return Response(413, {"error": "payload_too_large", "limit": self.settings.max_body_bytes})
 
-        if self._verifier is not None:
-            try:
-                self._verifier.verify(signature_token(request.headers), body)
-            except SignatureError as exc:
-                event_log(logging.WARNING, "rejected signature", reason=exc.reason)
-                return _error(401, "unauthorized", exc.reason)
-        elif not self.settings.allow_unsigned:
-            event_log(
-                logging.ERROR,
-                "no signature secret configured: set DT_SIGNATURE_SECRET "
-                "(or DT_ALLOW_UNSIGNED=1 for local testing only); answering 503 so DT retries",
-            )
-            return _unavailable("receiver is not configured (DT_SIGNATURE_SECRET is not set)")
+        try:
+            self.signature_policy.check(request.headers, body)
+        except SignatureError as exc:
+            event_log(logging.WARNING, "rejected signature", reason=exc.reason)
+            return _error(401, "unauthorized", exc.reason)
+        except CannotVerify as exc:  # not configured, or DT's keys unreachable: DT retries
+            event_log(logging.ERROR, exc.log_message)
+            return _unavailable(exc.reason)
 
         try:
             text = body_text(body)

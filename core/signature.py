@@ -1,4 +1,6 @@
-"""Verify DT's `X-Dt-Signature`: an HS256 JWT whose claims carry a checksum of the body.
+"""Verify DT's `X-Dt-Signature` (an HS256 JWT whose claims carry a checksum of the body),
+and decide per `DT_SIGNATURE_MODE` which of it and `DT-Asymmetric-Signature` (ES256,
+checked by `core.asymmetric`) a request needs: `SignaturePolicy`.
 
 PyJWT checks the token's structure and HMAC with the algorithm pinned to HS256, so
 ``alg: none``, HS512 and RS256 tokens are refused before any key is used. Time claims are
@@ -11,19 +13,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib.util
+import logging
+import threading
 import time
 import warnings
 from typing import Callable, Sequence
 
 import jwt
 
-from .config import Secret
+from .config import Secret, Settings
 from .http import Headers
 
 SIGNATURE_HEADER = "x-dt-signature"
 
 # DT lets users pick short secrets; PyJWT would warn on every request. We warn once,
-# at start, in `core.app` instead.
+# at start (SignaturePolicy.startup_messages) instead.
 warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
 
 _DECODER = jwt.PyJWT(
@@ -54,6 +59,20 @@ def _number(claims: dict, name: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SignatureError(f"token claim '{name}' is not a number")
     return float(value)
+
+
+def check_times(claims: dict, now: float, leeway_s: float) -> None:
+    """`exp` is required; `iat` and `nbf`, when present, must not be in the future. Both
+    directions get `leeway_s` of clock skew."""
+    exp = _number(claims, "exp")
+    if exp is None:
+        raise SignatureError("token has no expiry (exp)")
+    if now > exp + leeway_s:
+        raise SignatureError("token has expired")
+    for name in ("iat", "nbf"):
+        value = _number(claims, name)
+        if value is not None and value > now + leeway_s:
+            raise SignatureError(f"token is not valid yet ({name})")
 
 
 def _check_checksum(claims: dict, body: bytes) -> None:
@@ -89,16 +108,7 @@ class SecretVerifier:
     def verify(self, token: str, body: bytes) -> dict:
         """The token's claims, or `SignatureError`."""
         claims = self._decode(token)
-        now = self._clock()
-        exp = _number(claims, "exp")
-        if exp is None:
-            raise SignatureError("token has no expiry (exp)")
-        if now > exp + self._leeway:
-            raise SignatureError("token has expired")
-        for name in ("iat", "nbf"):
-            value = _number(claims, name)
-            if value is not None and value > now + self._leeway:
-                raise SignatureError(f"token is not valid yet ({name})")
+        check_times(claims, self._clock(), self._leeway)
         _check_checksum(claims, body)
         return claims
 
@@ -118,16 +128,205 @@ class SecretVerifier:
         raise SignatureError("token signature is invalid")
 
 
-def signature_token(headers: Headers) -> str:
-    """The single `X-Dt-Signature` value. Two values are refused: which one would DT mean?"""
-    values = headers.get_all(SIGNATURE_HEADER)
+def signature_token(headers: Headers, name: str = SIGNATURE_HEADER, label: str = "X-Dt-Signature") -> str:
+    """The single value of header `name`. Two values are refused: which one would DT mean?"""
+    values = headers.get_all(name)
     if not values:
-        raise SignatureError("missing X-Dt-Signature header")
+        raise SignatureError(f"missing {label} header")
     if len(values) > 1:
-        raise SignatureError("more than one X-Dt-Signature header")
+        raise SignatureError(f"more than one {label} header")
     token = values[0].strip()
     if "," in token:  # how some platforms join a repeated header
-        raise SignatureError("more than one X-Dt-Signature header")
+        raise SignatureError(f"more than one {label} header")
     if not token:
-        raise SignatureError("missing X-Dt-Signature header")
+        raise SignatureError(f"missing {label} header")
     return token
+
+
+# --- DT-Asymmetric-Signature and the policy choosing between the two headers -----------
+
+ASYMMETRIC_HEADER = "dt-asymmetric-signature"
+ASYMMETRIC_LABEL = "DT-Asymmetric-Signature"
+
+
+class CannotVerify(Exception):
+    """The request may well be from DT, but this receiver cannot check it right now: answer
+    503 so DT retries. `reason` goes to the caller; `log_message` names what to fix."""
+
+    def __init__(self, reason: str, log_message: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.log_message = log_message or reason
+
+
+class NotConfigured(CannotVerify):
+    """A setting (or an optional package) the request's signature needs is missing."""
+
+
+class KeysUnavailable(CannotVerify):
+    """DT's signing keys could not be fetched (key server unreachable, slow or broken)."""
+
+
+def asymmetric_missing(settings: Settings) -> str | None:
+    """Why this deployment cannot verify `DT-Asymmetric-Signature`, or None when it can.
+    Checks for `cryptography` without importing it (cold starts of secret-only deployments)."""
+    if not settings.jwks_issuer:
+        return "DT_JWKS_ISSUER is not set"
+    if importlib.util.find_spec("cryptography") is None:
+        return "the 'cryptography' package is not installed (pip install 'dtconnector[asymmetric]')"
+    return None
+
+
+class SignaturePolicy:
+    """Applies `DT_SIGNATURE_MODE` to a request's headers. `check` returns when the request
+    is proven to be from DT, raises `SignatureError` (answer 401) when a required header is
+    missing or a header present is invalid, and `CannotVerify` (answer 503) when this
+    deployment lacks what the check needs or DT's keys cannot be fetched.
+
+    - ``secret``: X-Dt-Signature must be present and valid. DT-Asymmetric-Signature is
+      ignored. No secret configured: 503 for every POST.
+    - ``asymmetric``: DT-Asymmetric-Signature must be present and valid. X-Dt-Signature is
+      ignored (even with a secret set). Asymmetric verification impossible: 503 every POST.
+    - ``both``: both headers must be present and valid (secret checked first, so a bad one
+      costs no key fetch). Either kind of verification impossible: 503 for every POST.
+    - ``either`` (default): every header this deployment can verify must be valid, and at
+      least one must be present. A header the deployment cannot verify (no secret set, or
+      no `cryptography`) is ignored when the other header is checked; a request carrying
+      only such a header gets 503 naming the missing setting. Neither header: 401. Neither
+      kind of verification possible: 503 for every POST.
+
+    ``DT_ALLOW_UNSIGNED=1`` with no secret set, in modes ``secret`` and ``either``: nothing
+    is verified (local testing only, as before this policy existed). Ignored otherwise.
+    """
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.mode = settings.signature_mode
+        self._clock = clock
+        self._secret = SecretVerifier(settings.secrets, settings.leeway_s, clock) if settings.secrets else None
+        self._asym_missing = asymmetric_missing(settings)
+        self._asym = None  # built on first use: core.asymmetric imports urllib and cryptography
+        self._asym_lock = threading.Lock()
+        self.unsigned_allowed = (
+            settings.allow_unsigned and not settings.secrets and self.mode in ("secret", "either")
+        )
+
+    # -- what the receiver calls -----------------------------------------------------
+    def check(self, headers: Headers, body: bytes) -> None:
+        if self.unsigned_allowed:
+            return
+        mode = self.mode
+        if mode == "secret":
+            self._need_secret()
+            self._secret.verify(signature_token(headers), body)
+        elif mode == "asymmetric":
+            self._need_asymmetric()
+            self.asymmetric().verify(self._asym_token(headers), body)
+        elif mode == "both":
+            self._need_secret()
+            self._need_asymmetric()
+            secret_token, asym_token = signature_token(headers), self._asym_token(headers)
+            self._secret.verify(secret_token, body)
+            self.asymmetric().verify(asym_token, body)
+        else:  # either
+            if self._secret is None and self._asym_missing:
+                raise self._not_configured(
+                    "DT_SIGNATURE_SECRET is not set and asymmetric verification is unavailable "
+                    f"({self._asym_missing})"
+                )
+            has_secret, has_asym = SIGNATURE_HEADER in headers, ASYMMETRIC_HEADER in headers
+            check_secret = has_secret and self._secret is not None
+            check_asym = has_asym and self._asym_missing is None
+            if not (check_secret or check_asym):
+                if has_secret:
+                    self._need_secret()
+                if has_asym:
+                    self._need_asymmetric()
+                raise SignatureError(f"missing X-Dt-Signature or {ASYMMETRIC_LABEL} header")
+            if check_secret:
+                self._secret.verify(signature_token(headers), body)
+            if check_asym:
+                self.asymmetric().verify(self._asym_token(headers), body)
+
+    def startup_messages(self) -> list[tuple[int, str]]:
+        """(level, text) pairs worth logging once when the receiver starts."""
+        s, out = self.settings, []
+        if s.secrets and self.mode != "asymmetric" and any(len(x.reveal().encode()) < 32 for x in s.secrets):
+            out.append((logging.WARNING, "a signature secret is shorter than 32 bytes; use a longer one"))
+        if s.secrets and self.mode == "asymmetric":
+            out.append((logging.WARNING, "DT_SIGNATURE_SECRET is ignored because DT_SIGNATURE_MODE=asymmetric"))
+        if s.organization_id and self.mode == "secret":
+            out.append((logging.WARNING, "DT_ORGANIZATION_ID is ignored: only DT-Asymmetric-Signature carries it"))
+        if s.allow_unsigned and not self.unsigned_allowed:
+            why = "a signature secret is set" if s.secrets else f"DT_SIGNATURE_MODE={self.mode}"
+            out.append((logging.WARNING, f"DT_ALLOW_UNSIGNED is ignored because {why}"))
+        if self.unsigned_allowed:
+            out.append((
+                logging.WARNING,
+                "DT_ALLOW_UNSIGNED=1: accepting UNSIGNED requests. For local testing only; "
+                "anyone who can reach this URL can inject events",
+            ))
+            return out
+        missing = []
+        if self.mode in ("secret", "both") and self._secret is None:
+            missing.append("DT_SIGNATURE_SECRET is not set")
+        if self.mode in ("asymmetric", "both") and self._asym_missing:
+            missing.append(f"asymmetric verification is unavailable: {self._asym_missing}")
+        if self.mode == "either" and self._secret is None and self._asym_missing:
+            missing.append(
+                f"DT_SIGNATURE_SECRET is not set and asymmetric verification is unavailable: {self._asym_missing}"
+            )
+        for text in missing:
+            out.append((logging.ERROR, f"{text}: every POST will be answered 503 until it is fixed"))
+        if self.mode == "either" and not missing and self._secret is None:
+            out.append((
+                logging.WARNING,
+                f"DT_SIGNATURE_SECRET is not set: only requests carrying {ASYMMETRIC_LABEL} are accepted "
+                "(one carrying only X-Dt-Signature is answered 503)",
+            ))
+        return out
+
+    def asymmetric(self):
+        """The `core.asymmetric.AsymmetricVerifier`, built (and its module imported) once."""
+        if self._asym is None:
+            with self._asym_lock:
+                if self._asym is None:
+                    from .asymmetric import AsymmetricVerifier
+
+                    s = self.settings
+                    self._asym = AsymmetricVerifier(
+                        issuer=s.jwks_issuer,
+                        leeway_s=s.leeway_s,
+                        organization_id=s.organization_id,
+                        fetch_timeout_s=s.key_fetch_timeout_s,
+                        clock=self._clock,
+                    )
+        return self._asym
+
+    # -- helpers ---------------------------------------------------------------------
+    @staticmethod
+    def _asym_token(headers: Headers) -> str:
+        return signature_token(headers, ASYMMETRIC_HEADER, ASYMMETRIC_LABEL)
+
+    def _need_secret(self) -> None:
+        if self._secret is None:
+            raise NotConfigured(
+                "receiver is not configured (DT_SIGNATURE_SECRET is not set)",
+                "no signature secret configured: set DT_SIGNATURE_SECRET "
+                + (
+                    "(or DT_ALLOW_UNSIGNED=1 for local testing only)"
+                    if self.mode == "secret"
+                    else f"(DT_SIGNATURE_MODE={self.mode})"
+                )
+                + "; answering 503 so DT retries",
+            )
+
+    def _need_asymmetric(self) -> None:
+        if self._asym_missing:
+            raise self._not_configured(f"cannot verify {ASYMMETRIC_LABEL}: {self._asym_missing}")
+
+    def _not_configured(self, text: str) -> NotConfigured:
+        return NotConfigured(
+            f"receiver is not configured ({text})",
+            f"{text} (DT_SIGNATURE_MODE={self.mode}); answering 503 so DT retries",
+        )
