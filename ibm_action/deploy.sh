@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Deploy to IBM Cloud Code Engine: the ingest FUNCTION and the worker JOB, both from one
+# bundle (scripts/bundle.py ibm_action). Run from the repository root: `make deploy-ibm`.
+#
+# Needs: ibmcloud CLI + code-engine plugin, `ibmcloud login`, a selected Code Engine project
+# (`ibmcloud ce project select --name <project>`), and in the environment:
+#   DT_SIGNATURE_SECRET                  the DT Data Connector's signature secret
+#   CLOUDANT_URL                         https://<instance>.cloudantnosqldb.appdomain.cloud
+#   CLOUDANT_APIKEY                      (IAM)  or  CLOUDANT_USERNAME + CLOUDANT_PASSWORD
+# Optional:
+#   DT_IBM_NAME=dtconnector              prefix of the function, job and secret names
+#   DT_IBM_RUNTIME=python-3.11           Code Engine function runtime
+#   DT_IBM_WORKER=daemon                 daemon: job that follows the feed without end
+#                                        cron:   task job `--once` on a cron subscription
+#   DT_IBM_SCHEDULE='*/5 * * * *'        the cron schedule (DT_IBM_WORKER=cron)
+#   DT_HANDLERS=handlers, DT_CLOUDANT_DB, DT_CLOUDANT_STATE_DB, DT_MAX_ATTEMPTS, DT_RETRY_DELAY_S
+set -euo pipefail
+
+die() { echo "deploy-ibm: $*" >&2; exit 2; }
+
+cd "$(dirname "$0")/.."
+NAME=${DT_IBM_NAME:-dtconnector}
+RUNTIME=${DT_IBM_RUNTIME:-python-3.11}
+WORKER=${DT_IBM_WORKER:-daemon}
+SCHEDULE=${DT_IBM_SCHEDULE:-*/5 * * * *}
+FN="$NAME-ingest"
+JOB="$NAME-worker"
+SECRET="$NAME-secrets"
+PYTHON=${PYTHON:-.venv/bin/python}
+[ -x "$PYTHON" ] || PYTHON=python3
+
+command -v ibmcloud >/dev/null 2>&1 \
+  || die "the IBM Cloud CLI is not installed (https://cloud.ibm.com/docs/cli?topic=cli-getting-started)"
+ibmcloud plugin show code-engine >/dev/null 2>&1 \
+  || die "the Code Engine plugin is missing: ibmcloud plugin install code-engine"
+ibmcloud iam oauth-tokens >/dev/null 2>&1 \
+  || die "not logged in: ibmcloud login --apikey <key> -r <region> -g <resource group>"
+ibmcloud ce project current >/dev/null 2>&1 \
+  || die "no Code Engine project selected: ibmcloud ce project select --name <project>"
+[ -n "${DT_SIGNATURE_SECRET:-}" ] || die "DT_SIGNATURE_SECRET is not set (the connector's signature secret)"
+[ -n "${CLOUDANT_URL:-}" ] || die "CLOUDANT_URL is not set (the Cloudant instance's external endpoint)"
+if [ -z "${CLOUDANT_APIKEY:-}" ] && { [ -z "${CLOUDANT_USERNAME:-}" ] || [ -z "${CLOUDANT_PASSWORD:-}" ]; }; then
+  die "set CLOUDANT_APIKEY (IAM) or CLOUDANT_USERNAME and CLOUDANT_PASSWORD"
+fi
+case "$WORKER" in daemon|cron) ;; *) die "DT_IBM_WORKER must be daemon or cron" ;; esac
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+BUNDLE="$WORK/bundle"
+"$PYTHON" scripts/bundle.py ibm_action "$BUNDLE" >/dev/null
+
+# Secrets go into a Code Engine secret from a private file, never on a command line.
+ENV_FILE="$WORK/secrets.env"
+( umask 077
+  {
+    echo "DT_SIGNATURE_SECRET=$DT_SIGNATURE_SECRET"
+    [ -n "${DT_SIGNATURE_SECRET_PREVIOUS:-}" ] && echo "DT_SIGNATURE_SECRET_PREVIOUS=$DT_SIGNATURE_SECRET_PREVIOUS"
+    echo "CLOUDANT_URL=$CLOUDANT_URL"
+    [ -n "${CLOUDANT_APIKEY:-}" ] && echo "CLOUDANT_APIKEY=$CLOUDANT_APIKEY"
+    [ -n "${CLOUDANT_USERNAME:-}" ] && echo "CLOUDANT_USERNAME=$CLOUDANT_USERNAME"
+    [ -n "${CLOUDANT_PASSWORD:-}" ] && echo "CLOUDANT_PASSWORD=$CLOUDANT_PASSWORD"
+    true
+  } > "$ENV_FILE" )
+if ibmcloud ce secret get --name "$SECRET" >/dev/null 2>&1; then
+  ibmcloud ce secret update --name "$SECRET" --from-env-file "$ENV_FILE"
+else
+  ibmcloud ce secret create --name "$SECRET" --from-env-file "$ENV_FILE"
+fi
+
+# Plain settings (not secret), shared by the function and the job.
+ENV_ARGS=(--env "DT_HANDLERS=${DT_HANDLERS:-handlers}")
+for var in DT_CLOUDANT_DB DT_CLOUDANT_STATE_DB DT_MAX_ATTEMPTS DT_RETRY_DELAY_S DT_LOG_LEVEL; do
+  if [ -n "${!var:-}" ]; then ENV_ARGS+=(--env "$var=${!var}"); fi
+done
+
+# Ingest: a Code Engine function built from __main__.py + requirements.txt.
+if ibmcloud ce fn get --name "$FN" >/dev/null 2>&1; then
+  ibmcloud ce fn update --name "$FN" --build-source "$BUNDLE" --env-from-secret "$SECRET" "${ENV_ARGS[@]}"
+else
+  ibmcloud ce fn create --name "$FN" --runtime "$RUNTIME" --build-source "$BUNDLE" \
+    --env-from-secret "$SECRET" "${ENV_ARGS[@]}"
+fi
+
+# Worker: a job whose image is built from the bundle's Dockerfile. One instance only.
+if [ "$WORKER" = daemon ]; then
+  MODE_ARGS=(--mode daemon)
+else
+  MODE_ARGS=(--mode task --argument --once --retrylimit 2)
+fi
+if ibmcloud ce job get --name "$JOB" >/dev/null 2>&1; then
+  ibmcloud ce job update --name "$JOB" --build-source "$BUNDLE" --env-from-secret "$SECRET" \
+    --instances 1 "${MODE_ARGS[@]}" "${ENV_ARGS[@]}"
+else
+  ibmcloud ce job create --name "$JOB" --build-source "$BUNDLE" --env-from-secret "$SECRET" \
+    --instances 1 "${MODE_ARGS[@]}" "${ENV_ARGS[@]}"
+fi
+
+if [ "$WORKER" = daemon ]; then
+  # A daemon job runs while its job run exists: replace the run so it uses the new image.
+  ibmcloud ce jobrun delete --name "$JOB-daemon" --force >/dev/null 2>&1 || true
+  ibmcloud ce jobrun submit --name "$JOB-daemon" --job "$JOB"
+else
+  if ibmcloud ce sub cron get --name "$JOB-cron" >/dev/null 2>&1; then
+    ibmcloud ce sub cron update --name "$JOB-cron" --schedule "$SCHEDULE"
+  else
+    ibmcloud ce sub cron create --name "$JOB-cron" --destination-type job --destination "$JOB" \
+      --schedule "$SCHEDULE"
+  fi
+fi
+
+URL=$(ibmcloud ce fn get --name "$FN" --output url 2>/dev/null || echo "(see: ibmcloud ce fn get --name $FN)")
+cat <<EOF
+
+Deployed. Point the DT Data Connector at:
+  $URL
+(with the same signature secret). Dead-lettered events:
+  CLOUDANT_URL=... CLOUDANT_APIKEY=... python -m ibm_action.worker --dead-letters
+EOF
