@@ -21,6 +21,7 @@ class JsonFormatter(logging.Formatter):
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
+            "severity": record.levelname,  # what Google Cloud Logging reads
             "logger": record.name,
             "message": record.getMessage(),
         }
