@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Deploy dtconnector to AWS Lambda with the AWS SAM CLI (`make deploy-aws`).
+#
+# Builds the deployable bundle (scripts/bundle.py), then `sam build` and `sam deploy`
+# with aws_lambda/template.yaml. Settings come from the environment:
+#   AWS_REGION (or AWS_DEFAULT_REGION, or the AWS CLI profile's region)   required
+#   DT_SIGNATURE_SECRET_ARN   Secrets Manager secret with the signature secret (preferred)
+#   DT_SIGNATURE_SECRET       or the secret itself (a NoEcho stack parameter)
+#   DT_AWS_STACK              stack name (default: dtconnector)
+#   DT_HANDLERS_FILE          your handlers module, deployed as handlers.py
+#                             (default: the example in examples/handlers.py)
+#   DT_HANDLERS               modules to load (default: handlers)
+#   DT_MAX_ATTEMPTS           deliveries before dead-lettering (default: 5)
+#   DT_LOG_LEVEL              DEBUG, INFO, WARNING or ERROR (default: INFO)
+#   DT_SAM_BUILD_FLAGS        extra `sam build` flags, e.g. --use-container when
+#                             python3.12 is not installed locally
+set -euo pipefail
+
+die() {
+    echo "deploy-aws: $*" >&2
+    exit 1
+}
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
+[ -x "$PYTHON" ] || PYTHON="$(command -v python3 || true)"
+[ -n "$PYTHON" ] || die "python3 is needed to assemble the bundle"
+
+command -v sam >/dev/null 2>&1 || die "the AWS SAM CLI ('sam') is not installed.
+  Install it: https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/install-sam-cli.html"
+
+REGION="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
+if [ -z "$REGION" ] && command -v aws >/dev/null 2>&1; then
+    REGION="$(aws configure get region 2>/dev/null || true)"
+fi
+[ -n "$REGION" ] || die "no AWS region: set AWS_REGION (e.g. AWS_REGION=eu-west-1 make deploy-aws)"
+
+if command -v aws >/dev/null 2>&1; then
+    aws sts get-caller-identity --region "$REGION" >/dev/null 2>&1 \
+        || die "no usable AWS credentials: run 'aws configure' or 'aws sso login', or set AWS_PROFILE"
+elif ! "$PYTHON" -c "import boto3, sys; sys.exit(boto3.session.Session().get_credentials() is None)" 2>/dev/null; then
+    die "no AWS credentials found: configure them (aws configure / AWS_PROFILE / AWS_ACCESS_KEY_ID)"
+fi
+
+if [ -z "${DT_SIGNATURE_SECRET_ARN:-}" ] && [ -z "${DT_SIGNATURE_SECRET:-}" ]; then
+    die "set DT_SIGNATURE_SECRET_ARN (a Secrets Manager secret, preferred) or DT_SIGNATURE_SECRET
+  to the Data Connector's signature secret; without one every event would be refused"
+fi
+
+# sam's --parameter-overrides syntax: Key="value", with \" for a quote inside; it has no
+# escape for a backslash. Both secret parameters are always passed, so switching from one
+# to the other clears the one no longer used.
+for value in "${DT_SIGNATURE_SECRET:-}" "${DT_SIGNATURE_SECRET_ARN:-}" "${DT_HANDLERS:-}"; do
+    case "$value" in *\\*) die "a setting contains a backslash, which sam cannot pass as a parameter:
+  store the secret in Secrets Manager and set DT_SIGNATURE_SECRET_ARN instead" ;; esac
+done
+STACK="${DT_AWS_STACK:-dtconnector}"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/dtconnector-aws.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+SRC="$WORK/src"
+
+"$PYTHON" "$ROOT/scripts/bundle.py" aws_lambda "$SRC" >/dev/null
+if [ -n "${DT_HANDLERS_FILE:-}" ]; then
+    [ -f "$DT_HANDLERS_FILE" ] || die "DT_HANDLERS_FILE=$DT_HANDLERS_FILE does not exist"
+    cp "$DT_HANDLERS_FILE" "$SRC/handlers.py"
+fi
+
+# shellcheck disable=SC2086  # DT_SAM_BUILD_FLAGS is a list of flags
+sam build \
+    --template-file "$SRC/template.yaml" \
+    --build-dir "$WORK/build" \
+    ${DT_SAM_BUILD_FLAGS:-}
+
+quoted() {
+    printf '"%s"' "${1//\"/\\\"}"
+}
+PARAMS=(
+    "HandlerModules=$(quoted "${DT_HANDLERS:-handlers}")"
+    "MaxAttempts=$(quoted "${DT_MAX_ATTEMPTS:-5}")"
+    "LogLevel=$(quoted "${DT_LOG_LEVEL:-INFO}")"
+)
+if [ -n "${DT_SIGNATURE_SECRET_ARN:-}" ]; then
+    PARAMS+=("SignatureSecretArn=$(quoted "$DT_SIGNATURE_SECRET_ARN")" 'SignatureSecret=""')
+else
+    PARAMS+=("SignatureSecret=$(quoted "$DT_SIGNATURE_SECRET")" 'SignatureSecretArn=""')
+fi
+
+sam deploy \
+    --template-file "$WORK/build/template.yaml" \
+    --stack-name "$STACK" \
+    --region "$REGION" \
+    --capabilities CAPABILITY_IAM \
+    --resolve-s3 \
+    --no-confirm-changeset \
+    --no-fail-on-empty-changeset \
+    --parameter-overrides "${PARAMS[@]}"
+
+if command -v aws >/dev/null 2>&1; then
+    URL="$(aws cloudformation describe-stacks --stack-name "$STACK" --region "$REGION" \
+        --query "Stacks[0].Outputs[?OutputKey=='IngestUrl'].OutputValue" --output text)"
+    echo "deploy-aws: point the DT Data Connector at $URL"
+fi

@@ -1,0 +1,334 @@
+"""AWS Lambda on moto's in-process `mock_aws`: DynamoDB, SQS (with a redrive policy to a
+dead-letter queue) and Secrets Manager, driven through the real Lambda entry points.
+
+Each harness gets its own tables and queues. The work queue's VisibilityTimeout is 0 so
+`drain()` sees a failed record again at once; its RedrivePolicy (maxReceiveCount =
+`max_attempts`) makes moto move a record to the DLQ on the receive after its last
+attempt, as SQS does. `drain()` plays the Lambda SQS event source: it receives batches,
+builds the event Lambda would, calls `process()`, and deletes the records that the
+reply's `batchItemFailures` does not name.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import json
+import os
+import threading
+from typing import Mapping
+from unittest import mock
+
+import pytest
+
+from .base import Harness, Reply, StandIn
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+#: What the stand-in itself needs in the environment (moto also sets fake credentials).
+AWS_ENV = {"AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
+_TEXT_TYPES = ("application/json", "text/")
+
+
+def function_url_event(body: bytes, headers, method: str = "POST", path: str = "/") -> dict:
+    """The event a Lambda Function URL (payload 2.0) delivers: lower-cased header names,
+    repeated headers comma-joined, a text body as a string, anything else base64."""
+    joined: dict[str, str] = {}
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in pairs:
+        key = name.lower()
+        joined[key] = f"{joined[key]},{value}" if key in joined else str(value)
+    content_type = joined.get("content-type", "")
+    try:
+        text = body.decode("utf-8") if content_type.startswith(_TEXT_TYPES) else None
+    except UnicodeDecodeError:
+        text = None
+    event = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": joined,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "abcdefghijklmnop",
+            "domainName": "abcdefghijklmnop.lambda-url.us-east-1.on.aws",
+            "domainPrefix": "abcdefghijklmnop",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "dt"},
+            "requestId": "req-1",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "22/Nov/2026:10:00:00 +0000",
+            "timeEpoch": 1795341600000,
+        },
+        "isBase64Encoded": text is None,
+    }
+    if body:
+        event["body"] = text if text is not None else base64.b64encode(body).decode("ascii")
+    return event
+
+
+def sqs_event(messages: list[dict], queue_arn: str) -> dict:
+    """The event the Lambda SQS event source delivers for a received batch."""
+    records = []
+    for m in messages:
+        records.append(
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": dict(m.get("Attributes", {})),
+                "messageAttributes": {
+                    name: {
+                        "stringValue": attr.get("StringValue"),
+                        "stringListValues": [],
+                        "binaryListValues": [],
+                        "dataType": attr["DataType"],
+                    }
+                    for name, attr in m.get("MessageAttributes", {}).items()
+                },
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": REGION,
+            }
+        )
+    return {"Records": records}
+
+
+def _serialised(call):
+    """Makes moto's in-process backend handle one request at a time, as real DynamoDB
+    applies a conditional write to an item atomically (moto checks, then writes, with no
+    lock, so concurrent conditional writes could both pass)."""
+    lock = threading.RLock()
+
+    def serialised(self, *args, **kwargs):
+        with lock:
+            return call(self, *args, **kwargs)
+
+    return serialised
+
+
+class AwsHarness(Harness):
+    _active: "AwsHarness | None" = None
+    _activate_lock = threading.RLock()
+
+    def __init__(self, stand_in: "AwsStandIn", n: int, env: Mapping[str, str]):
+        from aws_lambda.dynamodb import DynamoClaimStore, DynamoStateStore
+        from aws_lambda.sqs import SqsEventQueue
+
+        self.stand_in = stand_in
+        prefix = f"dt{n}-{os.getpid()}"
+        self.dedup_table, self.state_table = f"{prefix}-dedup", f"{prefix}-state"
+        sqs, ddb = stand_in.client("sqs"), stand_in.client("dynamodb")
+        self.sqs, self.dynamodb = sqs, ddb
+        ddb.create_table(
+            TableName=self.dedup_table,
+            KeySchema=[{"AttributeName": "eventId", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "eventId", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        ddb.update_time_to_live(
+            TableName=self.dedup_table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiresAt"}
+        )
+        ddb.create_table(
+            TableName=self.state_table,
+            KeySchema=[
+                {"AttributeName": "deviceId", "KeyType": "HASH"},
+                {"AttributeName": "eventType", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "deviceId", "AttributeType": "S"},
+                {"AttributeName": "eventType", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        self.dlq_url = sqs.create_queue(QueueName=f"{prefix}-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(self.max_attempts)}
+        self.queue_url = sqs.create_queue(
+            QueueName=f"{prefix}-events",
+            Attributes={"VisibilityTimeout": "0", "RedrivePolicy": json.dumps(redrive)},
+        )["QueueUrl"]
+        self.queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        self.env = {
+            **{k: v for k, v in env.items() if v is not None},
+            "DT_DEDUP_TABLE": self.dedup_table,
+            "DT_STATE_TABLE": self.state_table,
+            "DT_QUEUE_URL": self.queue_url,
+            "DT_MAX_ATTEMPTS": str(self.max_attempts),
+        }
+        self.claim_store = DynamoClaimStore(ddb, self.dedup_table)
+        self.state_store = DynamoStateStore(ddb, self.state_table)
+        self.queue = SqsEventQueue(sqs, self.queue_url)
+        self._activate()
+
+    # The entry points read os.environ and cache per container: give them this harness's
+    # env, as a fresh container would see it, whenever another harness was used last.
+    def _activate(self) -> None:
+        import aws_lambda.handler as handler
+
+        with AwsHarness._activate_lock:
+            if AwsHarness._active is self:
+                return
+            for key in [k for k in os.environ if k.startswith("DT_")]:
+                del os.environ[key]
+            os.environ.update(self.env)
+            handler.reset()
+            AwsHarness._active = self
+
+    def deliver(self, body, headers, method="POST", path="/") -> Reply:
+        import aws_lambda.handler as handler
+
+        self._activate()
+        reply = handler.ingest(function_url_event(body, headers, method, path), None)
+        return Reply(reply["statusCode"], reply.get("body", ""), dict(reply.get("headers", {})))
+
+    def drain(self) -> None:
+        import aws_lambda.handler as handler
+
+        self._activate()
+        for _ in range(1000):
+            batch = self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=0,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            ).get("Messages", [])
+            if not batch:
+                if self.queue_depth() == 0:
+                    return
+                continue
+            reply = handler.process(sqs_event(batch, self.queue_arn), None)
+            failed = {f["itemIdentifier"] for f in reply["batchItemFailures"]}
+            done = [m for m in batch if m["MessageId"] not in failed]
+            if done:
+                self.sqs.delete_message_batch(
+                    QueueUrl=self.queue_url,
+                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+                )
+        raise AssertionError("drain(): the queue never emptied")
+
+    def inject_message(self, message: str) -> None:
+        self.queue.enqueue(message, event_id=json.loads(message)["event"]["eventId"])
+
+    def _depth(self, url: str) -> int:
+        attrs = self.sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        )["Attributes"]
+        return sum(int(v) for v in attrs.values())
+
+    def queue_depth(self) -> int:
+        return self._depth(self.queue_url)
+
+    def dead_letter_messages(self) -> list[dict]:
+        """Every DLQ message, read without consuming it (hidden while read, then shown)."""
+        messages: list[dict] = []
+        while True:
+            batch = self.sqs.receive_message(
+                QueueUrl=self.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=60, MessageAttributeNames=["All"]
+            ).get("Messages", [])
+            if not batch:
+                break
+            messages.extend(batch)
+        for m in messages:
+            self.sqs.change_message_visibility(QueueUrl=self.dlq_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
+        return messages
+
+    def dead_letters(self) -> list[str]:
+        ids = []
+        for m in self.dead_letter_messages():
+            attr = m.get("MessageAttributes", {}).get("eventId")
+            ids.append(attr["StringValue"] if attr else json.loads(m["Body"])["event"]["eventId"])
+        return ids
+
+    @contextlib.contextmanager
+    def broken(self, part: str):
+        """Every call on that part's table or queue fails as botocore fails when the
+        endpoint cannot be reached (EndpointConnectionError, raised before sending)."""
+        from botocore.client import BaseClient
+        from botocore.exceptions import EndpointConnectionError
+
+        target = {"claims": self.dedup_table, "state": self.state_table, "queue": self.queue_url}[part]
+        real = BaseClient._make_api_call
+
+        def failing(client, operation_name, api_params):
+            if target in (api_params.get("TableName"), api_params.get("QueueUrl")) and (
+                part != "queue" or operation_name.startswith("SendMessage")
+            ):
+                raise EndpointConnectionError(endpoint_url=client.meta.endpoint_url)
+            return real(client, operation_name, api_params)
+
+        with mock.patch.object(BaseClient, "_make_api_call", failing):
+            yield
+
+    def close(self) -> None:
+        import aws_lambda.handler as handler
+
+        with AwsHarness._activate_lock:
+            if AwsHarness._active is self:
+                handler.reset()
+                for key in self.env:
+                    os.environ.pop(key, None)
+                AwsHarness._active = None
+        with contextlib.suppress(Exception):
+            for table in (self.dedup_table, self.state_table):
+                self.dynamodb.delete_table(TableName=table)
+            for url in (self.queue_url, self.dlq_url):
+                self.sqs.delete_queue(QueueUrl=url)
+
+
+class AwsStandIn(StandIn):
+    name = "aws"
+
+    def start(self) -> None:
+        try:
+            import boto3  # noqa: F401
+            from moto import mock_aws
+            from moto.core import botocore_stubber
+        except ImportError as exc:  # pragma: no cover - the test extras install both
+            pytest.skip(f"moto/boto3 not installed ({exc.name}): pip install -e '.[aws,test]'")
+        self._saved_env = {k: os.environ.get(k) for k in AWS_ENV}
+        os.environ.update(AWS_ENV)
+        self._mock = mock_aws()
+        self._mock.start()
+        self._serialised = mock.patch.object(
+            botocore_stubber.BotocoreStubber, "__call__", _serialised(botocore_stubber.BotocoreStubber.__call__)
+        )
+        self._serialised.start()
+        self._counter = itertools.count(1)
+        self._clients: dict[str, object] = {}
+
+    def client(self, service: str):
+        if service not in self._clients:
+            import boto3
+
+            self._clients[service] = boto3.session.Session().client(service, region_name=REGION)
+        return self._clients[service]
+
+    def stop(self) -> None:
+        import aws_lambda.handler as handler
+
+        handler.reset()
+        self._serialised.stop()
+        self._mock.stop()
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    def harness(self, env: Mapping[str, str]) -> Harness:
+        return AwsHarness(self, next(self._counter), env)
+
+
+STAND_IN = AwsStandIn()
