@@ -312,7 +312,7 @@ def test_bundle_is_self_contained_and_its_main_imports_from_itself(tmp_path):
 
 def test_bundle_requirements_match_the_gcp_extra():
     reqs = (ROOT / "gcp_function" / "bundle" / "requirements.txt").read_text()
-    for package in ("functions-framework", "google-cloud-firestore", "google-cloud-pubsub", "PyJWT"):
+    for package in ("functions-framework", "google-cloud-firestore", "google-cloud-pubsub", "PyJWT[crypto]"):
         assert f"\n{package}>=" in "\n" + reqs, package
 
 

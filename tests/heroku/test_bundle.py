@@ -37,7 +37,8 @@ def test_app_json_declares_the_addon_the_secret_and_the_formation():
 
 def test_python_version_and_requirements():
     assert re.fullmatch(r"3\.1[0-9]\n", (BUNDLE / ".python-version").read_text())
-    names = {re.split(r"[<>=\[ ]", line)[0].lower() for line in (BUNDLE / "requirements.txt").read_text().split()}
+    lines = [line for line in (BUNDLE / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    names = {re.split(r"[<>=\[ ]", line)[0].lower() for line in lines}
     assert names == {"pyjwt", "flask", "gunicorn", "redis"}
 
 
