@@ -8,11 +8,11 @@ import pkgutil
 
 import pytest
 
+from core import on
 from core.handlers import registry
 
 from . import platforms as _platforms_pkg
-from .dt import BASE_ENV
-from .platforms.base import StandIn
+from .platforms.base import harness_factory, running
 
 
 def _discover() -> list[StandIn]:
@@ -33,38 +33,32 @@ PLATFORMS = _discover()
 
 @pytest.fixture(scope="session", params=PLATFORMS, ids=[p.name for p in PLATFORMS])
 def stand_in(request):
-    platform: StandIn = request.param
-    platform.start()  # may pytest.skip() with the reason its services cannot run here
-    try:
+    with running(request.param) as platform:  # skips, saying why, if it cannot run here
         yield platform
-    finally:
-        platform.stop()
 
 
 @pytest.fixture
 def make_platform(stand_in):
     """Factory: a harness with `BASE_ENV` updated by the given env (None removes a key)."""
-    made = []
-
-    def make(**env):
-        merged = dict(BASE_ENV)
-        for key, value in env.items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
-        harness = stand_in.harness(merged)
-        made.append(harness)
-        return harness
-
-    yield make
-    for harness in made:
-        harness.close()
+    with harness_factory(stand_in.harness) as make:
+        yield make
 
 
 @pytest.fixture
 def platform(make_platform):
     return make_platform()
+
+
+@pytest.fixture
+def seen():
+    """Every event the user's handlers received, in order."""
+    calls = []
+
+    @on("*")
+    def record(event):
+        calls.append(event)
+
+    return calls
 
 
 @pytest.fixture(autouse=True)

@@ -4,33 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from tests.dt import BASE_ENV
-from tests.platforms.aws import AwsStandIn
+from tests.platforms.aws import STAND_IN
+from tests.platforms.base import harness_factory, running
 
 
 @pytest.fixture(scope="module")
 def aws():
-    stand_in = AwsStandIn()
-    stand_in.start()
-    try:
+    with running(STAND_IN) as stand_in:
         yield stand_in
-    finally:
-        stand_in.stop()
 
 
 @pytest.fixture
 def make_harness(aws):
-    made = []
-
-    def make(**env):
-        merged = {**BASE_ENV, **env}
-        harness = aws.harness({k: v for k, v in merged.items() if v is not None})
-        made.append(harness)
-        return harness
-
-    yield make
-    for harness in made:
-        harness.close()
+    with harness_factory(aws.harness) as make:
+        yield make
 
 
 @pytest.fixture

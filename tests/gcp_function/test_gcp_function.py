@@ -17,6 +17,7 @@ import pytest
 from core.keys import store_key
 from core.ports import COMPLETED, Claim, DeviceState, QueueError, StoreError
 from tests.dt import BASE_ENV, event_body, event_id_of, signed
+from tests.platforms.base import running
 from tests.platforms.gcp import STAND_IN as GCP
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,11 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def gcp():
-    GCP.start()  # skips with the reason when java or the emulators are absent
-    try:
-        yield GCP
-    finally:
-        GCP.stop()
+    with running(GCP) as stand_in:  # skips with the reason when java or the emulators are absent
+        yield stand_in
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.dt import BASE_ENV
+from tests.platforms.base import harness_factory
 from tests.platforms.heroku import SERVER, HerokuHarness
 
 
@@ -17,20 +17,8 @@ def redis_url():
 
 @pytest.fixture
 def heroku(redis_url):
-    made = []
-
-    def make(**env):
-        merged = {**BASE_ENV, **{k: v for k, v in env.items() if v is not None}}
-        for key, value in env.items():
-            if value is None:
-                merged.pop(key, None)
-        harness = HerokuHarness(redis_url, merged)
-        made.append(harness)
-        return harness
-
-    yield make
-    for harness in reversed(made):
-        harness.close()
+    with harness_factory(lambda env: HerokuHarness(redis_url, env)) as make:
+        yield make
 
 
 @pytest.fixture

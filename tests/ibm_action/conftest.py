@@ -1,54 +1,26 @@
-"""An IBM stand-in of our own (a second pouchdb-server), so these tests run whatever
-DT_TEST_PLATFORMS selects for the contract suite."""
+"""IBM-specific fixtures: the session's pouchdb-server (shared with the contract suite)
+and harnesses on it."""
 
 from __future__ import annotations
 
 import pytest
 
-from core import on
-from tests.dt import BASE_ENV
-from tests.platforms.ibm import IBMStandIn
+from tests.platforms.base import harness_factory, running
+from tests.platforms.ibm import STAND_IN
 
 
 @pytest.fixture(scope="session")
 def ibm_stand_in():
-    stand_in = IBMStandIn()
-    stand_in.start()  # skips with the reason when node or pouchdb-server is missing
-    try:
+    with running(STAND_IN) as stand_in:  # skips with the reason when node or pouchdb-server is missing
         yield stand_in
-    finally:
-        stand_in.stop()
 
 
 @pytest.fixture
 def make_ibm(ibm_stand_in):
-    made = []
-
-    def make(**env):
-        merged = {**BASE_ENV, **{k: v for k, v in env.items() if v is not None}}
-        for key, value in env.items():
-            if value is None:
-                merged.pop(key, None)
-        harness = ibm_stand_in.harness(merged)
-        made.append(harness)
-        return harness
-
-    yield make
-    for harness in reversed(made):
-        harness.close()
+    with harness_factory(ibm_stand_in.harness) as make:
+        yield make
 
 
 @pytest.fixture
 def ibm(make_ibm):
     return make_ibm()
-
-
-@pytest.fixture
-def seen():
-    calls = []
-
-    @on("*")
-    def record(event):
-        calls.append(event)
-
-    return calls

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import abc
 import json
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Iterator, Mapping
 
 from core.ports import ClaimStore, DeviceState, DeviceStateStore
 
@@ -88,9 +88,12 @@ class Harness(abc.ABC):
 
 
 class StandIn(abc.ABC):
-    """The platform's offline services for a whole test session."""
+    """The platform's offline services for a whole test session. Use it through
+    `running()`, which starts it once however many fixtures share it."""
 
     name: str
+    _users: int = 0
+    _skip_reason: str | None = None
 
     @abc.abstractmethod
     def start(self) -> None:
@@ -103,3 +106,52 @@ class StandIn(abc.ABC):
     def harness(self, env: Mapping[str, str]) -> Harness:
         """A fresh harness whose entry points see exactly `env` as their `DT_*` settings
         (plus whatever the stand-in itself needs, such as endpoint URLs)."""
+
+
+@contextmanager
+def harness_factory(build: Callable[[Mapping[str, str]], Harness]) -> Iterator[Callable[..., Harness]]:
+    """Yields ``make(**env)``: a harness built with `tests.dt.BASE_ENV` updated by `env`
+    (a value of None removes that key). Every harness made is closed on exit."""
+    from tests.dt import BASE_ENV
+
+    made: list[Harness] = []
+
+    def make(**env: str | None) -> Harness:
+        merged = {**BASE_ENV, **env}
+        harness = build({k: v for k, v in merged.items() if v is not None})
+        made.append(harness)
+        return harness
+
+    try:
+        yield make
+    finally:
+        for harness in reversed(made):
+            harness.close()
+
+
+@contextmanager
+def running(stand_in: StandIn) -> Iterator[StandIn]:
+    """The stand-in, started for as long as anyone uses it.
+
+    The contract suite and a platform's own tests share one instance (each platform
+    module's `STAND_IN`), so emulators start once per session, and the first user to
+    finish does not stop them under the others. A stand-in that skipped (its services
+    cannot run here) skips again at once, with the same reason, instead of retrying.
+    """
+    import pytest
+
+    if stand_in._users == 0:
+        if stand_in._skip_reason is not None:
+            pytest.skip(stand_in._skip_reason)
+        try:
+            stand_in.start()
+        except pytest.skip.Exception as exc:
+            stand_in._skip_reason = str(exc.msg)
+            raise
+    stand_in._users += 1
+    try:
+        yield stand_in
+    finally:
+        stand_in._users -= 1
+        if stand_in._users == 0:
+            stand_in.stop()
