@@ -35,6 +35,7 @@ class Held:
 
     key: str
     claim: Claim
+    queued: bool = False  # the claim was written together with the queued message
 
     @property
     def done(self) -> tuple[str, ...]:
@@ -51,18 +52,22 @@ class Claims:
         self._namespace = namespace
         self._clock = clock
 
-    def acquire(self, event_id: str, lease_s: float) -> tuple[Outcome, Held | None]:
+    def acquire(
+        self, event_id: str, lease_s: float, create: Callable[[str, Claim], bool] | None = None
+    ) -> tuple[Outcome, Held | None]:
         """Claim `event_id` for `lease_s` seconds, taking over an expired record.
 
-        Loops only when the record changes under us (released, or taken over by another
-        request between our read and our write), a bounded number of times.
+        `create` replaces the store's create-if-absent (ingest passes an `AtomicOutbox`'s
+        claim-and-enqueue); a claim made through it is `Held.queued`. Loops only when the
+        record changes under us (released, or taken over by another request between our
+        read and our write), a bounded number of times.
         """
         key = store_key(event_id, self._namespace)
         for _ in range(4):
             now = self._clock()
             fresh = Claim(IN_PROGRESS, now + lease_s, _token())
-            if self._store.create(key, fresh):
-                return Outcome.CLAIMED, Held(key, fresh)
+            if (create or self._store.create)(key, fresh):
+                return Outcome.CLAIMED, Held(key, fresh, queued=create is not None)
             existing = self._store.get(key)
             if existing is None:
                 continue  # released between our create and get: try to create again

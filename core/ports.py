@@ -86,6 +86,22 @@ class EventQueue(Protocol):
         ...
 
 
+@runtime_checkable
+class AtomicOutbox(Protocol):
+    """Optional, for a queue that lives in the claim store's own database (an outbox read
+    through a changes feed, as on Cloudant): claim and enqueue in one atomic write.
+
+    When the queue has this method, ingest uses it for a new event instead of `create` then
+    `enqueue`, so no claim can exist without its message or the reverse, and it costs one
+    write fewer. Taking over an expired claim still uses `replace` then `enqueue`.
+    """
+
+    def claim_and_enqueue(self, key: str, claim: Claim, message: str, *, event_id: str) -> bool:
+        """Like `ClaimStore.create`, also storing `message` for the worker in the same
+        write. False if a record exists. Raises `QueueError`."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceState:
     """The latest event of one type for one device. `version` is the event timestamp in

@@ -25,7 +25,7 @@ from .config import Settings
 from .events import InvalidEvent, body_text, parse_event
 from .http import Request, Response
 from .logs import event_log, log
-from .ports import ClaimStore, EventQueue, StoreError
+from .ports import AtomicOutbox, ClaimStore, EventQueue, StoreError
 from .signature import CannotVerify, SignatureError, SignaturePolicy
 
 RETRY_AFTER_S = "5"
@@ -97,10 +97,17 @@ class Receiver:
         return self._accept(event.event_id, text)
 
     def _accept(self, event_id: str, text: str) -> Response:
+        create = None
+        if isinstance(self._queue, AtomicOutbox):
+            queue = self._queue
+
+            def create(key, claim):
+                return queue.claim_and_enqueue(key, claim, text, event_id=event_id)
+
         try:
-            outcome, held = self._claims.acquire(event_id, self.settings.claim_lease_s)
+            outcome, held = self._claims.acquire(event_id, self.settings.claim_lease_s, create)
         except StoreError as exc:
-            event_log(logging.ERROR, "claim store failed", eventId=event_id, error=str(exc))
+            event_log(logging.ERROR, "could not claim the event", eventId=event_id, error=str(exc))
             return _unavailable("event store unavailable")
         if outcome is Outcome.DUPLICATE:
             event_log(logging.INFO, "duplicate", eventId=event_id)
@@ -110,15 +117,16 @@ class Receiver:
             return _unavailable("this event is being received by another request")
         assert held is not None
 
-        try:
-            self._queue.enqueue(text, event_id=event_id)
-        except StoreError as exc:
-            event_log(logging.ERROR, "enqueue failed", eventId=event_id, error=str(exc))
-            self._release_quietly(held, event_id)
-            return _unavailable("event queue unavailable")
-        except Exception:
-            self._release_quietly(held, event_id)
-            raise
+        if not held.queued:
+            try:
+                self._queue.enqueue(text, event_id=event_id)
+            except StoreError as exc:
+                event_log(logging.ERROR, "enqueue failed", eventId=event_id, error=str(exc))
+                self._release_quietly(held, event_id)
+                return _unavailable("event queue unavailable")
+            except Exception:
+                self._release_quietly(held, event_id)
+                raise
 
         # The event is durably queued: from here on we answer 2xx whatever happens. If the
         # claim cannot be marked completed, it expires and a DT retry enqueues a second

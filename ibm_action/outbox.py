@@ -1,12 +1,12 @@
 """core's `EventQueue` on Cloudant: the outbox is the `outbox` field of the event's own
 document, the one whose `_id` (the eventId's store key) holds the dedup claim.
 
-Ingest: `ClaimStore.create` writes the document with the claim (409 = duplicate), then
-`enqueue` writes the body and ``state: pending`` into that same document, conditionally
-on the `_rev` the claim write returned. So the dedup record and the outbox are one
-document and every transition is one atomic document write: there is never a queued
-event without its dedup record, and the enqueue succeeds only while the claim it follows
-is still the document's current revision (else 409, re-read, re-check).
+Ingest: a new event's document is created with its claim and its outbox entry (the body,
+``state: pending``) in one write, core's `AtomicOutbox` (409 = duplicate); marking the
+claim completed is a second write. Only taking over an expired claim writes the claim and
+then (`enqueue`, conditionally on the claim's `_rev`) the body. So the dedup record and
+the outbox are one document and every transition is one atomic document write: there is
+never a queued event without its dedup record.
 
 Worker (`ibm_action.worker`): follows the database's changes feed, picks documents whose
 outbox is `pending`, and marks them `done`, or back to `pending` with one more attempt
@@ -19,8 +19,9 @@ import time
 from typing import Callable, Iterator
 
 from core.keys import store_key
-from core.ports import QueueError, StoreError
+from core.ports import Claim, QueueError, StoreError
 
+from .claims import claim_to_json
 from .cloudant import UNCHANGED, Docs
 
 PENDING = "pending"
@@ -47,24 +48,48 @@ class CloudantOutbox:
         self.docs = docs
         self._clock = clock
 
-    # --- the EventQueue port (ingest) --------------------------------------------------
+    # --- the EventQueue and AtomicOutbox ports (ingest) --------------------------------
+
+    def _entry(self, message: str, event_id: str) -> dict:
+        now = self._clock()
+        return {
+            "state": PENDING,
+            "eventId": event_id,
+            "body": message,
+            "attempts": 0,
+            "enqueuedAt": now,
+            "updatedAt": now,
+        }
+
+    def claim_and_enqueue(self, key: str, claim: Claim, message: str, *, event_id: str) -> bool:
+        """A new event: its claim and its outbox entry in one document, one write (409 =
+        duplicate). A document left without a claim (released after its body was stored)
+        gets one, and the entry if it lacks it, with one conditional write."""
+        entry = self._entry(message, event_id)
+        try:
+            if self.docs.create(key, {"claim": claim_to_json(claim), "outbox": entry}):
+                return True
+
+            def add_if_unclaimed(doc):
+                if doc is None or doc.get("claim") is not None:
+                    return None
+                doc["claim"] = claim_to_json(claim)
+                doc.setdefault("outbox", entry)
+                return doc
+
+            return self.docs.update(key, add_if_unclaimed)
+        except StoreError as exc:
+            raise QueueError(str(exc)) from exc
 
     def enqueue(self, message: str, *, event_id: str) -> None:
-        now = self._clock()
+        """After a takeover of an expired claim: store the body in the claim's document."""
 
         def add_body(doc):
             doc = doc if doc is not None else {}
             box = outbox_of(doc)
             if box and box.get("state") in (PENDING, DONE) and box.get("body") == message:
-                return UNCHANGED  # already durably queued (a takeover of an expired claim)
-            doc["outbox"] = {
-                "state": PENDING,
-                "eventId": event_id,
-                "body": message,
-                "attempts": 0,
-                "enqueuedAt": now,
-                "updatedAt": now,
-            }
+                return UNCHANGED  # already durably queued
+            doc["outbox"] = self._entry(message, event_id)
             return doc
 
         try:

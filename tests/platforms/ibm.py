@@ -147,20 +147,21 @@ class IBMHarness(Harness):
         # through the SDK, exactly as for an unreachable Cloudant.
         from ibm_action.cloudant import CloudantConfig, build_service
 
-        docs = {
-            "claims": self.ingest.claims.docs,
-            "queue": self.ingest.outbox.docs,
-            "state": self._worker.app().state.docs,
-        }[part]
+        # Claims and the outbox are one database (one document per event): either part
+        # failing is that database failing.
+        events = [self.ingest.claims.docs, self.ingest.outbox.docs]
+        targets = {"claims": events, "queue": events, "state": [self._worker.app().state.docs]}[part]
         dead = build_service(
             CloudantConfig.from_env({**self.env, "CLOUDANT_URL": f"http://127.0.0.1:{free_port()}"})
         )
-        real = docs.service
-        docs.service = dead
+        real = [docs.service for docs in targets]
+        for docs in targets:
+            docs.service = dead
         try:
             yield
         finally:
-            docs.service = real
+            for docs, service in zip(targets, real):
+                docs.service = service
 
     def close(self) -> None:
         app = self._worker.app()
