@@ -117,3 +117,44 @@ def test_secrets_do_not_print_themselves():
     s = Settings(secrets=(Secret("hunter2-very-secret"),))
     assert "hunter2" not in repr(s) and "hunter2" not in str(s.secrets[0])
     assert "x-dt-signature" in repr(Headers({"X-Dt-Signature": "tok"})) and "tok" not in repr(Headers({"X-Dt-Signature": "tok"}))
+
+
+class _OutboxQueue:
+    """A queue offering core's optional AtomicOutbox, recording which path ingest took."""
+
+    def __init__(self, claim_store, queue):
+        self.claim_store, self.queue, self.calls = claim_store, queue, []
+
+    def claim_and_enqueue(self, key, claim, message, *, event_id):
+        self.calls.append("claim_and_enqueue")
+        if not self.claim_store.create(key, claim):
+            return False
+        self.queue.enqueue(message, event_id=event_id)
+        return True
+
+    def enqueue(self, message, *, event_id):
+        self.calls.append("enqueue")
+        self.queue.enqueue(message, event_id=event_id)
+
+
+def test_atomic_outbox_claims_and_queues_in_one_call(claim_store, queue, clock):
+    outbox = _OutboxQueue(claim_store, queue)
+    receiver = Receiver(Settings(secrets=(Secret(SECRET),)), claim_store, outbox, clock)
+    body = event_body(event_id="atomic-1")
+    assert post(receiver, body, signed(body, iat=int(clock.now))).status == 202
+    assert post(receiver, body, signed(body, iat=int(clock.now))).status == 200
+    assert outbox.calls == ["claim_and_enqueue", "claim_and_enqueue"]
+    assert queue.depth() == 1
+
+
+def test_atomic_outbox_takeover_of_an_expired_claim_enqueues_separately(claim_store, queue, clock):
+    from core.keys import store_key
+    from core.ports import IN_PROGRESS, Claim
+
+    outbox = _OutboxQueue(claim_store, queue)
+    receiver = Receiver(Settings(secrets=(Secret(SECRET),)), claim_store, outbox, clock)
+    claim_store.create(store_key("atomic-2"), Claim(IN_PROGRESS, clock.now - 1, "dead-request"))
+    body = event_body(event_id="atomic-2")
+    assert post(receiver, body, signed(body, iat=int(clock.now))).status == 202
+    assert outbox.calls == ["claim_and_enqueue", "enqueue"]
+    assert queue.depth() == 1
