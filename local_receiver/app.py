@@ -34,9 +34,11 @@ class LocalApp:
         self.settings = settings or Settings.from_env()
         self.db = Database(db_path, clock)
         self.claims = SQLiteClaimStore(self.db)
+        # Ingest's claims ride on the enqueue's commit (see sqlite_store.Database).
+        self.ingest_claims = SQLiteClaimStore(self.db, durable=False)
         self.queue = SQLiteQueue(self.db)
         self.state = SQLiteStateStore(self.db)
-        self.receiver = Receiver(self.settings, self.claims, self.queue, clock)
+        self.receiver = Receiver(self.settings, self.ingest_claims, self.queue, clock)
         self.worker = Worker(self.settings, self.claims, self.state, clock=clock)
         if retry_base_s is None:
             retry_base_s = float(os.environ.get("DT_RETRY_DELAY_S", "1"))

@@ -23,6 +23,8 @@ class QueueRunner:
         lease_s: float,
         retry_base_s: float = 1.0,
         retry_max_s: float = 300.0,
+        idle: threading.Event | None = None,
+        max_defer_s: float = 0.1,
     ):
         self.worker = worker
         self.queue = queue
@@ -30,6 +32,11 @@ class QueueRunner:
         self.lease_s = lease_s
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
+        # Ingest first: while requests are being answered the worker waits (up to
+        # `max_defer_s` per message, so it is never starved), because a DT request has a
+        # 10 s deadline and a queued event does not. Both share one GIL and one SQLite lock.
+        self.idle = idle
+        self.max_defer_s = max_defer_s
 
     def run_once(self) -> bool:
         """Process one visible message. False when none is visible."""
@@ -60,6 +67,8 @@ class QueueRunner:
     def run_forever(self, stop: threading.Event, idle_wait_s: float = 0.5) -> None:
         changed = self.queue.changed
         while not stop.is_set():
+            if self.idle is not None:
+                self.idle.wait(self.max_defer_s)
             try:
                 busy = self.run_once()
             except StoreError as exc:

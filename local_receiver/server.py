@@ -6,6 +6,7 @@ A body over the limit is refused from its Content-Length, before it is read.
 
 from __future__ import annotations
 
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
@@ -50,7 +51,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(body)
             return
         request = Request(self.command, body, Headers(self.headers.items()), self.path)
-        self._send(self.server.handle(request))
+        server = self.server
+        with server._count_lock:
+            server.in_flight += 1
+            server.idle.clear()
+        try:
+            response = server.handle(request)
+        finally:
+            with server._count_lock:
+                server.in_flight -= 1
+                if server.in_flight == 0:
+                    server.idle.set()
+        self._send(response)
 
     def _send(self, response: Response) -> None:
         payload = b"" if self.command == "HEAD" else response.body.encode("utf-8")
@@ -82,6 +94,10 @@ class ReceiverServer(ThreadingHTTPServer):
         self.handle = handle
         self.health = health
         self.max_body_bytes = max_body_bytes
+        self.in_flight = 0  # requests being handled now (the worker yields to them)
+        self.idle = threading.Event()  # set while no request is being handled
+        self.idle.set()
+        self._count_lock = threading.Lock()
         super().__init__(address, _Handler)
 
     @property
