@@ -6,18 +6,15 @@ import base64
 import hashlib
 import hmac
 import json
-import re
 import statistics
 import time
 import warnings
 
 import jwt
-from jwt.algorithms import HMACAlgorithm
-from jwt.utils import base64url_decode
 
 from core.config import Secret
 from core.events import parse_event
-from core.signature import SecretVerifier, SignatureError
+from core.signature import SecretVerifier
 from emulator.generate import EventGenerator
 from emulator.signing import sign
 
@@ -82,44 +79,12 @@ def parse_only(key: bytes):
     return lambda token, body: parse_event(body)
 
 
-def proposal_pyjwt_primitives(key: bytes):
-    """A faster path still built on PyJWT: its HS256 algorithm object (key prepared
-    once) and its base64url helper, skipping `PyJWT.decode`'s generic option handling
-    and header re-parsing; the same checks as core (pinned HS256 header, exp/iat with
-    leeway, checksum with compare_digest), then core's `parse_event`."""
-    alg = HMACAlgorithm(HMACAlgorithm.SHA256)
-    prepared = alg.prepare_key(key)  # once per secret, not once per request
-    leeway = 60.0
-    shape = re.compile(rb"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")  # PyJWT's alphabet check, in C
-
-    def run(token: str, body: bytes):
-        m = shape.fullmatch(token.encode("ascii"))
-        if m is None:
-            raise SignatureError("token is malformed")
-        head_b64, payload_b64, sig_b64 = m.groups()
-        raw = m.group(0)
-        if json.loads(base64url_decode(head_b64)).get("alg") != "HS256":
-            raise SignatureError("token algorithm is not HS256")
-        if not alg.verify(raw[: len(head_b64) + 1 + len(payload_b64)], prepared, base64url_decode(sig_b64)):
-            raise SignatureError("token signature is invalid")
-        claims = json.loads(base64url_decode(payload_b64))
-        now = time.time()
-        if now > claims["exp"] + leeway or claims.get("iat", 0) > now + leeway:
-            raise SignatureError("token has expired")
-        if not hmac.compare_digest(claims["checksum_sha256"].encode(), hashlib.sha256(body).hexdigest().encode()):
-            raise SignatureError("body checksum does not match the token")
-        return parse_event(body)
-
-    return run
-
-
 CANDIDATES = [
     ("stdlib floor (hmac + sha256 + json.loads)", stdlib_floor),
     ("PyJWT obvious (jwt.decode + checksum + json.loads)", pyjwt_obvious),
     ("ours (SecretVerifier.verify + parse_event)", ours),
     ("  ours, verify only", ours_verify_only),
     ("  ours, parse_event only", parse_only),
-    ("proposal: PyJWT primitives + parse_event", proposal_pyjwt_primitives),
 ]
 
 

@@ -1,6 +1,8 @@
 """The event model: DT's JSON body turned into typed, tolerant Python objects.
 
-Two levels of strictness, on purpose. The four fields the pipeline depends on
+This module is the envelope; the typed payloads of the 19 event types are in
+`core.payloads`, imported on first use of `Event.data` (ingest never needs them, and
+defining two dozen dataclasses costs cold-start time). Two levels of strictness, on purpose. The four fields the pipeline depends on
 (`eventId`, `eventType`, `targetName`, `timestamp`) are checked and a body without them
 is refused with 400. Everything else is optional: a missing or oddly typed field becomes
 `None`, never an exception, because an exception here would mean a non-2xx answer and 12
@@ -10,10 +12,9 @@ hours of retries for an event we could have stored. Unknown event types keep the
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
@@ -25,282 +26,36 @@ class InvalidEvent(ValueError):
 
 
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))"
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):?(\d{2}))",
+    re.ASCII,
 )
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def parse_timestamp(value: object) -> tuple[datetime, int]:
     """An RFC 3339 timestamp as (aware UTC datetime, integer nanoseconds since the epoch).
 
     DT sends 6 or 9 fractional digits; `datetime` keeps only 6, so the nanosecond integer
-    is the version used for "only overwrite with a strictly newer event".
+    is the version used for "only overwrite with a strictly newer event". The regex
+    checks the shape; `fromisoformat` (C code, on the hot path of every request) checks
+    the calendar.
     """
     if not isinstance(value, str):
         raise InvalidEvent("timestamp must be an RFC 3339 string")
     m = _RFC3339.fullmatch(value.strip())
     if not m:
         raise InvalidEvent("timestamp is not RFC 3339")
-    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-    nanos = int((m.group(7) or "").ljust(9, "0"))
+    date, clock, fraction, sign, offset_h, offset_m = m.groups()
+    nanos = int(fraction.ljust(9, "0")) if fraction else 0
     try:
-        dt = datetime(year, month, day, hour, minute, second, nanos // 1000, tzinfo=timezone.utc)
+        dt = datetime.fromisoformat(f"{date}T{clock}").replace(microsecond=nanos // 1000, tzinfo=timezone.utc)
     except ValueError:
         raise InvalidEvent("timestamp is not a valid date and time") from None
-    if m.group(9):
-        sign = 1 if m.group(9) == "+" else -1
-        dt -= sign * timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
-    whole_seconds = int(dt.replace(microsecond=0).timestamp())
-    return dt, whole_seconds * 1_000_000_000 + nanos
-
-
-def _optional_time(value: object) -> Optional[datetime]:
-    try:
-        return parse_timestamp(value)[0]
-    except InvalidEvent:
-        return None
-
-
-# --- typed payloads -----------------------------------------------------------------
-# Field names are DT's camelCase in snake_case; `_build` maps them back and drops
-# anything of the wrong shape.
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def _build(cls, raw: object):
-    src = raw if isinstance(raw, dict) else {}
-    values = {}
-    for f in dataclasses.fields(cls):
-        value = src.get(_camel(f.name))
-        kind = f.metadata.get("kind")
-        if kind == "time":
-            value = _optional_time(value)
-        elif kind == "list":
-            item = f.metadata.get("item")
-            items = value if isinstance(value, list) else []
-            value = [_build(item, v) for v in items] if item else list(items)
-        elif kind == "number":
-            value = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-        elif kind == "bool":
-            value = value if isinstance(value, bool) else None
-        elif kind == "str":
-            value = value if isinstance(value, str) else None
-        elif kind == "dict":
-            value = value if isinstance(value, dict) else {}
-        values[f.name] = value
-    return cls(**values)
-
-
-def _time():
-    return field(default=None, metadata={"kind": "time"})
-
-
-def _num():
-    return field(default=None, metadata={"kind": "number"})
-
-
-def _str():
-    return field(default=None, metadata={"kind": "str"})
-
-
-def _bool():
-    return field(default=None, metadata={"kind": "bool"})
-
-
-def _list(item=None):
-    return field(default_factory=list, metadata={"kind": "list", "item": item})
-
-
-def _dict():
-    return field(default_factory=dict, metadata={"kind": "dict"})
-
-
-@dataclass(frozen=True)
-class TemperatureSample:
-    value: Optional[float] = _num()
-    sample_time: Optional[datetime] = _time()
-
-
-@dataclass(frozen=True)
-class HumiditySample:
-    temperature: Optional[float] = _num()
-    relative_humidity: Optional[float] = _num()
-    sample_time: Optional[datetime] = _time()
-
-
-@dataclass(frozen=True)
-class CloudConnector:
-    id: Optional[str] = _str()
-    signal_strength: Optional[float] = _num()
-    rssi: Optional[float] = _num()
-
-
-@dataclass(frozen=True)
-class Touch:
-    update_time: Optional[datetime] = _time()
-
-
-@dataclass(frozen=True)
-class Temperature:
-    value: Optional[float] = _num()
-    update_time: Optional[datetime] = _time()
-    samples: list = _list(TemperatureSample)
-    is_backfilled: Optional[bool] = _bool()
-
-
-@dataclass(frozen=True)
-class ObjectPresent:
-    state: Optional[str] = _str()
-    update_time: Optional[datetime] = _time()
-
-
-@dataclass(frozen=True)
-class Humidity:
-    temperature: Optional[float] = _num()
-    relative_humidity: Optional[float] = _num()
-    update_time: Optional[datetime] = _time()
-    samples: list = _list(HumiditySample)
-    is_backfilled: Optional[bool] = _bool()
-
-
-@dataclass(frozen=True)
-class ObjectPresentCount:
-    total: Optional[int] = _num()
-    update_time: Optional[datetime] = _time()
-
-
-@dataclass(frozen=True)
-class TouchCount:
-    total: Optional[int] = _num()
-    update_time: Optional[datetime] = _time()
-
-
-@dataclass(frozen=True)
-class WaterPresent:
-    state: Optional[str] = _str()
-    update_time: Optional[datetime] = _time()
-
-
-@dataclass(frozen=True)
-class NetworkStatus:
-    signal_strength: Optional[float] = _num()
-    rssi: Optional[float] = _num()
-    update_time: Optional[datetime] = _time()
-    cloud_connectors: list = _list(CloudConnector)
-    transmission_mode: Optional[str] = _str()
-
-
-@dataclass(frozen=True)
-class BatteryStatus:
-    percentage: Optional[float] = _num()
-    update_time: Optional[datetime] = _time()
-
-
-@dataclass(frozen=True)
-class LabelsChanged:
-    added: dict = _dict()
-    modified: dict = _dict()
-    removed: list = _list()
-
-
-@dataclass(frozen=True)
-class ConnectionStatus:
-    connection: Optional[str] = _str()
-    available: list = _list()
-    update_time: Optional[datetime] = _time()
-
-
-@dataclass(frozen=True)
-class EthernetStatus:
-    mac_address: Optional[str] = _str()
-    ip_address: Optional[str] = _str()
-    errors: list = _list()
-    update_time: Optional[datetime] = _time()
-
-
-@dataclass(frozen=True)
-class CellularStatus:
-    signal_strength: Optional[float] = _num()
-    errors: list = _list()
-    update_time: Optional[datetime] = _time()
-
-
-@dataclass(frozen=True)
-class Co2:
-    ppm: Optional[float] = _num()
-    update_time: Optional[datetime] = _time()
-
-
-@dataclass(frozen=True)
-class Pressure:
-    pascal: Optional[float] = _num()
-    update_time: Optional[datetime] = _time()
-
-
-@dataclass(frozen=True)
-class Motion:
-    state: Optional[str] = _str()
-    update_time: Optional[datetime] = _time()
-
-
-@dataclass(frozen=True)
-class DeskOccupancy:
-    state: Optional[str] = _str()
-    remarks: list = _list()
-    update_time: Optional[datetime] = _time()
-
-
-@dataclass(frozen=True)
-class Contact:
-    state: Optional[str] = _str()
-    update_time: Optional[datetime] = _time()
-
-
-@dataclass(frozen=True)
-class ProbeWireStatus:
-    state: Optional[str] = _str()
-    update_time: Optional[datetime] = _time()
-
-
-#: Every event type in DT's reference, mapped to its typed payload.
-EVENT_TYPES: dict[str, type] = {
-    "touch": Touch,
-    "temperature": Temperature,
-    "objectPresent": ObjectPresent,
-    "humidity": Humidity,
-    "objectPresentCount": ObjectPresentCount,
-    "touchCount": TouchCount,
-    "waterPresent": WaterPresent,
-    "networkStatus": NetworkStatus,
-    "batteryStatus": BatteryStatus,
-    "labelsChanged": LabelsChanged,
-    "connectionStatus": ConnectionStatus,
-    "ethernetStatus": EthernetStatus,
-    "cellularStatus": CellularStatus,
-    "co2": Co2,
-    "pressure": Pressure,
-    "motion": Motion,
-    "deskOccupancy": DeskOccupancy,
-    "contact": Contact,
-    "probeWireStatus": ProbeWireStatus,
-}
-
-
-def typed_data(event_type: str, data: object) -> Any:
-    """The typed payload for a known type, else `data` unchanged.
-
-    DT nests the payload under the type's name (``{"temperature": {...}}``), except for
-    `labelsChanged`, whose fields sit directly under `data`.
-    """
-    cls = EVENT_TYPES.get(event_type)
-    if cls is None:
-        return data
-    src = data if isinstance(data, dict) else {}
-    return _build(cls, src if event_type == "labelsChanged" else src.get(event_type))
+    if sign:
+        offset = timedelta(hours=int(offset_h), minutes=int(offset_m))
+        dt = dt - offset if sign == "+" else dt + offset
+    whole = dt.replace(microsecond=0) - _EPOCH
+    return dt, (whole.days * 86_400 + whole.seconds) * 1_000_000_000 + nanos
 
 
 # --- the envelope ------------------------------------------------------------------
@@ -308,10 +63,18 @@ def typed_data(event_type: str, data: object) -> Any:
 
 @dataclass(frozen=True)
 class Metadata:
-    device_id: Optional[str] = _str()
-    project_id: Optional[str] = _str()
-    device_type: Optional[str] = _str()
-    product_number: Optional[str] = _str()
+    device_id: Optional[str] = None
+    project_id: Optional[str] = None
+    device_type: Optional[str] = None
+    product_number: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, raw: dict) -> "Metadata":
+        def text(name: str) -> Optional[str]:
+            value = raw.get(name)
+            return value if isinstance(value, str) else None
+
+        return cls(text("deviceId"), text("projectId"), text("deviceType"), text("productNumber"))
 
 
 _TARGET = re.compile(r"projects/([^/]+)/devices/([^/]+)")
@@ -331,16 +94,26 @@ class Event:
     timestamp: datetime
     version: int
     labels: dict
-    metadata: Optional[Metadata]
     raw: dict
 
     @cached_property
+    def metadata(self) -> Optional[Metadata]:
+        """DT's `metadata` object (added in 2022; None in older bodies)."""
+        raw = self.raw.get("metadata")
+        return Metadata.from_json(raw) if isinstance(raw, dict) else None
+
+    @cached_property
     def data(self) -> Any:
-        """Built on first use: ingest only validates, the worker's handlers read `data`."""
+        """Built on first use (with `core.payloads`): ingest only validates, the worker's
+        handlers read `data`."""
+        from .payloads import typed_data
+
         return typed_data(self.event_type, self.raw["event"].get("data"))
 
     @property
     def is_known_type(self) -> bool:
+        from .payloads import EVENT_TYPES
+
         return self.event_type in EVENT_TYPES
 
 
@@ -383,14 +156,16 @@ def parse_event(body: bytes | str | dict) -> Event:
     target = _required_str(event, "targetName")
     timestamp, version = parse_timestamp(_required_str(event, "timestamp"))
 
-    raw_meta = doc.get("metadata")
-    metadata = _build(Metadata, raw_meta) if isinstance(raw_meta, dict) else None
     # targetName is authoritative; metadata (added in 2022) fills in for odd targets.
     m = _TARGET.fullmatch(target)
-    device_id = m.group(2) if m else (metadata and metadata.device_id) or target
-    project_id = m.group(1) if m else (metadata and metadata.project_id) or ""
+    if m:
+        project_id, device_id = m.groups()
+    else:
+        meta = doc.get("metadata")
+        meta = Metadata.from_json(meta) if isinstance(meta, dict) else Metadata()
+        device_id, project_id = meta.device_id or target, meta.project_id or ""
     labels = doc.get("labels")
-    labels = {str(k): v for k, v in labels.items()} if isinstance(labels, dict) else {}
+    labels = labels if isinstance(labels, dict) else {}
     return Event(
         event_id=event_id,
         event_type=event_type,
@@ -400,6 +175,5 @@ def parse_event(body: bytes | str | dict) -> Event:
         timestamp=timestamp,
         version=version,
         labels=labels,
-        metadata=metadata,
         raw=doc,
     )

@@ -12,7 +12,7 @@ from core import on
 from core.handlers import registry
 
 from . import platforms as _platforms_pkg
-from .platforms.base import harness_factory, running
+from .platforms.base import StandIn, harness_factory, running
 
 
 def _discover() -> list[StandIn]:

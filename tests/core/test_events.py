@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from core.events import EVENT_TYPES, InvalidEvent, parse_event, parse_timestamp
+from core.events import InvalidEvent, parse_event, parse_timestamp
+from core.payloads import EVENT_TYPES
 from tests.dt import sample_bodies, signed_sample
 
 
@@ -134,3 +135,9 @@ def test_timestamps_keep_nanoseconds_as_the_version():
 def test_offsets_are_normalised_to_utc():
     assert parse_timestamp("2024-05-29T12:34:03+02:00") == parse_timestamp("2024-05-29T10:34:03Z")
     assert parse_timestamp("2024-05-29T10:34:03.5z")[1] == parse_timestamp("2024-05-29T10:34:03.500000000Z")[1]
+
+
+@pytest.mark.parametrize("value", ["２０２４-05-29T10:34:03Z", "2024-05-29T10:34:0٣Z", "2024-02-30T10:00:00Z", "2024-05-29T24:00:00Z"])
+def test_non_ascii_digits_and_impossible_dates_are_refused(value):
+    with pytest.raises(InvalidEvent):
+        parse_timestamp(value)

@@ -10,7 +10,8 @@ from collections import Counter
 import pytest
 
 from core.config import Secret
-from core.events import EVENT_TYPES as CORE_TYPES, parse_event
+from core.events import parse_event
+from core.payloads import EVENT_TYPES as CORE_TYPES
 from core.signature import SecretVerifier
 from emulator.generate import EVENT_TYPES, EventGenerator, generate
 from emulator.sender import SendConfig, Sender, plan
