@@ -1,0 +1,465 @@
+"""Hostile input against every platform's entry point (through `Harness.deliver`).
+
+Properties (hypothesis): whatever the headers and body, the entry point answers (never an
+escaping exception), the status is one core defines, a request without a valid signature
+is never accepted, and bad input never gets a 5xx. Then the classic JWT attacks, bodies
+that are deep, huge or not UTF-8, and event ids full of characters that stores reserve.
+
+`DT_FUZZ_EXAMPLES` sets the examples per property (default 25; `make fuzz` runs 10,000).
+Set `CI=1` for a derandomized (reproducible) campaign.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import time
+
+import jwt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core import on
+from emulator.signing import sign
+from reliability.inproc import event_id, state_snapshot
+from reliability.workload import body as event_json
+from tests.dt import SECRET, event_body, signed
+
+STATUSES = {200, 202, 400, 401, 405, 413, 503}
+EXAMPLES = int(os.environ.get("DT_FUZZ_EXAMPLES", "25"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=bool(os.environ.get("CI")),
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+# --- strategies ------------------------------------------------------------------------
+
+_TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# Headers an HTTP front end computes or strips itself: a client cannot choose them freely.
+_FRAMING = {"content-length", "transfer-encoding", "host", "connection", "expect", "te", "upgrade", "trailer"}
+header_names = st.one_of(
+    st.sampled_from(
+        ["X-Dt-Signature", "x-dt-signature", "X-DT-SIGNATURE", "DT-Asymmetric-Signature", "Content-Type",
+         "User-Agent", "Authorization", "X-Api-Key", "Accept", "Content-Encoding"]
+    ),
+    st.text(_TCHAR, min_size=1, max_size=30),
+).filter(lambda n: n.lower() not in _FRAMING)
+# What HTTP allows in a field value: visible ASCII, space, tab and obs-text (no CR/LF/NUL).
+header_values = st.one_of(
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=300),
+    st.from_regex(r"[A-Za-z0-9_-]{0,40}\.[A-Za-z0-9_-]{0,200}\.[A-Za-z0-9_-]{0,60}", fullmatch=True),
+)
+headers = st.lists(st.tuples(header_names, header_values), max_size=8)
+
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=40))
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=12), inner, max_size=5)),
+    max_leaves=20,
+)
+TEMPLATE = json.loads(event_body("temperature"))
+
+
+@st.composite
+def event_docs(draw):
+    """DT-shaped documents with any field replaced, dropped, or oddly typed."""
+    doc = json.loads(json.dumps(TEMPLATE))
+    doc["event"]["eventId"] = draw(st.one_of(st.text(min_size=1, max_size=60), json_values))
+    for field in ("eventType", "targetName", "timestamp", "data"):
+        if draw(st.booleans()):
+            doc["event"][field] = draw(
+                st.one_of(
+                    json_values,
+                    st.sampled_from(["touch", "co2", "labelsChanged", "projects/p/devices/d", "2026-02-30T25:00:00Z",
+                                     "2026-11-22T10:00:00.123456789+05:30", "2026-11-22T10:00:00Z"]),
+                )
+            )
+    for section in ("labels", "metadata"):
+        if draw(st.booleans()):
+            doc[section] = draw(json_values)
+    if draw(st.booleans()):
+        doc[draw(st.text(max_size=10))] = draw(json_values)
+    if draw(st.integers(0, 9)) == 0:
+        del doc["event"][draw(st.sampled_from(sorted(doc["event"])))]
+    return doc
+
+
+def encoded(doc) -> st.SearchStrategy[bytes]:
+    return st.sampled_from([True, False]).map(lambda ascii_: json.dumps(doc, ensure_ascii=ascii_).encode("utf-8", "surrogatepass"))
+
+
+bodies = st.one_of(
+    st.binary(max_size=600),
+    event_docs().flatmap(encoded),
+    json_values.map(lambda v: json.dumps(v).encode()),
+)
+
+
+@contextlib.contextmanager
+def known_bug(stand_in, platforms: set[str], reason: str):
+    """A strict expected failure on `platforms` (a bug reported, not yet fixed): the test
+    xfails there, and fails loudly once the bug is gone so the entry gets removed."""
+    if stand_in.name not in platforms:
+        yield
+        return
+    try:
+        yield
+    except Exception as exc:
+        pytest.xfail(f"known bug on {stand_in.name}: {reason} ({type(exc).__name__}: {str(exc)[:120]})")
+    pytest.fail(f"{stand_in.name} no longer shows the known bug '{reason}': remove it from the list")
+
+
+def check_answer(reply) -> int:
+    assert reply.status in STATUSES, f"status {reply.status} is not one core defines"
+    return reply.status
+
+
+# --- properties ------------------------------------------------------------------------
+
+
+def test_fuzz_unsigned_or_forged_requests_are_never_accepted(platform):
+    @FUZZ
+    @given(body=bodies, hdrs=headers, path=st.sampled_from(["/", "/api/dt", "/%2e%2e/x", "/" + "a" * 300]))
+    def run(body, hdrs, path):
+        status = check_answer(platform.deliver(body, hdrs, "POST", path))
+        assert status in {400, 401, 413}, f"forged request answered {status}"
+
+    run()
+    assert platform.queue_depth() == 0
+
+
+def test_fuzz_signed_bodies_never_get_5xx_and_accepted_ones_are_processed(platform):
+    read = []
+
+    @on("*")
+    def read_everything(event):  # what a user's handler touches
+        read.append((event.event_id, repr(event.data), event.metadata, event.labels, event.is_known_type))
+
+    accepted: set[str] = set()
+
+    @FUZZ
+    @given(body=bodies, extra=headers)
+    def run(body, extra):
+        hdrs = [(k, v) for k, v in extra if k.lower() not in ("x-dt-signature", "dt-asymmetric-signature")]
+        status = check_answer(platform.deliver(body, [*hdrs, ("X-Dt-Signature", sign(body, SECRET))]))
+        assert status in {200, 202, 400, 413}, f"signed body answered {status}"
+        if status == 202:
+            accepted.add(json.loads(body)["event"]["eventId"])
+
+    run()
+    platform.drain()
+    assert platform.dead_letters() == []
+    assert {r[0] for r in read} == accepted
+
+
+def test_fuzz_methods_other_than_post_get_405(platform, stand_in):
+    @FUZZ
+    @given(method=st.sampled_from(["GET", "PUT", "PATCH", "DELETE", "HEAD", "get", "Post ", "BREW", "TRACE"]), body=st.binary(max_size=50))
+    def run(method, body):
+        status = platform.deliver(body, signed(body), method).status
+        if stand_in.name == "azure" and method not in ("GET", "PUT", "PATCH", "DELETE", "HEAD", "get"):
+            # The Functions host routes only the standard methods: others get its own 404
+            # and never reach our code.
+            assert status in (404, 405)
+        else:
+            assert status == 405
+
+    run()
+    assert platform.queue_depth() == 0
+
+
+def test_options_is_405_not_an_acknowledgement(platform, stand_in):
+    body = event_body()
+    with known_bug(stand_in, {"heroku"}, "Flask answers OPTIONS itself with 200 (provide_automatic_options)"):
+        assert platform.deliver(body, signed(body), "OPTIONS").status == 405
+
+
+# --- JWT attacks -------------------------------------------------------------------------
+
+
+def _claims(body: bytes) -> dict:
+    now = int(time.time())
+    return {"checksum_sha256": hashlib.sha256(body).hexdigest(), "checksum": hashlib.sha1(body).hexdigest(),
+            "iat": now, "exp": now + 3600, "jti": "x"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _rsa_pair():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key, public
+
+
+def forged_tokens(body: bytes) -> dict[str, str]:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    claims = _claims(body)
+    private, public_pem = _rsa_pair()
+    unsigned = f"{_b64(json.dumps({'alg': 'none', 'typ': 'JWT'}).encode())}.{_b64(json.dumps(claims).encode())}"
+    return {
+        "alg none": unsigned + ".",
+        "alg none, signature kept": unsigned + "." + sign(body, SECRET).split(".")[2],
+        "alg NONE": _b64(b'{"alg":"NONE"}') + "." + _b64(json.dumps(claims).encode()) + ".",
+        "RS256 with attacker key": jwt.encode(claims, private, algorithm="RS256"),
+        # PyJWT itself refuses to HMAC with a PEM key; an attacker does it by hand.
+        "HS256 keyed with an RSA public key": _hs256_raw(claims, public_pem),
+        "ES256 with attacker key": jwt.encode(claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256"),
+        "HS512 with the right secret": jwt.encode(claims, SECRET, algorithm="HS512"),
+        "HS256 with an empty secret": _hs256_raw(claims, b""),
+        "right secret, header says RS256": _hs256_raw(claims, SECRET.encode(), alg="RS256"),
+        "no exp": sign(body, SECRET, exp=None),
+        "expired": sign(body, SECRET, iat=int(time.time()) - 7200),
+        "issued in the future": sign(body, SECRET, iat=int(time.time()) + 3600),
+        "no checksum": sign(body, SECRET, checksum=None, checksum_sha256=None),
+        "sha256 wrong, sha1 right": sign(body, SECRET, checksum_sha256="0" * 64),
+        "checksum not a string": sign(body, SECRET, checksum_sha256=12345),
+        "exp not a number": sign(body, SECRET, exp="never"),
+        "two tokens": f"{sign(body, SECRET)},{sign(body, SECRET)}",
+        "garbage": "not.a.jwt",
+        "empty segments": "..",
+        "bad base64": "!!!.@@@.###",
+    }
+
+
+def _hs256_raw(claims: dict, key: bytes, alg: str = "HS256") -> str:
+    import hmac
+
+    signing_input = f"{_b64(json.dumps({'alg': alg, 'typ': 'JWT'}).encode())}.{_b64(json.dumps(claims).encode())}"
+    mac = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(mac)}"
+
+
+def test_forged_and_confused_tokens_are_refused(platform):
+    body = event_body()
+    outcomes = {name: platform.deliver(body, {"X-Dt-Signature": token}).status for name, token in forged_tokens(body).items()}
+    assert outcomes == {name: 401 for name in outcomes}
+    # The same forgeries in the asymmetric header are refused before any key is fetched.
+    for name in ("alg none", "HS256 keyed with an RSA public key", "HS512 with the right secret"):
+        token = forged_tokens(body)[name]
+        assert platform.deliver(body, {"DT-Asymmetric-Signature": token}).status == 401
+    assert platform.queue_depth() == 0
+
+
+def test_token_replayed_with_another_body_is_refused(platform):
+    original, other = event_body(), event_body()
+    token = signed(original)
+    assert platform.deliver(original, token).status == 202
+    assert platform.deliver(other, token).status == 401
+    assert platform.deliver(original + b" ", token).status == 401
+    assert platform.queue_depth() == 1
+
+
+OLD_SECRET = "the-previous-secret-0123456789abcdefgh"
+NEW_SECRET = "the-current-secret-0123456789abcdefghi"
+
+
+def test_previous_secret_is_accepted_while_rotating(make_platform):
+    platform = make_platform(DT_SIGNATURE_SECRET=NEW_SECRET, DT_SIGNATURE_SECRET_PREVIOUS=OLD_SECRET)
+    body = event_body()
+    assert platform.deliver(body, signed(body, OLD_SECRET)).status == 202
+
+
+def test_previous_secret_is_refused_once_rotation_ended(make_platform):
+    platform = make_platform(DT_SIGNATURE_SECRET=NEW_SECRET)
+    body = event_body()
+    assert platform.deliver(body, signed(body, OLD_SECRET)).status == 401
+    assert platform.deliver(body, signed(body, NEW_SECRET)).status == 202
+
+
+def test_huge_token_is_refused_without_5xx(platform):
+    body = event_body()
+    real = sign(body, SECRET)
+    for token in ("a" * 1_000_000, real + "A" * 1_000_000, real.split(".")[0] + "." + "A" * 1_000_000 + ".x"):
+        assert platform.deliver(body, {"X-Dt-Signature": token}).status == 401
+    assert platform.queue_depth() == 0
+
+
+# --- bodies ------------------------------------------------------------------------------
+
+
+def test_deeply_nested_json_is_400_not_a_crash(platform, stand_in):
+    doc = json.loads(event_body())
+    nested = json.dumps({**doc, "event": {**doc["event"], "data": {}}})[:-2] + '"x":' + "[" * 15_000 + "]" * 15_000 + "}}"
+    with known_bug(stand_in, {"ibm"}, "tests/platforms/ibm.py code_engine_args: json.loads RecursionError not caught"):
+        for body in (b"[" * 20_000 + b"]" * 20_000, b'{"a":' * 8_000 + b"1" + b"}" * 8_000, nested.encode()):
+            assert platform.deliver(body, signed(body)).status == 400
+
+
+def test_moderately_nested_event_is_accepted_and_never_stuck(platform):
+    """Nesting Python can parse (400 levels) but some stores cannot keep as a document:
+    accepted, then processed or dead-lettered, never left cycling on the queue."""
+    doc = json.loads(event_body("co2", device="d-deep"))
+    doc["event"]["data"] = {"co2": {"ppm": 1, "deep": json.loads("[" * 400 + "]" * 400)}}
+    body = json.dumps(doc).encode()
+    assert platform.deliver(body, signed(body)).status == 202
+    platform.drain()
+    assert platform.queue_depth() == 0
+
+
+def _big_event(size: int) -> bytes:
+    doc = json.loads(event_body("temperature", device=f"d-big-{size}"))
+    base = len(json.dumps(doc).encode())
+    sample = {"value": 1.5, "sampleTime": "x" * 90}
+    doc["event"]["data"]["temperature"]["samples"] = [sample] * ((size - base - 20) // (len(json.dumps(sample)) + 2))
+    return json.dumps(doc).encode()
+
+
+def test_large_valid_event_within_the_limit_is_accepted_and_processed(platform):
+    """The biggest event the platform's limit allows (256 KiB by default; a platform with
+    a smaller queue message names its limit in the 413) is accepted and handled."""
+    body = _big_event(250_000)
+    reply = platform.deliver(body, signed(body))
+    if reply.status == 413:
+        limit = reply.json["limit"]
+        assert 16 * 1024 <= limit < len(body)
+        body = _big_event(limit - 200)
+        assert limit - 400 <= len(body) <= limit
+        reply = platform.deliver(body, signed(body))
+    seen = []
+
+    @on("*")
+    def handler(event):
+        seen.append(event.event_id)
+
+    assert reply.status == 202
+    platform.drain()
+    assert seen == [event_id(body)], f"a {len(body)}-byte event was accepted but never handled (dead letters: {platform.dead_letters()})"
+
+
+def test_body_over_the_limit_is_413(platform):
+    body = b'{"event":{"eventId":"' + b"x" * (300 * 1024) + b'"}}'
+    assert platform.deliver(body, signed(body)).status == 413
+
+
+def test_non_utf8_bodies_are_400(platform):
+    for body in (b'{"event":{"eventId":"\xff\xfe"}}', "é".encode("latin-1") + event_body(), b"\xed\xa0\x80", event_body().decode().encode("utf-16")):
+        assert platform.deliver(body, signed(body)).status == 400
+
+
+# --- event ids as store keys -------------------------------------------------------------
+
+SPECIAL_IDS = [
+    "a/b", "a\\b", "a#b", "a?b", "/", "\\", "#", "?", "..", ".", "_id", "__name__", "_design/x",
+    "a\tb", "a\nb", "\x00", "\x01\x1f\x7f", "id with spaces", "%2F", "'; DROP TABLE events; --",
+    "x" * 5000, "y" * 128, "y" * 129, "😀", "e\u0301", "\u00e9",
+    "ABC", "abc", "h_" + "0" * 64, "w_abc", "abc-", "-", "\u202e", "\ufeff",
+]
+
+
+def test_event_ids_special_in_store_keys_are_accepted_processed_and_never_collide(platform):
+    """Each id is its own event: accepted once (202), a duplicate after (200), handled
+    once, its state stored under the id DT sent, even ids that differ only by case,
+    normalisation, a hashed-looking prefix or a lone surrogate (sent as a \\ud800 escape)."""
+    handled: list[str] = []
+
+    @on("*")
+    def record(event):
+        handled.append(event.event_id)
+
+    devices = {}
+    for i, event_id_ in enumerate(SPECIAL_IDS):
+        device = f"d-key-{i}"
+        devices[event_id_] = device
+        body = json.loads(event_json("x", device, "touch", 1_795_341_600_000_000_000 + i))
+        body["event"]["eventId"] = event_id_
+        raw = json.dumps(body).encode()  # ensure_ascii: control chars and surrogates as \u escapes
+        reply = platform.deliver(raw, signed(raw))
+        assert reply.status == 202, f"eventId {event_id_!r}: {reply.status} {reply.body[:200]}"
+    for event_id_, device in devices.items():
+        body = json.loads(event_json("x", device, "touch", 1_795_341_600_000_000_000 + SPECIAL_IDS.index(event_id_)))
+        body["event"]["eventId"] = event_id_
+        raw = json.dumps(body).encode()
+        assert platform.deliver(raw, signed(raw)).status == 200, f"eventId {event_id_!r} was not deduplicated"
+    platform.drain()
+    assert platform.dead_letters() == []
+    assert sorted(handled) == sorted(SPECIAL_IDS)
+    state = state_snapshot(platform, devices.values())
+    assert state == {(device, "touch"): event_id_ for event_id_, device in devices.items()}
+
+
+LONE_SURROGATES = ["\ud800", "\udfff\ud800", "a\ud800b"]
+
+
+def test_lone_surrogate_event_ids_are_refused_or_processed_never_stuck(platform, stand_in):
+    """JSON lets a body spell a lone surrogate (\\ud800), which no UTF-8 store, queue or
+    SDK can encode. Either answer (400, or 202 and then processed) is safe; a 503 (DT
+    retries for 12 h, then drops it) or a dead letter is not."""
+    handled = []
+
+    @on("*")
+    def record(event):
+        handled.append(event.event_id)
+
+    accepted = []
+    with known_bug(stand_in, {"local", "gcp", "aws", "heroku"}, "lone surrogates in eventId reach UTF-8 encoders (see report)"):
+        for i, event_id_ in enumerate(LONE_SURROGATES):
+            doc = json.loads(event_json("x", f"d-sur-{i}", "touch", 1_795_341_600_000_000_000 + i))
+            doc["event"]["eventId"] = event_id_
+            raw = json.dumps(doc).encode()
+            assert b"\\ud800" in raw
+            status = platform.deliver(raw, signed(raw)).status
+            assert status in (202, 400), f"eventId {event_id_!r}: {status}"
+            if status == 202:
+                accepted.append(event_id_)
+        platform.drain()
+        assert platform.dead_letters() == []
+        assert sorted(handled) == sorted(accepted)
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    ["9999-12-31T23:59:59.999999999Z", "2262-04-11T23:47:16.854775808Z", "0001-01-01T00:00:00Z", "1969-12-31T23:59:59.999999999Z"],
+)
+def test_extreme_timestamps_are_refused_or_processed_never_stuck(platform, stand_in, timestamp):
+    """Valid RFC 3339, but the nanosecond version is outside int64 (after 2262-04-11,
+    before 1677) or negative: 400, or 202 and processed; never a worker crash or a dead
+    letter."""
+    handled = []
+
+    @on("*")
+    def record(event):
+        handled.append(event.event_id)
+
+    body = event_body("co2", device="d-time", timestamp=timestamp, data={"co2": {"ppm": 1}})
+    outside_int64 = not timestamp.startswith("1969")
+    with known_bug(stand_in, {"local", "gcp", "heroku"} if outside_int64 else set(), "event versions outside int64 (before 1677, after 2262) reach the stores (see report)"):
+        status = platform.deliver(body, signed(body)).status
+        assert status in (202, 400)
+        platform.drain()
+        assert platform.dead_letters() == []
+        assert platform.queue_depth() == 0
+        if status == 202:
+            assert handled == [event_id(body)]
+            assert platform.device_state("d-time")["co2"].timestamp == timestamp
+
+
+def test_fuzz_event_ids_never_collide(platform):
+    sent: dict[str, int] = {}
+
+    @FUZZ
+    @given(event_ids=st.lists(st.text(min_size=1, max_size=300).filter(str.strip), min_size=1, max_size=4, unique=True))
+    def run(event_ids):
+        for event_id_ in event_ids:
+            first = event_id_ not in sent
+            sent.setdefault(event_id_, len(sent))
+            raw = json.loads(event_json("x", "d-fuzz-keys", "touch", 1_795_341_600_000_000_000 + sent[event_id_]))
+            raw["event"]["eventId"] = event_id_
+            data = json.dumps(raw).encode()
+            status = platform.deliver(data, signed(data)).status
+            assert status == (202 if first else 200), f"eventId {event_id_!r}: {status}"
+
+    run()
+    assert platform.queue_depth() == len(sent)

@@ -1,0 +1,48 @@
+"""A scaled-down load run per platform: DT-like concurrent delivery with duplicates,
+shuffled, then the end-state checks. `python -m reliability` runs the full-size version.
+
+DT_LOAD_EVENTS (default 600 deliveries) and DT_LOAD_CONCURRENCY (default 16) scale it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+
+import pytest
+
+from reliability import workload
+from reliability.inproc import deliver_all, percentile, state_snapshot
+from tests.dt import SECRET
+
+DELIVERIES = int(os.environ.get("DT_LOAD_EVENTS", "600"))
+CONCURRENCY = int(os.environ.get("DT_LOAD_CONCURRENCY", "16"))
+
+
+@pytest.mark.slow
+def test_load_with_duplicates_shuffled_and_concurrent(platform, stand_in, probe):
+    w = workload.make(round(DELIVERIES / 1.3) - 3, duplicates=0.3, devices=12, poison=3, seed=42)
+    started = time.perf_counter()
+    deliveries = deliver_all(platform, w.deliveries, SECRET, concurrency=CONCURRENCY, timeout_s=120)
+    elapsed = time.perf_counter() - started
+    statuses = [d.status for d in deliveries]
+    assert statuses.count(202) == len(w.unique)  # each unique event queued exactly once...
+    assert statuses.count(200) == len(w.deliveries) - len(w.unique)  # ...every other copy a duplicate
+    latencies = [t for d in deliveries for t in d.latencies]
+    print(
+        f"\n{len(w.deliveries)} deliveries ({len(w.unique)} unique) at concurrency {CONCURRENCY}: "
+        f"{len(w.deliveries) / elapsed:.0f}/s, p99 {percentile(latencies, 99) * 1000:.0f} ms, "
+        f"retries {sum(len(d.attempts) - 1 for d in deliveries)}"
+    )
+    depth = platform.queue_depth()
+    if stand_in.name == "ibm" and depth == 200 < len(w.unique):
+        # pouchdb-server ignores Mango's `bookmark`, so the outbox's paged query (and so
+        # queue_depth / dead_letters) stops after one 200-document page.
+        warnings.warn("ibm stand-in: queue_depth() capped at one 200-document page")
+    else:
+        assert depth == len(w.unique)
+    platform.drain()
+    assert platform.queue_depth() == 0
+    problems = workload.check(w, probe.completed, state_snapshot(platform, w.devices), platform.dead_letters())
+    assert problems == []
