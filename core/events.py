@@ -30,6 +30,9 @@ _RFC3339 = re.compile(
     re.ASCII,
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# A \uD800-\uDFFF escape: JSON allows a lone one, UTF-8 (every store) cannot hold it.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def parse_timestamp(value: object) -> tuple[datetime, int]:
@@ -55,7 +58,10 @@ def parse_timestamp(value: object) -> tuple[datetime, int]:
         offset = timedelta(hours=int(offset_h), minutes=int(offset_m))
         dt = dt - offset if sign == "+" else dt + offset
     whole = dt.replace(microsecond=0) - _EPOCH
-    return dt, (whole.days * 86_400 + whole.seconds) * 1_000_000_000 + nanos
+    version = (whole.days * 86_400 + whole.seconds) * 1_000_000_000 + nanos
+    if not _INT64_MIN <= version <= _INT64_MAX:  # stores keep versions as signed 64-bit
+        raise InvalidEvent("timestamp is outside 1677-09-21..2262-04-11")
+    return dt, version
 
 
 # --- the envelope ------------------------------------------------------------------
@@ -117,6 +123,16 @@ class Event:
         return self.event_type in EVENT_TYPES
 
 
+def _refuse_lone_surrogates(doc: object) -> None:
+    """A surrogate pair escapes an emoji and is fine; a lone surrogate is text no store or
+    queue can encode, so the event could never be stored: refuse it now (400) rather than
+    answer 503 for 12 hours or dead-letter it later."""
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEvent("body contains a lone UTF-16 surrogate escape") from None
+
+
 def _required_str(event: dict, name: str) -> str:
     value = event.get(name)
     if not isinstance(value, str) or not value.strip():
@@ -146,6 +162,8 @@ def parse_event(body: bytes | str | dict) -> Event:
             doc = json.loads(body)
         except (ValueError, RecursionError):
             raise InvalidEvent("body is not valid JSON") from None
+        if _SURROGATE_ESCAPE.search(body):
+            _refuse_lone_surrogates(doc)
     if not isinstance(doc, dict):
         raise InvalidEvent("body is not a JSON object")
     event = doc.get("event")

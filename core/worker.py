@@ -106,8 +106,10 @@ class Worker:
                 held = self._claims.record_progress(held, handler.name)
             if not self._claims.complete(held, self.settings.dedup_ttl_s):
                 event_log(logging.WARNING, "ledger was taken over before completion", eventId=event.event_id)
-        except (RetryLater, StoreError):
-            # Keep the progress and let the redelivery take over at once.
+        except BaseException:
+            # RetryLater, StoreError, an adapter's untranslated error, or the runtime
+            # stopping us (SystemExit, a timeout signal): keep the progress and let the
+            # redelivery take over at once rather than after the lease.
             self._abandon_quietly(held, event.event_id)
             raise
         event_log(logging.INFO, "processed", eventId=event.event_id, eventType=event.event_type)

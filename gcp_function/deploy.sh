@@ -97,11 +97,13 @@ gcloud functions deploy dt-ingest --gen2 --region="$REGION" --runtime="$RUNTIME"
   --service-account="$SA" --memory=256Mi --timeout=10s --max-instances=100 \
   --set-env-vars="$ENV_VARS" --set-secrets="DT_SIGNATURE_SECRET=$SECRET_NAME:latest" "${G[@]}"
 
-# process: raising makes Pub/Sub redeliver (--retry). Timeout under DT_WORKER_LEASE_S (300 s).
+# process: raising makes Pub/Sub redeliver (--retry). The worker lease equals the function
+# timeout: a delivery killed by the timeout leaves a lease that has already run out, so the
+# redelivery is not refused as "in flight" (which would spend Pub/Sub's few attempts).
 gcloud functions deploy dt-process --gen2 --region="$REGION" --runtime="$RUNTIME" \
   --source="$SOURCE" --entry-point=process --trigger-topic="$TOPIC" --retry \
   --service-account="$SA" --trigger-service-account="$SA" --memory=256Mi --timeout=240s \
-  --set-env-vars="$ENV_VARS" "${G[@]}"
+  --set-env-vars="$ENV_VARS,DT_WORKER_LEASE_S=240" "${G[@]}"
 gcloud functions add-invoker-policy-binding dt-process --region="$REGION" \
   --member="serviceAccount:$SA" "${G[@]}" >/dev/null
 

@@ -80,12 +80,14 @@ def firestore_client():
     return firestore.Client()
 
 
-@_per_container
-def publisher():
+def new_publisher():
     from google.cloud import pubsub_v1
 
     # One event per request: send it at once instead of waiting to fill a batch.
     return pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(max_messages=1))
+
+
+publisher = _per_container(new_publisher)
 
 
 @_per_container
@@ -103,7 +105,7 @@ def event_queue() -> PubSubQueue:
     topic = os.environ.get("DT_PUBSUB_TOPIC", "").strip()
     if not _TOPIC.fullmatch(topic):
         raise ConfigError("DT_PUBSUB_TOPIC must be set to projects/<project>/topics/<topic>")
-    return PubSubQueue(publisher(), topic)
+    return PubSubQueue(publisher(), topic, rebuild=new_publisher)
 
 
 @_per_container

@@ -10,10 +10,13 @@ PUBLISH_DEADLINE_S = 5.0
 
 
 class PubSubQueue:
-    def __init__(self, publisher, topic: str, deadline_s: float = PUBLISH_DEADLINE_S):
+    def __init__(self, publisher, topic: str, deadline_s: float = PUBLISH_DEADLINE_S, rebuild=None):
         self._publisher = publisher  # google.cloud.pubsub_v1.PublisherClient
         self._topic = topic  # projects/P/topics/T
         self._deadline_s = deadline_s
+        # After an unexpected publisher error the client can stay wedged ("Publish after
+        # stop() or publish error"): `rebuild` makes a fresh one for the next request.
+        self._rebuild = rebuild
 
     def enqueue(self, message: str, *, event_id: str) -> None:
         import concurrent.futures
@@ -41,3 +44,7 @@ class PubSubQueue:
             raise QueueError("Pub/Sub publish was not confirmed in time") from exc
         except (GoogleAPIError, GoogleAuthError) as exc:
             raise QueueError(f"Pub/Sub publish failed ({type(exc).__name__})") from exc
+        except Exception as exc:
+            if self._rebuild is not None:
+                self._publisher = self._rebuild()
+            raise QueueError(f"Pub/Sub publisher failed ({type(exc).__name__})") from exc

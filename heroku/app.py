@@ -19,7 +19,7 @@ from . import runtime
 app = Flask(__name__)
 log = logging.getLogger("dtconnector.heroku")
 
-_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def _json(status: int, payload: dict, headers: dict | None = None) -> Response:
@@ -44,8 +44,10 @@ def healthz() -> Response:
     return _json(200, {"status": "ok"})
 
 
-@app.route("/", defaults={"path": ""}, methods=_METHODS)
-@app.route("/<path:path>", methods=_METHODS)
+# provide_automatic_options=False: Flask would answer OPTIONS itself with 200; core's 405
+# is the answer on every platform.
+@app.route("/", defaults={"path": ""}, methods=_METHODS, provide_automatic_options=False)
+@app.route("/<path:path>", methods=_METHODS, provide_automatic_options=False)
 def receive(path: str) -> Response:
     try:
         receiver = runtime.receiver()

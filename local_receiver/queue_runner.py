@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from core.logs import event_log
+from core.logs import event_log, log
 from core.ports import StoreError
 from core.worker import PoisonMessage, RetryLater, Worker
 
@@ -45,7 +45,7 @@ class QueueRunner:
             return False
         try:
             self.worker.process(message.body)
-        except (RetryLater, StoreError) as exc:
+        except Exception as exc:  # RetryLater, StoreError, or a bug: never lose the message
             error = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, PoisonMessage) or message.attempts >= self.max_attempts:
                 event_log(logging.ERROR, "dead-lettered", eventId=message.event_id, attempts=message.attempts)
@@ -73,6 +73,9 @@ class QueueRunner:
                 busy = self.run_once()
             except StoreError as exc:
                 event_log(logging.ERROR, "queue unavailable", error=str(exc))
+                busy = False
+            except Exception:  # the worker thread must outlive any single message
+                log.exception("worker loop error")
                 busy = False
             if not busy:
                 with changed:

@@ -141,3 +141,23 @@ def test_offsets_are_normalised_to_utc():
 def test_non_ascii_digits_and_impossible_dates_are_refused(value):
     with pytest.raises(InvalidEvent):
         parse_timestamp(value)
+
+
+@pytest.mark.parametrize("value", ["2262-04-11T23:47:16.854775808Z", "1677-09-21T00:12:43.145224191Z", "9999-12-31T23:59:59Z"])
+def test_timestamps_outside_signed_64_bit_nanoseconds_are_refused(value):
+    with pytest.raises(InvalidEvent, match="outside"):
+        parse_timestamp(value)
+
+
+def test_the_edges_of_signed_64_bit_nanoseconds_are_accepted():
+    assert parse_timestamp("2262-04-11T23:47:16.854775807Z")[1] == 2**63 - 1
+    assert parse_timestamp("1677-09-21T00:12:43.145224192Z")[1] == -(2**63)
+
+
+def test_lone_surrogate_escapes_are_refused_and_pairs_accepted():
+    template = '{"event":{"eventId":"%s","eventType":"t","targetName":"x","timestamp":"2024-01-01T00:00:00Z"}}'
+    assert parse_event(template % "a\\ud83d\\ude00").event_id == "a\U0001F600"
+    assert parse_event(template % "\\\\ud800").event_id == "\\ud800"  # an escaped backslash, not a surrogate
+    for lone in ("\\ud800", "\\uDFFF", "x\\udbff"):
+        with pytest.raises(InvalidEvent, match="surrogate"):
+            parse_event(template % lone)

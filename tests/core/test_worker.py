@@ -135,3 +135,24 @@ def test_global_registry_is_what_on_writes_to():
 
     assert [r.func for r in registry.handlers_for("touch")] == [t]
     assert registry.handlers_for("co2") == []
+
+
+class _Vanish(BaseException):
+    """The runtime stopping a handler (a timeout signal, SystemExit)."""
+
+
+def test_a_handler_stopped_by_the_runtime_releases_its_lease(worker):
+    calls = []
+
+    @on("*")
+    def stopped_once(event):
+        calls.append(1)
+        if len(calls) == 1:
+            raise _Vanish()
+
+    body = event_body()
+    with pytest.raises(_Vanish):
+        worker.process(body)
+    # The redelivery is processed at once, not refused as "in flight" for the whole lease.
+    assert worker.process(body) is Outcome.CLAIMED
+    assert len(calls) == 2

@@ -265,6 +265,21 @@ def test_queue_translates_publish_failure_and_timeout(h):
         slow.enqueue("{}", event_id="e")
 
 
+def test_a_wedged_publisher_is_replaced_after_an_unexpected_error(h):
+    """google-cloud-pubsub can raise AssertionError("Publish after stop() or publish error")
+    and stay in that state: the request gets 503 and the next one a fresh client."""
+    from unittest import mock
+
+    main = h._activate()
+    queue = main.event_queue()
+    wedged = main.publisher()
+    with mock.patch.object(wedged, "publish", side_effect=AssertionError("Publish after stop() or publish error")):
+        with pytest.raises(QueueError, match="publisher failed"):
+            queue.enqueue("{}", event_id="e")
+        queue.enqueue("{}", event_id="e")  # a new client, not the wedged one
+    assert queue._publisher is not wedged
+
+
 def test_state_keeps_payloads_firestore_could_not_store_as_maps(h):
     data = {"weird": {"": 1, "a.b": [[1, 2], [3]], "big": 2**62, "pi": 3.141592653589793}}
     state = DeviceState("dev/with:odd id", "brandNew", 1_800_000_000_000_000_001, "e1", "ts", data, {"k": "v"})

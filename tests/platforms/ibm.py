@@ -74,7 +74,7 @@ def code_engine_args(body: bytes, headers, method: str = "POST", path: str = "/"
     }
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     if isinstance(doc, dict):
         args.update({k: v for k, v in doc.items() if not k.startswith("__ce_")})

@@ -1,0 +1,57 @@
+"""The local worker loop: no message is lost and the loop survives whatever a message does."""
+
+from __future__ import annotations
+
+import threading
+
+from local_receiver.queue_runner import QueueRunner
+from local_receiver.sqlite_store import Database, SQLiteQueue
+
+
+class _Exploding:
+    """A worker whose processing fails with an error that is not one of core's."""
+
+    def __init__(self, fail_times: int):
+        self.fail_times, self.calls = fail_times, 0
+
+    def process(self, message):
+        self.calls += 1
+        if self.calls <= self.fail_times:
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
+
+
+def _runner(tmp_path, worker, max_attempts=3):
+    queue = SQLiteQueue(Database(tmp_path / "q.db"))
+    return QueueRunner(worker, queue, max_attempts=max_attempts, lease_s=60, retry_base_s=0.0), queue
+
+
+def test_an_unexpected_error_is_a_failed_attempt_not_a_lost_message(tmp_path):
+    runner, queue = _runner(tmp_path, _Exploding(fail_times=2))
+    queue.enqueue("{}", event_id="e1")
+    runner.drain()
+    assert queue.depth() == 0 and queue.dead_letters() == []
+    assert runner.worker.calls == 3
+
+
+def test_an_error_every_time_ends_in_the_dead_letters(tmp_path):
+    runner, queue = _runner(tmp_path, _Exploding(fail_times=99))
+    queue.enqueue("{}", event_id="e1")
+    runner.drain()
+    [dead] = queue.dead_letters()
+    assert dead["eventId"] == "e1" and dead["error"].startswith("OverflowError")
+
+
+def test_the_loop_keeps_running_after_a_bad_message(tmp_path):
+    runner, queue = _runner(tmp_path, _Exploding(fail_times=1))
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run_forever, args=(stop, 0.05), daemon=True)
+    thread.start()
+    queue.enqueue("{}", event_id="bad")
+    queue.enqueue("{}", event_id="good")
+    for _ in range(200):
+        if queue.depth() == 0:
+            break
+        stop.wait(0.02)
+    stop.set()
+    thread.join(5)
+    assert queue.depth() == 0 and queue.dead_letters() == []
