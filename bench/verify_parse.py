@@ -114,7 +114,6 @@ def run(quick: bool = False) -> dict:
         "rows": rows,
         "ours_vs_floor": round(ours_ratio, 2),
         "ours_vs_pyjwt": round(medians[CANDIDATES[2][0]] / medians[CANDIDATES[1][0]], 2),
-        "proposal_vs_floor": round(medians[CANDIDATES[5][0]] / floor, 2),
         "target_met": ours_ratio <= 2.0,
         "events": len(cases),
         "rounds": rounds,

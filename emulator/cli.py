@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+from pathlib import Path
 
 from .generate import EVENT_TYPES, EventGenerator, read_jsonl
 from .sender import DT_MAX_AGE_S, DT_TIMEOUT_S, SendConfig, Sender
@@ -61,6 +62,14 @@ def add_send_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--url", required=True, help="the receiver's URL")
     p.add_argument("--secret", default=None,
                    help="signature secret (default: $DT_SIGNATURE_SECRET; none: send unsigned)")
+    asym = p.add_argument_group("DT-Asymmetric-Signature (ES256), as DT's newer scheme signs")
+    asym.add_argument("--asymmetric-key", metavar="PEM",
+                      help="also sign with this EC P-256 private key (`python -m emulator.jwks --generate key.pem`)")
+    asym.add_argument("--kid", default=None,
+                      help="key id in the token header (default: the key's RFC 7638 thumbprint, as emulator.jwks publishes)")
+    asym.add_argument("--issuer", default=None,
+                      help="iss claim (default: DT's issuer; use the URL `python -m emulator.jwks --key` prints)")
+    asym.add_argument("--org", default=None, help="sub claim: the organization id (checked against DT_ORGANIZATION_ID)")
     what = p.add_argument_group("what to send")
     what.add_argument("--devices", type=positive_int, default=10, help="virtual devices (default 10)")
     what.add_argument("--count", type=int, default=100, help="events to generate (default 100)")
@@ -107,8 +116,21 @@ def cmd_send(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         generator = EventGenerator(args.devices, types or None, seed=args.seed)
         bodies = [e.body for e in generator.events(args.count)]
-    if not secret:
-        print("dtconnector send: no --secret or DT_SIGNATURE_SECRET: sending UNSIGNED requests", file=sys.stderr)
+    asymmetric = {}
+    if args.asymmetric_key:
+        from .jwks import key_id, load_private_key
+        from .signing import DT_ISSUER
+
+        try:
+            pem = Path(args.asymmetric_key).read_bytes()
+            key = load_private_key(pem)
+        except (OSError, ValueError) as exc:
+            print(f"dtconnector send: cannot use --asymmetric-key {args.asymmetric_key}: {exc}", file=sys.stderr)
+            return 2
+        asymmetric = dict(asymmetric_key=key, kid=args.kid or key_id(pem), issuer=args.issuer or DT_ISSUER, org=args.org)
+    if not secret and not asymmetric:
+        print("dtconnector send: no --secret, DT_SIGNATURE_SECRET or --asymmetric-key: sending UNSIGNED requests",
+              file=sys.stderr)
     config = SendConfig(
         url=args.url,
         secret=secret,
@@ -123,6 +145,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         headers=args.header,
         seed=args.seed,
         progress=False if args.no_progress else None,  # None: only when stderr is a terminal
+        **asymmetric,
     )
     try:
         sender = Sender(config)

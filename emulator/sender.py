@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
-from .signing import sign
+from .signing import DT_ISSUER, sign, sign_asymmetric
 
 DT_TIMEOUT_S = 10.0
 DT_MAX_AGE_S = 12 * 3600.0
@@ -61,6 +61,11 @@ class SendConfig:
     headers: Sequence[tuple[str, str]] = ()
     seed: int | None = None
     progress: bool | None = None  # None: only when stderr is a terminal
+    # DT-Asymmetric-Signature (ES256): a loaded EC P-256 private key, its kid, iss and sub.
+    asymmetric_key: object | None = None
+    kid: str | None = None
+    issuer: str = DT_ISSUER
+    org: str | None = None
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -245,6 +250,10 @@ class Sender:
             headers[name] = value
         if self.config.secret:
             headers["X-Dt-Signature"] = sign(body, self.config.secret)
+        if self.config.asymmetric_key is not None:
+            headers["DT-Asymmetric-Signature"] = sign_asymmetric(
+                body, self.config.asymmetric_key, self.config.kid, issuer=self.config.issuer, sub=self.config.org
+            )
         return headers
 
     def attempt(self, conn: http.client.HTTPConnection, body: bytes) -> tuple[str, float]:

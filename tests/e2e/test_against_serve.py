@@ -105,3 +105,39 @@ def test_serve_dev_generates_a_dev_secret_and_says_so(make_serve, tmp_path):
     wait_until(lambda: any("note:" in line for line in serve.banner), timeout=10, what="the note")
     assert f"using a development secret in {secret_file}" in "".join(serve.banner)
     assert secret_file.read_text().strip() == secret
+
+
+def test_emulator_signs_with_dt_asymmetric_signature_for_asymmetric_mode(make_serve, tmp_path):
+    """`dtconnector send --asymmetric-key` against `serve` in DT_SIGNATURE_MODE=asymmetric,
+    whose keys come from a loopback JWKS server: the CLI path a user would follow."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from emulator.jwks import JwksServer, generate_private_key_pem, key_id
+
+    pem = generate_private_key_pem()
+    key_file = tmp_path / "key.pem"
+    key_file.write_bytes(pem)
+    other_file = tmp_path / "other.pem"
+    other_file.write_bytes(generate_private_key_pem())
+    with JwksServer([(key_id(pem), pem)]) as jwks:
+        serve = make_serve(DT_SIGNATURE_MODE="asymmetric", DT_JWKS_ISSUER=jwks.issuer).start()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DT_")}
+
+        def send(key: Path, count: int, *extra: str) -> dict:
+            out = subprocess.run(
+                [sys.executable, "-m", "local_receiver.cli", "send", "--url", serve.url, "--asymmetric-key", str(key),
+                 "--issuer", jwks.issuer, "--count", str(count), "--devices", "3", "--json", "--no-progress", *extra],
+                env=env, capture_output=True, text=True, timeout=120,
+            )
+            return json.loads(out.stdout)
+
+        good = send(key_file, 30)
+        assert (good["accepted"], good["given_up"]) == (30, 0)
+        wait_until(lambda: len(serve.seen()) == 30, what="30 handled events")
+        assert jwks.requests >= 1
+        forged = send(other_file, 3, "--max-age", "1", "--retry-base", "0.2")
+        assert forged["accepted"] == 0 and forged["given_up"] == 3
+        assert set(forged["statuses"]) == {"401"}
