@@ -58,14 +58,16 @@ class Secret:
         return hash(self._value)
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def number_setting(env: Mapping[str, str], name: str, default: float) -> float:
+    """A non-negative number (seconds, mostly) from `env[name]`, or `default` when unset.
+    Also used by the platforms' workers for their own settings."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds") from None
+        raise ConfigError(f"{name} must be a number") from None
     if value < 0:
         raise ConfigError(f"{name} must not be negative")
     return value
@@ -140,17 +142,17 @@ class Settings:
         values = dict(
             secrets=secrets,
             allow_unsigned=_flag(env, "DT_ALLOW_UNSIGNED"),
-            leeway_s=_float(env, "DT_CLOCK_LEEWAY_S", DEFAULT_LEEWAY_S),
+            leeway_s=number_setting(env, "DT_CLOCK_LEEWAY_S", DEFAULT_LEEWAY_S),
             max_body_bytes=_int(env, "DT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
-            claim_lease_s=_float(env, "DT_CLAIM_LEASE_S", DEFAULT_CLAIM_LEASE_S),
-            dedup_ttl_s=_float(env, "DT_DEDUP_TTL_S", DEFAULT_DEDUP_TTL_S),
-            worker_lease_s=_float(env, "DT_WORKER_LEASE_S", DEFAULT_WORKER_LEASE_S),
+            claim_lease_s=number_setting(env, "DT_CLAIM_LEASE_S", DEFAULT_CLAIM_LEASE_S),
+            dedup_ttl_s=number_setting(env, "DT_DEDUP_TTL_S", DEFAULT_DEDUP_TTL_S),
+            worker_lease_s=number_setting(env, "DT_WORKER_LEASE_S", DEFAULT_WORKER_LEASE_S),
             max_attempts=_int(env, "DT_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
             handler_modules=modules,
             signature_mode=env.get("DT_SIGNATURE_MODE", "").strip().lower() or DEFAULT_SIGNATURE_MODE,
             jwks_issuer=env.get("DT_JWKS_ISSUER", "").strip() or DEFAULT_JWKS_ISSUER,
             organization_id=env.get("DT_ORGANIZATION_ID", "").strip() or None,
-            key_fetch_timeout_s=_float(env, "DT_KEY_FETCH_TIMEOUT_S", DEFAULT_KEY_FETCH_TIMEOUT_S),
+            key_fetch_timeout_s=number_setting(env, "DT_KEY_FETCH_TIMEOUT_S", DEFAULT_KEY_FETCH_TIMEOUT_S),
         )
         values.update(overrides)
         return cls(**values)

@@ -48,18 +48,9 @@ class WorkerShutdown(Exception):
 
 
 def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    from core.config import ConfigError
+    from core.config import number_setting
 
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative")
-    return value
+    return number_setting(os.environ, name, default)
 
 
 class QueueWorker:

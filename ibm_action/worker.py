@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from core import logs
-from core.config import ConfigError, Settings
+from core.config import ConfigError, Settings, number_setting
 from core.logs import event_log
 from core.ports import StoreError
 from core.worker import EventInFlight, PoisonMessage, RetryLater, Worker
@@ -78,7 +78,7 @@ def build_worker(env=None) -> WorkerApp:
 
     env = dict(os.environ if env is None else env)
     config = CloudantConfig.from_env(env)
-    longpoll_s = _number(env, "DT_CHANGES_TIMEOUT_S", DEFAULT_LONGPOLL_S)
+    longpoll_s = number_setting(env, "DT_CHANGES_TIMEOUT_S", DEFAULT_LONGPOLL_S)
     service = build_service(config, read_timeout_s=longpoll_s + max(config.timeout_s, 5.0))
     cache = RevCache()
     events = Docs(service, config.db, cache)
@@ -117,19 +117,6 @@ def reset() -> None:
         _app = None
 
 
-def _number(env, name: str, default: float) -> float:
-    raw = str(env.get(name, "")).strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative")
-    return value
-
-
 class FeedRunner:
     """Delivers the outbox's pending documents to core's `Worker` (see the module doc)."""
 
@@ -146,11 +133,11 @@ class FeedRunner:
         env = app.env
         self.app = app
         self.max_attempts = app.settings.max_attempts
-        self.retry_base_s = _number(env, "DT_RETRY_DELAY_S", DEFAULT_RETRY_DELAY_S) if retry_base_s is None else retry_base_s
+        self.retry_base_s = number_setting(env, "DT_RETRY_DELAY_S", DEFAULT_RETRY_DELAY_S) if retry_base_s is None else retry_base_s
         self.retry_max_s = retry_max_s
-        self.batch = batch or int(_number(env, "DT_WORKER_BATCH", DEFAULT_BATCH)) or DEFAULT_BATCH
+        self.batch = batch or int(number_setting(env, "DT_WORKER_BATCH", DEFAULT_BATCH)) or DEFAULT_BATCH
         self.checkpoint = checkpoint or env.get("DT_WORKER_CHECKPOINT", "").strip() or DEFAULT_CHECKPOINT
-        self.longpoll_s = _number(env, "DT_CHANGES_TIMEOUT_S", DEFAULT_LONGPOLL_S)
+        self.longpoll_s = number_setting(env, "DT_CHANGES_TIMEOUT_S", DEFAULT_LONGPOLL_S)
         self._clock = clock
         self._since = "0"
         self._checkpoint_rev: str | None = None
