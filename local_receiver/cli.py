@@ -24,6 +24,7 @@ from core import logs
 from core.config import ConfigError, Settings
 
 from .app import DEFAULT_DB, AlreadyRunning, LocalApp
+from .sqlite_store import Database, SQLiteQueue, SQLiteStateStore
 
 DEV_SECRET_FILE = ".dtconnector/dev-secret"
 
@@ -151,15 +152,16 @@ def _prog() -> str:
     return "dtconnector"
 
 
-def _open_existing(db: str) -> "LocalApp":
+def _open_existing(db: str) -> Database:
+    """The database of a (possibly running) receiver, for reading; no receiver or worker."""
     if not Path(db).exists():
         raise SystemExit(f"dtconnector: no database at {db} (start `dtconnector serve` first)")
-    return LocalApp(db, Settings(allow_unsigned=True))
+    return Database(db)
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    app = _open_existing(args.db)
-    states = app.state.get_device(args.device) if args.device else app.state.all()
+    state = SQLiteStateStore(_open_existing(args.db))
+    states = state.get_device(args.device) if args.device else state.all()
     out: dict = {}
     for s in states:
         out.setdefault(s.device_id, {})[s.event_type] = {
@@ -173,11 +175,11 @@ def cmd_state(args: argparse.Namespace) -> int:
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
-    app = _open_existing(args.db)
+    queue = SQLiteQueue(_open_existing(args.db))
     if args.requeue:
-        print(f"requeued {app.queue.requeue_dead_letters()} dead-lettered events")
+        print(f"requeued {queue.requeue_dead_letters()} dead-lettered events")
         return 0
-    for item in app.queue.dead_letters():
+    for item in queue.dead_letters():
         item.pop("body")
         print(json.dumps(item))
     return 0

@@ -108,3 +108,22 @@ def test_no_acknowledged_event_is_lost_across_kill_9(make_server):
     for i in range(5):
         newest = max((b for b in bodies if f'"dev-{i}"' in b.decode()), key=lambda b: json.loads(b)["event"]["timestamp"])
         assert state[f"dev-{i}"]["temperature"]["eventId"] == event_id_of(newest)
+
+
+def test_reading_commands_print_only_their_output(make_server):
+    """`state` and `dead-letters` open the database read-side: no receiver, no start-up
+    warnings on stderr to confuse a script reading their JSON."""
+    import subprocess
+    import sys
+
+    server = make_server().start()
+    body = event_body(device="dev-quiet")
+    assert server.request("POST", "/", body, signed(body))[0] == 202
+    server.wait_until(lambda: len(server.seen()) == 1, what="the event handled")
+    for command in (["state", "--device", "dev-quiet"], ["dead-letters"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "local_receiver.cli", *command, "--db", str(server.workdir / "events.db")],
+            env={**server.env, "DT_SIGNATURE_SECRET": ""}, capture_output=True, text=True, timeout=30,
+        )
+        assert done.returncode == 0 and done.stderr == "", (command, done.stderr)
+    assert "dev-quiet" in json.loads(server.cli("state"))
