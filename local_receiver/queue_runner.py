@@ -8,7 +8,7 @@ import threading
 
 from core.logs import event_log, log
 from core.ports import StoreError
-from core.worker import PoisonMessage, RetryLater, Worker
+from core.worker import PoisonMessage, Worker
 
 from .sqlite_store import SQLiteQueue
 
