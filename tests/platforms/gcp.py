@@ -127,12 +127,9 @@ class GcpStandIn(StandIn):
         self._saved_env: dict[str, str | None] = {}
         self.lock = threading.Lock()
         self.active: "GcpHarness | None" = None
-        self._users = 0  # the contract session and tests/gcp_function share one start
 
     def start(self) -> None:
-        if self._users:
-            self._users += 1
-            return
+        # Started once per session however many fixtures use it: see base.running().
         java = shutil.which("java")
         if java is None:
             pytest.skip("java is not installed: Google's Firestore/Pub/Sub emulators need a JRE")
@@ -185,7 +182,6 @@ class GcpStandIn(StandIn):
         self._sys_path = list(__import__("sys").path)
         self.ingest_app = functions_framework.create_app("ingest", str(SHIM), "http")
         self.process_app = functions_framework.create_app("process", str(SHIM), "cloudevent")
-        self._users = 1
 
     def _warm_up(self) -> None:
         """The emulators answer HTTP before their first real request is fast (JVM warm-up on
@@ -208,9 +204,6 @@ class GcpStandIn(StandIn):
     def stop(self) -> None:
         import sys
 
-        self._users -= 1
-        if self._users > 0:
-            return
         from gcp_function import main
 
         main.reset()
