@@ -10,7 +10,7 @@ handlers finished so a redelivery skips them.
 from __future__ import annotations
 
 import enum
-import secrets
+import random
 import time
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -43,7 +43,10 @@ class Held:
 
 
 def _token() -> str:
-    return secrets.token_hex(8)
+    """A fresh record version. It only has to differ from every other version of the same
+    record (compare-and-set needs no secrecy), so 64 random bits from `random`, which is
+    reseeded in a forked child, instead of a system call to the OS's random source."""
+    return f"{random.getrandbits(64):016x}"
 
 
 class Claims:
@@ -53,21 +56,32 @@ class Claims:
         self._clock = clock
 
     def acquire(
-        self, event_id: str, lease_s: float, create: Callable[[str, Claim], bool] | None = None
+        self,
+        event_id: str,
+        lease_s: float,
+        create: Callable[[str, Claim], bool] | None = None,
+        completed_ttl_s: float | None = None,
     ) -> tuple[Outcome, Held | None]:
         """Claim `event_id` for `lease_s` seconds, taking over an expired record.
 
         `create` replaces the store's create-if-absent (ingest passes an `AtomicOutbox`'s
-        claim-and-enqueue); a claim made through it is `Held.queued`. Loops only when the
-        record changes under us (released, or taken over by another request between our
-        read and our write), a bounded number of times.
+        claim-and-enqueue); a claim made through it is `Held.queued`, and, given
+        `completed_ttl_s`, is written COMPLETED at once: with the message stored in the same
+        write there is no moment in which the event is claimed but not yet queued, so there
+        is nothing for an IN_PROGRESS state to guard, and marking it completed would cost a
+        second write. Loops only when the record changes under us (released, or taken over
+        by another request between our read and our write), a bounded number of times.
         """
         key = store_key(event_id, self._namespace)
         for _ in range(4):
             now = self._clock()
             fresh = Claim(IN_PROGRESS, now + lease_s, _token())
-            if (create or self._store.create)(key, fresh):
-                return Outcome.CLAIMED, Held(key, fresh, queued=create is not None)
+            if create is not None:
+                first = fresh if completed_ttl_s is None else Claim(COMPLETED, now + completed_ttl_s, fresh.version)
+                if create(key, first):
+                    return Outcome.CLAIMED, Held(key, first, queued=True)
+            elif self._store.create(key, fresh):
+                return Outcome.CLAIMED, Held(key, fresh)
             existing = self._store.get(key)
             if existing is None:
                 continue  # released between our create and get: try to create again

@@ -89,11 +89,14 @@ class EventQueue(Protocol):
 @runtime_checkable
 class AtomicOutbox(Protocol):
     """Optional, for a queue that lives in the claim store's own database (an outbox read
-    through a changes feed, as on Cloudant): claim and enqueue in one atomic write.
+    through a changes feed, as on Cloudant; the local receiver's SQLite file): claim and
+    enqueue in one atomic write.
 
-    When the queue has this method, ingest uses it for a new event instead of `create` then
-    `enqueue`, so no claim can exist without its message or the reverse, and it costs one
-    write fewer. Taking over an expired claim still uses `replace` then `enqueue`.
+    When the queue has this method, ingest uses it for a new event instead of `create`,
+    `enqueue`, then marking the claim completed: the claim it is handed is already
+    COMPLETED, so no claim can exist without its message or the reverse, and a new event
+    costs one write instead of three. Taking over an expired claim still uses `replace`
+    then `enqueue`.
     """
 
     def claim_and_enqueue(self, key: str, claim: Claim, message: str, *, event_id: str) -> bool:

@@ -147,6 +147,23 @@ def test_atomic_outbox_claims_and_queues_in_one_call(claim_store, queue, clock):
     assert queue.depth() == 1
 
 
+def test_atomic_outbox_writes_the_claim_completed_in_its_one_write(claim_store, queue, clock):
+    from core.keys import store_key
+    from core.ports import COMPLETED
+
+    outbox = _OutboxQueue(claim_store, queue)
+    settings = Settings(secrets=(Secret(SECRET),))
+    receiver = Receiver(settings, claim_store, outbox, clock)
+    replaced = []
+    real_replace = claim_store.replace
+    claim_store.replace = lambda *a: replaced.append(a) or real_replace(*a)
+    body = event_body(event_id="atomic-3")
+    assert post(receiver, body, signed(body, iat=int(clock.now))).status == 202
+    stored = claim_store.get(store_key("atomic-3"))
+    assert stored.status == COMPLETED and stored.expires_at == clock.now + settings.dedup_ttl_s
+    assert replaced == []  # no second write to mark it completed
+
+
 def test_atomic_outbox_takeover_of_an_expired_claim_enqueues_separately(claim_store, queue, clock):
     from core.keys import store_key
     from core.ports import IN_PROGRESS, Claim
