@@ -100,13 +100,10 @@ class Receiver:
         return self._accept(event.event_id, text)
 
     def _accept(self, event_id: str, text: str) -> Response:
-        create = None
-        if self._outbox is not None:
-            outbox = self._outbox
-
-            def create(key, claim):
-                return outbox.claim_and_enqueue(key, claim, text, event_id=event_id)
-
+        outbox = self._outbox
+        create = None if outbox is None else (
+            lambda key, claim: outbox.claim_and_enqueue(key, claim, text, event_id=event_id)
+        )
         try:
             outcome, held = self._claims.acquire(
                 event_id, self.settings.claim_lease_s, create, completed_ttl_s=self.settings.dedup_ttl_s

@@ -33,9 +33,8 @@ class LocalApp:
     ):
         self.settings = settings or Settings.from_env()
         self.db = Database(db_path, clock)
-        self.claims = SQLiteClaimStore(self.db)
-        # Ingest's claims ride on the enqueue's commit (see sqlite_store.Database).
-        self.ingest_claims = SQLiteClaimStore(self.db, durable=False)
+        self.claims = SQLiteClaimStore(self.db, commit="progress")  # the worker's ledger
+        self.ingest_claims = SQLiteClaimStore(self.db, commit="never")  # ride on the enqueue's commit
         self.queue = SQLiteQueue(self.db)
         self.state = SQLiteStateStore(self.db)
         self.receiver = Receiver(self.settings, self.ingest_claims, self.queue, clock)

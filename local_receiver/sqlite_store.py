@@ -26,9 +26,9 @@ CREATE TABLE IF NOT EXISTS claims (
     expires_at REAL NOT NULL,
     version    TEXT NOT NULL,
     done       TEXT NOT NULL DEFAULT '[]'
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS queue (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         INTEGER PRIMARY KEY,  -- no AUTOINCREMENT: one page fewer written per enqueue
     event_id   TEXT NOT NULL,
     body       TEXT NOT NULL,
     attempts   INTEGER NOT NULL DEFAULT 0,
@@ -106,18 +106,26 @@ class Database:
 
     def write(self, sql: str, params: tuple = (), *, durable: bool = True) -> int:
         """Run one write; returns the number of rows changed. `durable`: committed on return."""
+        return self._write(sql, params, durable).rowcount
+
+    def write_returning(self, sql: str, params: tuple = (), *, durable: bool = True) -> list[tuple]:
+        """Run one write with a RETURNING clause; returns its rows."""
+        return self._write(sql, params, durable, returning=True)
+
+    def _write(self, sql: str, params: tuple, durable: bool, returning: bool = False):
         with self._lock:
             try:
                 if not self._conn.in_transaction:
                     self._conn.execute("BEGIN IMMEDIATE")
-                count = self._conn.execute(sql, params).rowcount
+                cursor = self._conn.execute(sql, params)
+                result = cursor.fetchall() if returning else cursor  # RETURNING rows before commit
             except sqlite3.Error as exc:
                 raise StoreError(f"SQLite failed: {exc}") from exc
             if durable:
                 self._commit()
             else:
                 self._dirty.set()
-            return count
+            return result
 
     def transaction(self, durable: bool = True) -> "_Transaction":
         return _Transaction(self, durable)
@@ -148,7 +156,7 @@ class Database:
         try:
             while not self._stop.is_set():
                 if self._dirty.wait(0.5) and not self._stop.is_set():
-                    time.sleep(self.flush_delay_s)  # let a few more writes join the commit
+                    self._stop.wait(self.flush_delay_s)  # let a few more writes join the commit
                     self._dirty.clear()
                     try:
                         self.flush()
@@ -185,30 +193,36 @@ class Database:
 
 
 class _Transaction:
-    """Statements that commit or roll back together: a SAVEPOINT inside the shared
-    transaction, holding the connection lock throughout."""
+    """Statements that commit or roll back together, holding the connection lock
+    throughout: a SAVEPOINT when they join the shared transaction, else a transaction of
+    their own (two statements fewer)."""
 
     def __init__(self, db: Database, durable: bool):
         self.db = db
         self.durable = durable
+        self.nested = False
 
     def __enter__(self) -> sqlite3.Connection:
         self.db._lock.acquire()
+        conn = self.db._conn
         try:
-            if not self.db._conn.in_transaction:
-                self.db._conn.execute("BEGIN IMMEDIATE")
-            self.db._conn.execute("SAVEPOINT tx")
+            self.nested = conn.in_transaction
+            conn.execute("SAVEPOINT tx" if self.nested else "BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             self.db._lock.release()
             raise StoreError(f"SQLite failed: {exc}") from exc
-        return self.db._conn
+        return conn
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        conn = self.db._conn
         try:
             try:
-                if exc_type is not None:
-                    self.db._conn.execute("ROLLBACK TO tx")
-                self.db._conn.execute("RELEASE tx")
+                if self.nested:
+                    if exc_type is not None:
+                        conn.execute("ROLLBACK TO tx")
+                    conn.execute("RELEASE tx")
+                elif exc_type is not None:
+                    conn.execute("ROLLBACK")
             except sqlite3.Error as err:
                 if exc_type is None:
                     raise StoreError(f"SQLite failed: {err}") from err
@@ -228,21 +242,42 @@ def _done_json(done: tuple[str, ...]) -> str:
     return json.dumps(done) if done else "[]"
 
 
-class SQLiteClaimStore:
-    """`durable=False` is for ingest's claims: they are committed with the enqueue that
-    follows (or by the flusher a few ms later); the worker's ledger is always durable."""
+_INSERT_CLAIM = (
+    "INSERT INTO claims (key, status, expires_at, version, done) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
+)
 
-    def __init__(self, db: Database, durable: bool = True):
+
+def _claim_row(key: str, claim: Claim) -> tuple:
+    return (key, claim.status, claim.expires_at, claim.version, _done_json(claim.done))
+
+
+class SQLiteClaimStore:
+    """Claims on SQLite, committed as each use needs.
+
+    `commit` says which writes are committed before they return (the others ride on the
+    next commit, or the flusher's a few ms later, see `Database`):
+    - ``"always"``: every write.
+    - ``"never"``: ingest's claims. The enqueue that follows commits them, and a claim lost
+      in a crash only means DT's retry queues a second copy, which the worker absorbs.
+    - ``"progress"``: the worker's ledger. Only a write recording a finished handler must
+      survive a crash, since that is what stops a redelivery from running the handler
+      again. A lost lease or completion is redone by the redelivery, which finds the
+      handlers already recorded and skips them.
+    """
+
+    def __init__(self, db: Database, commit: str = "always"):
+        if commit not in ("always", "never", "progress"):
+            raise ValueError(f"commit must be always, never or progress, not {commit!r}")
         self._db = db
-        self._durable = durable
+        self._commit = commit
+
+    def _durable(self, claim: Claim | None) -> bool:
+        if self._commit == "progress":
+            return claim is not None and claim.status == IN_PROGRESS and bool(claim.done)
+        return self._commit == "always"
 
     def create(self, key: str, claim: Claim) -> bool:
-        return self._db.write(
-            "INSERT INTO claims (key, status, expires_at, version, done) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (key) DO NOTHING",
-            (key, claim.status, claim.expires_at, claim.version, _done_json(claim.done)),
-            durable=self._durable,
-        ) == 1
+        return self._db.write(_INSERT_CLAIM, _claim_row(key, claim), durable=self._durable(claim)) == 1
 
     def get(self, key: str) -> Claim | None:
         rows = self._db.query("SELECT status, expires_at, version, done FROM claims WHERE key = ?", (key,))
@@ -255,12 +290,12 @@ class SQLiteClaimStore:
         return self._db.write(
             "UPDATE claims SET status = ?, expires_at = ?, version = ?, done = ? WHERE key = ? AND version = ?",
             (claim.status, claim.expires_at, claim.version, _done_json(claim.done), key, expected_version),
-            durable=self._durable,
+            durable=self._durable(claim),
         ) == 1
 
     def delete(self, key: str, expected_version: str) -> bool:
         return self._db.write(
-            "DELETE FROM claims WHERE key = ? AND version = ?", (key, expected_version), durable=self._durable
+            "DELETE FROM claims WHERE key = ? AND version = ?", (key, expected_version), durable=self._durable(None)
         ) == 1
 
     def expire_in_progress(self) -> int:
@@ -306,23 +341,39 @@ class SQLiteQueue:
             )
         except StoreError as exc:
             raise QueueError(str(exc)) from exc
+        self._notify()
+
+    def claim_and_enqueue(self, key: str, claim: Claim, message: str, *, event_id: str) -> bool:
+        """core's `AtomicOutbox`: claims and queue share this file, so a new event's claim
+        and message are one transaction and one commit."""
+        try:
+            with self._db.transaction() as conn:
+                if conn.execute(_INSERT_CLAIM, _claim_row(key, claim)).rowcount != 1:
+                    return False
+                conn.execute(
+                    "INSERT INTO queue (event_id, body, visible_at) VALUES (?, ?, ?)",
+                    (event_id, message, self._db.clock()),
+                )
+        except StoreError as exc:
+            raise QueueError(str(exc)) from exc
+        self._notify()
+        return True
+
+    def _notify(self) -> None:
         with self._db.changed:
             self._db.changed.notify_all()
 
     def reserve(self, lease_s: float) -> QueuedMessage | None:
+        """The oldest visible message, hidden for `lease_s`: one statement."""
         now = self._db.clock()
-        with self._db.transaction(durable=False) as conn:
-            row = conn.execute(
-                "SELECT id, event_id, body, attempts FROM queue WHERE visible_at <= ? ORDER BY visible_at, id LIMIT 1",
-                (now,),
-            ).fetchone()
-            if row is None:
-                return None
-            conn.execute(
-                "UPDATE queue SET visible_at = ?, attempts = attempts + 1 WHERE id = ?",
-                (now + lease_s, row[0]),
-            )
-        return QueuedMessage(row[0], row[1], row[2], row[3] + 1)
+        rows = self._db.write_returning(
+            "UPDATE queue SET visible_at = ?, attempts = attempts + 1"
+            " WHERE id = (SELECT id FROM queue WHERE visible_at <= ? ORDER BY visible_at, id LIMIT 1)"
+            " RETURNING id, event_id, body, attempts",
+            (now + lease_s, now),
+            durable=False,
+        )
+        return QueuedMessage(*rows[0]) if rows else None
 
     def ack(self, message: QueuedMessage) -> None:
         self._db.write("DELETE FROM queue WHERE id = ?", (message.id,), durable=False)
@@ -337,8 +388,8 @@ class SQLiteQueue:
     def dead_letter(self, message: QueuedMessage, error: str) -> None:
         with self._db.transaction() as conn:
             conn.execute(
-                "INSERT INTO dead_letters (id, event_id, body, attempts, error, dead_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (message.id, message.event_id, message.body, message.attempts, error, self._db.clock()),
+                "INSERT INTO dead_letters (event_id, body, attempts, error, dead_at) VALUES (?, ?, ?, ?, ?)",
+                (message.event_id, message.body, message.attempts, error, self._db.clock()),
             )
             conn.execute("DELETE FROM queue WHERE id = ?", (message.id,))
 
@@ -362,8 +413,7 @@ class SQLiteQueue:
                 (self._db.clock(),),
             ).rowcount
             conn.execute("DELETE FROM dead_letters")
-        with self._db.changed:
-            self._db.changed.notify_all()
+        self._notify()
         return n
 
 

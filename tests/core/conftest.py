@@ -28,9 +28,17 @@ def claim_store(db):
     return SQLiteClaimStore(db)
 
 
+class PlainQueue(SQLiteQueue):
+    """The SQLite queue without its `claim_and_enqueue`, i.e. a plain `EventQueue` like
+    SQS, Pub/Sub, a Storage Queue or Redis: core's general protocol (claim, enqueue, mark
+    completed) is what these tests exercise. The outbox path has tests of its own."""
+
+    claim_and_enqueue = None  # type: ignore[assignment]
+
+
 @pytest.fixture
 def queue(db):
-    return SQLiteQueue(db)
+    return PlainQueue(db)
 
 
 @pytest.fixture

@@ -139,23 +139,51 @@ def test_queue_failing_after_claim_releases_the_claim_for_dt_retry(platform, pro
     finish(platform, w, probe)
 
 
+class _DiesAfterOutboxWrite:
+    """`Claims.acquire` that, once per event, dies right after an `AtomicOutbox` stored
+    the claim and the message in their one write (before anything is answered)."""
+
+    def __init__(self, real):
+        self.real, self.hit = real, set()
+
+    def __get__(self, obj, owner):
+        def method(event_id, *args, **kwargs):
+            outcome, held = self.real(obj, event_id, *args, **kwargs)
+            if held is not None and held.queued and held.key not in self.hit:
+                self.hit.add(held.key)
+                raise ProcessDied("killed after the outbox write")
+            return outcome, held
+
+        return method
+
+
 def test_process_dies_after_enqueue_before_claim_completed(short_lease_platform, monkeypatch, probe):
-    """The event is queued but the process vanishes before marking its claim completed and
-    answering. DT got no answer and retries: 503 while the dead claim's lease runs, then
-    202 (a second copy is queued); the worker's ledger runs the handlers once."""
+    """The event is queued but the process vanishes before answering. DT got no answer and
+    retries. With a plain queue the claim was never marked completed: 503 while the dead
+    claim's lease runs, then 202 (a second copy is queued); the worker's ledger runs the
+    handlers once. With an atomic outbox (IBM, local) the claim was written completed with
+    the message, so there is no such moment: the retry is a 200 duplicate at once."""
     platform = short_lease_platform
     w = workload.make(4, devices=2, seed=13)
     crash = _OneShot(Claims.complete, lambda: ProcessDied("killed after enqueue"))
+    outbox_crash = _DiesAfterOutboxWrite(Claims.acquire)
     monkeypatch.setattr(Claims, "complete", crash)
+    monkeypatch.setattr(Claims, "acquire", outbox_crash)
     results = [deliver_until_acked(platform, body, SECRET) for body in w.unique]
     monkeypatch.undo()
-    assert len(crash.hit) == len(w.unique)
+    outbox = bool(outbox_crash.hit)
+    assert len(outbox_crash.hit if outbox else crash.hit) == len(w.unique)
     for r in results:
         assert r.attempts[0] is None  # no answer: the process died
-        assert r.status == 202  # the retry, once the lease expired, queued it again
-        assert set(r.attempts[1:-1]) <= {503}
-    # Every event is queued twice, unless the platform's queue keys messages by event id.
-    assert len(w.unique) <= platform.queue_depth() <= 2 * len(w.unique)
+        if outbox:
+            assert r.attempts == [None, 200]  # already queued and remembered
+        else:
+            assert r.status == 202  # the retry, once the lease expired, queued it again
+            assert set(r.attempts[1:-1]) <= {503}
+    if outbox:
+        assert platform.queue_depth() == len(w.unique)
+    else:  # every event queued twice, unless the platform's queue keys messages by event id
+        assert len(w.unique) <= platform.queue_depth() <= 2 * len(w.unique)
     deliver_all(platform, w.deliveries, SECRET)  # later duplicates: remembered as completed
     finish(platform, w, probe)
 
@@ -168,9 +196,12 @@ def test_claim_completion_failing_still_acks_and_a_late_duplicate_is_absorbed(sh
     for body in w.unique:
         assert platform.deliver(body, signed(body)).status == 202  # queued durably: 2xx
     monkeypatch.undo()
+    # An atomic outbox writes the claim completed with the message: no completion step.
+    outbox = not crash.hit
+    assert len(crash.hit) in (0, len(w.unique))
     time.sleep(LEASE_WAIT_S)  # the claim was never completed; its lease expires
     for body in w.unique:  # DT duplicates after the lease: queued again, absorbed later
-        assert platform.deliver(body, signed(body)).status == 202
+        assert platform.deliver(body, signed(body)).status == (200 if outbox else 202)
     finish(platform, w, probe)
 
 

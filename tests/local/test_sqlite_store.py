@@ -1,0 +1,97 @@
+"""What the SQLite ports commit, and when: read back through a second connection, which
+sees only committed data, i.e. what survives the receiver being killed."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from core.config import Secret, Settings
+from core.http import Headers, Request
+from core.keys import store_key
+from core.ports import COMPLETED, IN_PROGRESS, AtomicOutbox, Claim
+from core.receiver import Receiver
+from local_receiver.sqlite_store import Database, SQLiteClaimStore, SQLiteQueue
+from tests.dt import SECRET, event_body, event_id_of, signed
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database(tmp_path / "events.db", flush_delay_s=60)  # the flusher never gets there
+    yield database
+    database.close()
+
+
+def committed(db: Database, sql: str, params: tuple = ()) -> list[tuple]:
+    other = sqlite3.connect(db.path)
+    try:
+        return other.execute(sql, params).fetchall()
+    finally:
+        other.close()
+
+
+def test_a_new_event_is_claimed_and_queued_in_one_commit(db):
+    queue = SQLiteQueue(db)
+    assert isinstance(queue, AtomicOutbox)
+    receiver = Receiver(Settings(secrets=(Secret(SECRET),)), SQLiteClaimStore(db, commit="never"), queue)
+    body = event_body()
+    response = receiver.handle(Request("POST", body, Headers(signed(body))))
+    assert response.status == 202
+    key = store_key(event_id_of(body))
+    # Committed before the 202: the claim, already COMPLETED, and the message together.
+    assert committed(db, "SELECT status FROM claims WHERE key = ?", (key,)) == [(COMPLETED,)]
+    assert committed(db, "SELECT event_id FROM queue") == [(event_id_of(body),)]
+
+
+def test_claim_and_enqueue_of_a_known_event_writes_nothing(db):
+    queue = SQLiteQueue(db)
+    claim = Claim(COMPLETED, 2e9, "v1")
+    assert queue.claim_and_enqueue("k1", claim, "{}", event_id="k1") is True
+    assert queue.claim_and_enqueue("k1", Claim(COMPLETED, 2e9, "v2"), "{}", event_id="k1") is False
+    assert queue.depth() == 1
+    assert committed(db, "SELECT version FROM claims") == [("v1",)]
+
+
+@pytest.mark.parametrize(
+    "commit, claim, durable",
+    [
+        ("always", Claim(IN_PROGRESS, 2e9, "v"), True),
+        ("never", Claim(IN_PROGRESS, 2e9, "v", ("h",)), False),
+        ("progress", Claim(IN_PROGRESS, 2e9, "v"), False),  # a fresh lease: cheap to lose
+        ("progress", Claim(COMPLETED, 2e9, "v", ("h",)), False),  # progress is already on disk
+        ("progress", Claim(IN_PROGRESS, 2e9, "v", ("h",)), True),  # a finished handler: must survive
+    ],
+)
+def test_which_claim_writes_are_committed_before_they_return(db, commit, claim, durable):
+    store = SQLiteClaimStore(db, commit=commit)
+    assert store.create("k", claim)
+    assert bool(committed(db, "SELECT 1 FROM claims")) is durable
+
+
+def test_recording_a_finished_handler_commits_what_came_before(db):
+    store = SQLiteClaimStore(db, commit="progress")
+    assert store.create("w_k", Claim(IN_PROGRESS, 2e9, "v1"))
+    assert committed(db, "SELECT 1 FROM claims") == []
+    assert store.replace("w_k", "v1", Claim(IN_PROGRESS, 2e9, "v2", ("handler",)))
+    assert committed(db, "SELECT version, done FROM claims") == [("v2", '["handler"]')]
+
+
+def test_an_unknown_commit_policy_is_refused(db):
+    with pytest.raises(ValueError, match="always, never or progress"):
+        SQLiteClaimStore(db, commit="sometimes")
+
+
+def test_reserve_takes_the_oldest_visible_message_once(db):
+    queue = SQLiteQueue(db)
+    for n in range(3):
+        queue.enqueue(f"body{n}", event_id=f"e{n}")
+    first = queue.reserve(lease_s=60)
+    second = queue.reserve(lease_s=60)
+    assert (first.event_id, first.body, first.attempts) == ("e0", "body0", 1)
+    assert second.event_id == "e1"
+    queue.retry_later(first, 0, "boom")  # visible again now, behind e2 (queued before now)
+    assert queue.reserve(lease_s=60).event_id == "e2"
+    again = queue.reserve(lease_s=60)
+    assert (again.event_id, again.attempts) == ("e0", 2)
+    assert queue.reserve(lease_s=60) is None
