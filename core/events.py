@@ -26,10 +26,10 @@ class InvalidEvent(ValueError):
 
 
 _RFC3339 = re.compile(
-    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):?(\d{2}))",
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):?(\d{2}))",
     re.ASCII,
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # A \uD800-\uDFFF escape: JSON allows a lone one, UTF-8 (every store) cannot hold it.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -40,27 +40,32 @@ def parse_timestamp(value: object) -> tuple[datetime, int]:
 
     DT sends 6 or 9 fractional digits; `datetime` keeps only 6, so the nanosecond integer
     is the version used for "only overwrite with a strictly newer event". The regex
-    checks the shape; `fromisoformat` (C code, on the hot path of every request) checks
-    the calendar.
+    checks the shape, the `datetime` constructor (C code) the calendar, and the version is
+    integer arithmetic: this runs twice per event, on ingest and in the worker.
     """
     if not isinstance(value, str):
         raise InvalidEvent("timestamp must be an RFC 3339 string")
-    m = _RFC3339.fullmatch(value.strip())
+    m = _RFC3339.fullmatch(value) or _RFC3339.fullmatch(value.strip())
     if not m:
         raise InvalidEvent("timestamp is not RFC 3339")
-    date, clock, fraction, sign, offset_h, offset_m = m.groups()
+    year, month, day, hour, minute, second, fraction, sign, offset_h, offset_m = m.groups()
     nanos = int(fraction.ljust(9, "0")) if fraction else 0
     try:
-        dt = datetime.fromisoformat(f"{date}T{clock}").replace(microsecond=nanos // 1000, tzinfo=timezone.utc)
+        dt = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), nanos // 1000, timezone.utc)
     except ValueError:
         raise InvalidEvent("timestamp is not a valid date and time") from None
+    seconds = (dt.toordinal() - _EPOCH_ORDINAL) * 86_400 + dt.hour * 3600 + dt.minute * 60 + dt.second
+    offset_s = 0
     if sign:
-        offset = timedelta(hours=int(offset_h), minutes=int(offset_m))
-        dt = dt - offset if sign == "+" else dt + offset
-    whole = dt.replace(microsecond=0) - _EPOCH
-    version = (whole.days * 86_400 + whole.seconds) * 1_000_000_000 + nanos
+        offset_s = (int(offset_h) * 60 + int(offset_m)) * 60
+        if sign == "+":
+            offset_s = -offset_s
+        seconds += offset_s
+    version = seconds * 1_000_000_000 + nanos
     if not _INT64_MIN <= version <= _INT64_MAX:  # stores keep versions as signed 64-bit
         raise InvalidEvent("timestamp is outside 1677-09-21..2262-04-11")
+    if offset_s:  # checked first: near year 1 or 9999 the shift would overflow datetime
+        dt += timedelta(seconds=offset_s)
     return dt, version
 
 

@@ -150,9 +150,11 @@ def test_body_lacking_a_required_field_is_400(platform, field):
     assert platform.queue_depth() == 0
 
 
-def test_unparseable_timestamp_is_400(platform):
-    body = event_body(timestamp="yesterday")
+@pytest.mark.parametrize("timestamp", ["yesterday", "2024-02-30T10:00:00Z", "9999-12-31T23:59:59-01:00"])
+def test_unparseable_timestamp_is_400(platform, timestamp):
+    body = event_body(timestamp=timestamp)
     assert platform.deliver(body, signed(body)).status == 400
+    assert platform.queue_depth() == 0
 
 
 def test_oversized_body_is_413(platform):

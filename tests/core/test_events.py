@@ -143,7 +143,17 @@ def test_non_ascii_digits_and_impossible_dates_are_refused(value):
         parse_timestamp(value)
 
 
-@pytest.mark.parametrize("value", ["2262-04-11T23:47:16.854775808Z", "1677-09-21T00:12:43.145224191Z", "9999-12-31T23:59:59Z"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2262-04-11T23:47:16.854775808Z",
+        "1677-09-21T00:12:43.145224191Z",
+        "9999-12-31T23:59:59Z",
+        # an offset that would carry past year 9999 or before year 1 (was an OverflowError: 503)
+        "9999-12-31T23:59:59-01:00",
+        "0001-01-01T00:00:00+01:00",
+    ],
+)
 def test_timestamps_outside_signed_64_bit_nanoseconds_are_refused(value):
     with pytest.raises(InvalidEvent, match="outside"):
         parse_timestamp(value)
@@ -152,6 +162,14 @@ def test_timestamps_outside_signed_64_bit_nanoseconds_are_refused(value):
 def test_the_edges_of_signed_64_bit_nanoseconds_are_accepted():
     assert parse_timestamp("2262-04-11T23:47:16.854775807Z")[1] == 2**63 - 1
     assert parse_timestamp("1677-09-21T00:12:43.145224192Z")[1] == -(2**63)
+    assert parse_timestamp("2262-04-12T00:47:16.854775807+01:00")[1] == 2**63 - 1
+
+
+def test_an_offset_moves_the_instant_and_the_version_alike():
+    dt, version = parse_timestamp("2026-11-22T07:34:05.123456789+02:00")
+    assert (dt.isoformat(), version) == ("2026-11-22T05:34:05.123456+00:00", parse_timestamp("2026-11-22T05:34:05.123456789Z")[1])
+    dt, _ = parse_timestamp("2026-11-22T05:04:05-00:30")
+    assert dt.isoformat() == "2026-11-22T05:34:05+00:00"
 
 
 def test_lone_surrogate_escapes_are_refused_and_pairs_accepted():

@@ -64,6 +64,9 @@ json_values = st.recursive(
     max_leaves=20,
 )
 TEMPLATE = json.loads(event_body("temperature"))
+# Any date and time of RFC 3339's shape, impossible ones and years 0000-9999 with offsets
+# included (an offset carrying past year 9999 once escaped as an OverflowError).
+rfc3339_shaped = st.from_regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})", fullmatch=True)
 
 
 @st.composite
@@ -78,6 +81,7 @@ def event_docs(draw):
                     json_values,
                     st.sampled_from(["touch", "co2", "labelsChanged", "projects/p/devices/d", "2026-02-30T25:00:00Z",
                                      "2026-11-22T10:00:00.123456789+05:30", "2026-11-22T10:00:00Z"]),
+                    rfc3339_shaped,
                 )
             )
     for section in ("labels", "metadata"):
@@ -402,7 +406,10 @@ def test_lone_surrogate_event_ids_are_refused_with_400(platform, seen):
 
 @pytest.mark.parametrize(
     "timestamp",
-    ["9999-12-31T23:59:59.999999999Z", "2262-04-11T23:47:16.854775808Z", "0001-01-01T00:00:00Z", "1969-12-31T23:59:59.999999999Z"],
+    [
+        "9999-12-31T23:59:59.999999999Z", "2262-04-11T23:47:16.854775808Z", "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "1969-12-31T23:59:59.999999999Z",
+    ],
 )
 def test_extreme_timestamps_outside_int64_are_400_and_others_processed(platform, seen, timestamp):
     """Valid RFC 3339, but the nanosecond version (the state's version, a signed 64-bit
