@@ -61,12 +61,13 @@ class Database:
     """One SQLite file holding claims, the queue, dead letters and device state.
 
     Group commit: writes run inside one open transaction shared by every thread. A
-    *durable* write (an enqueue, the worker's ledger) commits it before returning, which
-    also commits the non-durable writes made before it (ingest's claim bookkeeping, queue
-    reservations, device state); a background flusher commits whatever is left within
-    `flush_delay_s`. Losing a non-durable write in a crash is harmless by design: an
-    ingest claim expires after its short lease and the worker's ledger absorbs the second
-    copy; a reservation reappears on restart. WAL checkpoints (which fsync) run on the
+    *durable* write (an enqueue, a finished handler in the worker's ledger) commits it
+    before returning, which also commits the non-durable writes made before it (claim
+    bookkeeping, queue reservations and acks, device state); a background flusher commits
+    whatever is left within `flush_delay_s`. Losing a non-durable write in a crash is
+    harmless by design: an ingest claim expires after its short lease and the worker's
+    ledger absorbs the second copy; a reservation or ack lost means one more delivery,
+    whose finished handlers the ledger skips. WAL checkpoints (which fsync) run on the
     flusher's own connection, off the request path.
     """
 
@@ -319,10 +320,10 @@ class SQLiteQueue:
     """A durable queue with visibility timeouts, like SQS: a reserved message reappears
     after its lease unless acknowledged, so a worker killed mid-handler loses nothing.
 
-    `enqueue`, `dead_letter` and `requeue_dead_letters` are durable on return. Reserving,
-    acknowledging and rescheduling are committed with the worker's next ledger write (or
-    by the flusher): lost in a crash, the message is simply delivered again, and the
-    ledger knows what was already done.
+    `enqueue`, `claim_and_enqueue`, `dead_letter` and `requeue_dead_letters` are durable on
+    return. Reserving, acknowledging and rescheduling are committed with the next durable
+    write (or by the flusher): lost in a crash, the message is simply delivered again, and
+    the ledger knows what was already done.
     """
 
     def __init__(self, db: Database):
@@ -418,7 +419,8 @@ class SQLiteQueue:
 
 
 class SQLiteStateStore:
-    """Device state writes are committed with the worker's ledger write that follows."""
+    """Device state writes are committed with the next durable write (or by the flusher):
+    one lost in a crash is written again by the redelivery of its event."""
 
     def __init__(self, db: Database):
         self._db = db
