@@ -38,6 +38,10 @@ def machine() -> dict:
     }
 
 
+def _num(value) -> str:
+    return "–" if value is None else f"{value:.0f}"
+
+
 def _ok(flag) -> str:
     return "n/a" if flag is None else ("met" if flag else "MISSED")
 
@@ -76,14 +80,17 @@ def render(m: dict, vp: dict | None, rl: dict | None, cs: dict | None, quick: bo
             f"{rl['count']} unique signed events per run, concurrency {rl['concurrency']}, keep-alive connections,"
             f" median of {rl['runs']} interleaved runs. The load generator (`dtconnector send`) and each server run"
             " in their own processes. `verify-only` is DT's docs' example shape (verify, decode, answer 200) under"
-            " the same `ReceiverServer`; `dtconnector serve` verifies, parses, claims the eventId, enqueues durably"
-            " in SQLite, logs one JSON line per event, and runs its worker in the same process.",
+            " the same `ReceiverServer`; `dtconnector serve` verifies, parses, claims the eventId and enqueues it"
+            " durably in SQLite (one transaction), logs a JSON line, and runs its worker (parse, ledger, device"
+            " state, a second log line) in the same process. *Server CPU* is the server process's CPU time per"
+            " event, the worker's catch-up included.",
             "",
-            "| receiver | events/s | ack p50 ms | ack p99 ms | worker catch-up after the run |",
-            "|---|---:|---:|---:|---:|",
-            f"| verify-only | {v['events_per_s']:.0f} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} | – |",
+            "| receiver | events/s | ack p50 ms | ack p99 ms | server CPU µs/event | worker catch-up after the run |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| verify-only | {v['events_per_s']:.0f} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} |"
+            f" {_num(v['server_cpu_us_per_event'])} | – |",
             f"| dtconnector serve | {o['events_per_s']:.0f} | {o['p50_ms']:.1f} | {o['p99_ms']:.1f} |"
-            f" {o['drain_after_s']} s |",
+            f" {_num(o['server_cpu_us_per_event'])} | {o['drain_after_s']} s |",
             "",
             f"Target: ≥ 0.8× the verify-only throughput and p99 < 50 ms — **{_ok(rl['target_met'])}**"
             f" (ratio {rl['throughput_ratio']}, p99 {o['p99_ms']:.1f} ms).",
@@ -123,15 +130,28 @@ def render(m: dict, vp: dict | None, rl: dict | None, cs: dict | None, quick: bo
             " validating the envelope and its RFC 3339 timestamp to the nanosecond."
         )
     if rl and not rl["target_met"]:
-        o = rl["median"]["dtconnector serve"]
+        v, o = rl["median"]["verify-only"], rl["median"]["dtconnector serve"]
+        cpu = budget = ""
+        if v["server_cpu_us_per_event"] and o["server_cpu_us_per_event"]:
+            cpu = (
+                f" The server CPU column is the limit: {o['server_cpu_us_per_event']:.0f} µs per event against"
+                f" {v['server_cpu_us_per_event']:.0f} µs, and a CPython process runs its threads one at a time"
+                " (one GIL), while on this machine the load generator takes most of the other core."
+            )
+            budget = f", some {0.25 * v['server_cpu_us_per_event']:.0f} µs"
         notes.append(
             f"- **Local receiver**: {rl['throughput_ratio']}× the verify-only throughput (target 0.8×), p99"
-            f" {o['p99_ms']:.0f} ms (target 50 ms). One CPython process answers over one GIL: every microsecond of"
-            " claim + enqueue + completion (three SQLite statements, one commit), event parsing and the JSON log"
-            " line is taken from the same core that parses HTTP; the verify-only server does none of it. At"
-            f" concurrency {rl['concurrency']} a closed-loop sender sees latency ≈ {rl['concurrency']} / throughput,"
-            " so p99 follows throughput; on a loaded 2-CPU machine the verify-only server's own p99 is near or"
-            " over 50 ms too. Check the load average above before comparing runs."
+            f" {o['p99_ms']:.0f} ms (target 50 ms).{cpu} Both servers pay the same HTTP handling"
+            " (`http.server`, most of the verify-only row); on top of it `dtconnector serve` parses the event,"
+            " commits its claim and message (one SQLite transaction, one commit), writes two log lines, and its"
+            " worker parses the event again, keeps the ledger and the device state and acknowledges the message."
+            f" Reaching 0.8× would leave all of that 25 % of the verify-only cost{budget}. Tried and"
+            " measured slower here: the worker in a second process (two processes writing one SQLite file pay"
+            " for cache invalidation and lock waits), and group commit across request threads (the thread"
+            f" handoffs cost more than the commits saved). At concurrency {rl['concurrency']} a closed-loop"
+            f" sender sees latency ≈ {rl['concurrency']} / throughput, so p99 follows throughput; the"
+            f" verify-only server's own p99 was {v['p99_ms']:.0f} ms in this run. Check the load average above"
+            " before comparing runs."
         )
     if cs and cs["target_met"] is False:
         jwt_row = next((r for r in cs["rows"] if r["module"].startswith("jwt")), None)

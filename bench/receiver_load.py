@@ -78,6 +78,15 @@ def send(url: str, count: int, concurrency: int, seed: int) -> dict:
     return json.loads(out.stdout)
 
 
+def _cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far; None where /proc is absent."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def one_run(kind: str, count: int, concurrency: int, seed: int, tmp: str, log_level: str = "INFO") -> dict:
     if kind == "verify-only":
         argv = [sys.executable, "-m", "bench.verify_server", "--port", "0"]
@@ -87,13 +96,15 @@ def one_run(kind: str, count: int, concurrency: int, seed: int, tmp: str, log_le
     server = Server(argv, _env(DT_LOG_LEVEL=log_level), tmp)
     try:
         send(server.url, 300, concurrency, seed + 1000)  # warm-up: connections, caches, WAL
+        if kind != "verify-only":
+            _wait_drained(server)
+        cpu_before = _cpu_s(server.proc.pid)
         result = send(server.url, count, concurrency, seed)
         drain_s = None
         if kind != "verify-only":  # how long the worker needs to catch up afterwards
-            t0 = time.monotonic()
-            while server.health().get("queued", 0) > 0 and time.monotonic() - t0 < 300:
-                time.sleep(0.1)
-            drain_s = round(time.monotonic() - t0, 2)
+            drain_s = _wait_drained(server)
+        cpu_after = _cpu_s(server.proc.pid)
+        cpu_us = None if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) / count * 1e6
         return {
             "events_per_s": result["events_per_s"],
             "p50_ms": result["ack_latency_ms"]["p50"],
@@ -101,9 +112,18 @@ def one_run(kind: str, count: int, concurrency: int, seed: int, tmp: str, log_le
             "accepted": result["accepted"],
             "non_2xx": result["sent"] - result["accepted"],
             "drain_after_s": drain_s,
+            "server_cpu_us_per_event": None if cpu_us is None else round(cpu_us),
         }
     finally:
         server.stop()
+
+
+def _wait_drained(server: Server, limit_s: float = 300) -> float:
+    """Seconds until the server's queue is empty (its worker has caught up)."""
+    t0 = time.monotonic()
+    while server.health().get("queued", 0) > 0 and time.monotonic() - t0 < limit_s:
+        time.sleep(0.1)
+    return round(time.monotonic() - t0, 2)
 
 
 def run(quick: bool = False, count: int | None = None, concurrency: int = 32, runs: int | None = None) -> dict:
