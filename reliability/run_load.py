@@ -374,10 +374,10 @@ def render(results: list[Result], suites: dict, suite_cmd: str, suite_s: float, 
         "",
         f"Produced by `python -m reliability` on {started}. {machine()}.",
         "",
-        "**These figures come from a small, shared and busy machine** (2 cores shared with other",
-        "jobs running their own stand-ins and tests at the same time): treat throughput and latency",
-        "as lower bounds measured under contention, not as capacity figures. The stand-ins (moto,",
-        "Azurite, the Google emulators, pouchdb-server) are far slower than the real services.",
+        f"**These figures come from a small machine** ({os.cpu_count()} CPUs, shared by the sender, the"
+        " receiver and its stand-ins): treat throughput and latency as lower bounds, not as capacity"
+        " figures. The stand-ins (moto, Azurite, the Google emulators, pouchdb-server) are far slower"
+        " than the real services.",
         "",
         "## Load: DT-like delivery, then the end-state checks",
         "",
