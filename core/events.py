@@ -13,6 +13,7 @@ hours of retries for an event we could have stored. Unknown event types keep the
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,6 +32,23 @@ _RFC3339 = re.compile(
 )
 _EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _refuse_constant(name: str) -> float:
+    raise InvalidEvent(f"body is not valid JSON ({name} is not a JSON number)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: valid JSON, but no store can hold it
+        raise InvalidEvent("body has a number too large to store")
+    return value
+
+
+# RFC 8259 JSON only: Python's default decoder also takes NaN and Infinity, and turns
+# 1e400 into inf, none of which a JSON store (Cloudant, Firestore, ...) accepts back, so
+# such an event would be acknowledged and then fail in the worker forever.
+_JSON = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 # A \uD800-\uDFFF escape: JSON allows a lone one, UTF-8 (every store) cannot hold it.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -164,7 +182,9 @@ def parse_event(body: bytes | str | dict) -> Event:
         doc = body
     else:
         try:
-            doc = json.loads(body)
+            doc = _JSON.decode(body)
+        except InvalidEvent:
+            raise
         except (ValueError, RecursionError):
             raise InvalidEvent("body is not valid JSON") from None
         if _SURROGATE_ESCAPE.search(body):

@@ -3,7 +3,8 @@
 Firestore document ids forbid ``/`` and ``__x__``, Table Storage row keys forbid
 ``/ \\ # ?`` and control characters, Cloudant ids must not start with ``_``, and most
 stores cap key length. Real DT event ids are short base32-ish strings, so those pass
-through unchanged (readable in a console); anything else becomes ``h_`` plus the
+through unchanged (readable in a console); anything else, and the id ``null`` (which
+JavaScript CouchDB servers such as pouchdb-server, our IBM stand-in, refuse), becomes ``h_`` plus the
 SHA-256 of its UTF-8 bytes. Plain keys never contain ``_``, so the two forms cannot
 collide, and namespaces (``w_`` for the worker's ledger) cannot collide with either.
 """
@@ -18,7 +19,7 @@ _PLAIN = re.compile(r"[A-Za-z0-9-]{1,128}")
 
 def store_key(event_id: str, namespace: str = "") -> str:
     """The storage key for `event_id`; `namespace` is a short ``[a-z]`` prefix or empty."""
-    if _PLAIN.fullmatch(event_id):
+    if _PLAIN.fullmatch(event_id) and event_id != "null":
         key = event_id
     else:
         digest = hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()

@@ -16,8 +16,9 @@ import hashlib
 import hmac
 import importlib.util
 import json
-import re
 import logging
+import math
+import re
 import threading
 import time
 import warnings
@@ -61,8 +62,8 @@ def _number(claims: dict, name: str) -> float | None:
     value = claims.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SignatureError(f"token claim '{name}' is not a number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SignatureError(f"token claim '{name}' is not a number")  # NaN would pass every comparison
     return float(value)
 
 

@@ -150,6 +150,14 @@ def test_body_lacking_a_required_field_is_400(platform, field):
     assert platform.queue_depth() == 0
 
 
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "1e400"])
+def test_numbers_outside_json_are_400(platform, number):
+    body = event_body("co2", data={"co2": {"ppm": 1}}).replace(b'"ppm":1}', b'"ppm":' + number.encode() + b'}')
+    assert number.encode() in body
+    assert platform.deliver(body, signed(body)).status == 400
+    assert platform.queue_depth() == 0
+
+
 @pytest.mark.parametrize("timestamp", ["yesterday", "2024-02-30T10:00:00Z", "9999-12-31T23:59:59-01:00"])
 def test_unparseable_timestamp_is_400(platform, timestamp):
     body = event_body(timestamp=timestamp)

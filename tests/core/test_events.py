@@ -179,3 +179,14 @@ def test_lone_surrogate_escapes_are_refused_and_pairs_accepted():
     for lone in ("\\ud800", "\\uDFFF", "x\\udbff"):
         with pytest.raises(InvalidEvent, match="surrogate"):
             parse_event(template % lone)
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400", "-1e999"])
+def test_numbers_json_does_not_have_are_refused(number):
+    """Python's json takes NaN and Infinity and turns 1e400 into inf; no JSON store takes
+    them back, so the event would be acknowledged and then fail in the worker forever."""
+    body = '{"event":{"eventId":"n1","eventType":"co2","targetName":"projects/p/devices/d",' \
+           '"timestamp":"2024-01-01T00:00:00Z","data":{"co2":{"ppm":%s}}}}' % number
+    with pytest.raises(InvalidEvent, match="JSON number|too large"):
+        parse_event(body)
+    assert parse_event(body.replace(number, "1e308")).raw["event"]["data"]["co2"]["ppm"] == 1e308

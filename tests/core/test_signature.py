@@ -86,6 +86,13 @@ def test_non_numeric_exp_is_refused():
     assert "not a number" in reason_of(verifier(), sign(BODY, SECRET, exp="tomorrow"))
 
 
+@pytest.mark.parametrize("claim", ["exp", "nbf"])
+def test_non_finite_time_claims_are_refused(claim):
+    # NaN compares false with everything: an `exp` of NaN would never expire.
+    for value in (float("nan"), float("inf")):
+        assert "not a number" in reason_of(verifier(), sign(BODY, SECRET, **{claim: value}))
+
+
 def test_future_iat_beyond_leeway_is_refused_and_within_leeway_accepted():
     now = time.time()
     v = verifier(now=now, leeway=60)

@@ -343,6 +343,7 @@ SPECIAL_IDS = [
     "a\tb", "a\nb", "\x00", "\x01\x1f\x7f", "id with spaces", "%2F", "'; DROP TABLE events; --",
     "x" * 5000, "y" * 128, "y" * 129, "😀", "e\u0301", "\u00e9",
     "ABC", "abc", "h_" + "0" * 64, "w_abc", "abc-", "-", "\u202e", "\ufeff",
+    "null", "true", "undefined", "NaN", "0",  # words a JavaScript store might read as values
 ]
 
 
