@@ -248,3 +248,13 @@ def test_connection_error_is_chained_from_the_sdk(ibm):
     cause = info.value.__cause__
     assert isinstance(cause, requests.exceptions.ConnectionError)
     assert "Cloudant unreachable" in str(info.value)
+
+
+def test_the_harness_counts_past_the_stand_ins_first_page(ibm):
+    """pouchdb-server ignores Mango's bookmark, so outbox.depth() sees one page of 200
+    there (real Cloudant pages on); the contract suite's queue_depth must see them all."""
+    for n in range(230):
+        body = event_body(event_id=f"page-{n:04d}")
+        assert ibm.deliver(body, signed(body)).status == 202
+    assert ibm.queue_depth() == 230
+    assert ibm.ingest.outbox.depth() == 200  # the stand-in difference this steps around
