@@ -3,10 +3,11 @@
 Firestore document ids forbid ``/`` and ``__x__``, Table Storage row keys forbid
 ``/ \\ # ?`` and control characters, Cloudant ids must not start with ``_``, and most
 stores cap key length. Real DT event ids are short base32-ish strings, so those pass
-through unchanged (readable in a console); anything else, and the id ``null`` (which
-JavaScript CouchDB servers such as pouchdb-server, our IBM stand-in, refuse), becomes ``h_`` plus the
-SHA-256 of its UTF-8 bytes. Plain keys never contain ``_``, so the two forms cannot
-collide, and namespaces (``w_`` for the worker's ledger) cannot collide with either.
+through unchanged (readable in a console); anything else becomes ``h_`` plus the SHA-256
+of its UTF-8 bytes, and so does the id ``null``, which JavaScript CouchDB servers such as
+pouchdb-server (our IBM stand-in) refuse. Plain keys never contain ``_``, so the two
+forms cannot collide, and namespaces (``w_`` for the worker's ledger) cannot collide with
+either.
 """
 
 from __future__ import annotations

@@ -263,6 +263,9 @@ _INSERT_CLAIM = (
 )
 
 
+_INSERT_MESSAGE = "INSERT INTO queue (event_id, body, visible_at) VALUES (?, ?, ?)"
+
+
 def _claim_row(key: str, claim: Claim) -> tuple:
     return (key, claim.status, claim.expires_at, claim.version, _done_json(claim.done))
 
@@ -285,12 +288,12 @@ class SQLiteClaimStore:
         if commit not in ("always", "never", "progress"):
             raise ValueError(f"commit must be always, never or progress, not {commit!r}")
         self._db = db
-        self._commit = commit
+        self._policy = commit
 
     def _durable(self, claim: Claim | None) -> bool:
-        if self._commit == "progress":
+        if self._policy == "progress":
             return claim is not None and claim.status == IN_PROGRESS and bool(claim.done)
-        return self._commit == "always"
+        return self._policy == "always"
 
     def create(self, key: str, claim: Claim) -> bool:
         return self._db.write(_INSERT_CLAIM, _claim_row(key, claim), durable=self._durable(claim)) == 1
@@ -351,10 +354,7 @@ class SQLiteQueue:
 
     def enqueue(self, message: str, *, event_id: str) -> None:
         try:
-            self._db.write(
-                "INSERT INTO queue (event_id, body, visible_at) VALUES (?, ?, ?)",
-                (event_id, message, self._db.clock()),
-            )
+            self._db.write(_INSERT_MESSAGE, (event_id, message, self._db.clock()))
         except StoreError as exc:
             raise QueueError(str(exc)) from exc
         self._notify()
@@ -366,10 +366,7 @@ class SQLiteQueue:
             with self._db.transaction() as conn:
                 if conn.execute(_INSERT_CLAIM, _claim_row(key, claim)).rowcount != 1:
                     return False
-                conn.execute(
-                    "INSERT INTO queue (event_id, body, visible_at) VALUES (?, ?, ?)",
-                    (event_id, message, self._db.clock()),
-                )
+                conn.execute(_INSERT_MESSAGE, (event_id, message, self._db.clock()))
         except StoreError as exc:
             raise QueueError(str(exc)) from exc
         self._notify()
