@@ -2,13 +2,19 @@
 
 Code Engine calls ``main(args)`` with ``__ce_method``, ``__ce_headers``, ``__ce_path`` and
 ``__ce_body`` (Base64 for JSON and binary content types, a plain string for text ones; it
-also spreads a JSON body's top-level keys into `args`, which are ignored here: only the
-exact bytes are signed). OpenWhisk raw web actions (``--web raw``) pass ``__ow_method``
-(lower case), ``__ow_headers``, ``__ow_path`` and ``__ow_body`` (Base64 for JSON). Both get
-``{"statusCode", "headers", "body"}`` back, `body` being the JSON object.
+also spreads a JSON body's top-level keys and the query parameters into `args`, which are
+ignored here: only the exact bytes are signed). OpenWhisk raw web actions (``--web raw``)
+pass ``__ow_method`` (lower case), ``__ow_headers``, ``__ow_path``, ``__ow_query`` and
+``__ow_body`` (Base64 for JSON). Both get ``{"statusCode", "headers", "body"}`` back, `body`
+being the JSON object.
+
+Which platform runs us is read from the process environment, never from `args`: a request
+can put any key into Code Engine's `args` (``__ow_method`` included), but not into the
+environment. OpenWhisk's runtime sets ``__OW_ACTION_NAME`` there for every activation.
 
 Clients and the `Receiver` are built once per container, on the first request, from the
-environment (Code Engine) or the action's bound parameters (OpenWhisk).
+environment (Code Engine) or the environment plus the action's bound parameters (OpenWhisk,
+which has no environment variables of its own for an action's settings).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass
+from typing import Mapping
 
 from core import logs
 from core.config import ConfigError
@@ -59,7 +66,7 @@ def build_ingest(env=None) -> Ingest:
     return Ingest(Receiver(Settings.from_env(env), claims, outbox), claims, outbox)
 
 
-def ingest(bound: dict[str, str] | None = None) -> Ingest:
+def ingest(bound: Mapping[str, str] | None = None) -> Ingest:
     """The container's ingest, built on first use from the environment (Code Engine), or
     from the environment plus the action's bound parameters (OpenWhisk has no env vars)."""
     global _ingest
@@ -72,13 +79,29 @@ def ingest(bound: dict[str, str] | None = None) -> Ingest:
     return _ingest
 
 
-def bound_parameters(args: dict) -> dict[str, str]:
-    """OpenWhisk passes an action's settings (``wsk action create -p DT_HANDLERS ...``) as
-    parameters. Only read for the OpenWhisk shape: Code Engine spreads a JSON request
-    body's keys into `args`, so there a sender could choose them."""
-    if "__ow_method" not in args:
+#: Set by OpenWhisk's action runtime in the process environment for every activation.
+OPENWHISK_MARKER = "__OW_ACTION_NAME"
+#: Settings an OpenWhisk action may take from its bound parameters.
+SETTING_PREFIXES = ("DT_", "CLOUDANT_")
+
+
+def on_openwhisk(environ: Mapping[str, str] | None = None) -> bool:
+    """True when OpenWhisk's runtime runs us; decided by the environment alone."""
+    return OPENWHISK_MARKER in (os.environ if environ is None else environ)
+
+
+def bound_parameters(args: Mapping[str, object], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """An OpenWhisk action's settings (``wsk action create -p DT_HANDLERS ...``), which it
+    receives as parameters beside the request.
+
+    Read only on OpenWhisk (the environment says so) and only for a raw web action's request
+    (``__ow_query`` present): a raw action never merges the request's body or query into
+    `args`, and the deploy's ``final`` annotation stops a request overriding a bound
+    parameter. Anywhere else `args` carries what the sender chose, so nothing is read.
+    """
+    if not on_openwhisk(environ) or not isinstance(args.get("__ow_query"), str):
         return {}
-    return {k: v for k, v in args.items() if k.startswith(("DT_", "CLOUDANT_")) and isinstance(v, str)}
+    return {k: v for k, v in args.items() if k.startswith(SETTING_PREFIXES) and isinstance(v, str)}
 
 
 def reset() -> None:
@@ -110,18 +133,20 @@ def body_bytes(value: object) -> bytes:
     return value.encode("utf-8", "surrogatepass")
 
 
-def to_request(args: dict) -> Request:
-    for prefix in ("__ce_", "__ow_"):
-        if f"{prefix}method" in args:
-            headers = args.get(f"{prefix}headers")
-            return Request(
-                method=str(args.get(f"{prefix}method") or "").upper(),
-                body=body_bytes(args.get(f"{prefix}body")),
-                headers=Headers(headers if isinstance(headers, dict) else None),
-                path=str(args.get(f"{prefix}path") or "/"),
-            )
-    # Invoked directly (not through HTTP): no method, answered 405 by the receiver.
-    return Request(method="", body=b"")
+def to_request(args: Mapping[str, object], environ: Mapping[str, str] | None = None) -> Request:
+    """The HTTP request in `args`, read only in the running platform's own shape: on Code
+    Engine a body's ``__ow_*`` keys are data, on OpenWhisk ``__ce_*`` keys are."""
+    prefix = "__ow_" if on_openwhisk(environ) else "__ce_"
+    if f"{prefix}method" not in args:
+        # Invoked directly (not through HTTP): no method, answered 405 by the receiver.
+        return Request(method="", body=b"")
+    headers = args.get(f"{prefix}headers")
+    return Request(
+        method=str(args.get(f"{prefix}method") or "").upper(),
+        body=body_bytes(args.get(f"{prefix}body")),
+        headers=Headers(headers if isinstance(headers, dict) else None),
+        path=str(args.get(f"{prefix}path") or "/"),
+    )
 
 
 def _reply(status: int, payload: dict, headers: dict[str, str]) -> dict:
