@@ -62,18 +62,25 @@ def _number(claims: dict, name: str) -> float | None:
     value = claims.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SignatureError(f"token claim '{name}' is not a number")
+    try:
+        number = float(value)  # an int past float's range (10**400) overflows here
+    except OverflowError:
+        raise SignatureError(f"token claim '{name}' is out of range") from None
+    if not math.isfinite(number):
         raise SignatureError(f"token claim '{name}' is not a number")  # NaN would pass every comparison
-    return float(value)
+    return number
 
 
 def check_times(claims: dict, now: float, leeway_s: float) -> None:
     """`exp` is required; `iat` and `nbf`, when present, must not be in the future. Both
-    directions get `leeway_s` of clock skew."""
+    directions get `leeway_s` of clock skew. A token is expired from the instant
+    ``exp + leeway`` on (RFC 7519 §4.1.4: "on or after"; PyJWT and DT agree)."""
     exp = _number(claims, "exp")
     if exp is None:
         raise SignatureError("token has no expiry (exp)")
-    if now > exp + leeway_s:
+    if now >= exp + leeway_s:
         raise SignatureError("token has expired")
     for name in ("iat", "nbf"):
         value = _number(claims, name)
@@ -147,8 +154,11 @@ class SecretVerifier:
             raise SignatureError("token is malformed")
         header_b64, payload_b64, signature_b64 = m.groups()
         if header_b64 not in self._hs256_headers:
-            if _json_segment(header_b64).get("alg") != "HS256":
+            header = _json_segment(header_b64)
+            if header.get("alg") != "HS256":
                 raise SignatureError("token algorithm is not HS256")
+            if "crit" in header:  # RFC 7515 §4.1.11: extensions we don't implement (b64: false...)
+                raise SignatureError("token has critical header extensions")
             if len(self._hs256_headers) < 8:  # DT sends one header, byte for byte, every time
                 self._hs256_headers.add(header_b64)
         try:

@@ -16,6 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
+import jwt
 import pytest
 
 pytest.importorskip("cryptography", reason="asymmetric verification needs the 'asymmetric' extra")
@@ -25,7 +26,7 @@ from core.config import DEFAULT_JWKS_ISSUER, ConfigError, Settings
 from core.http import Headers, Request
 from core.receiver import Receiver
 from emulator.jwks import JwksServer, generate_private_key_pem, key_id, public_jwk, public_key_pem
-from emulator.signing import sign, sign_asymmetric
+from emulator.signing import asymmetric_claims, sign, sign_asymmetric
 from tests.dt import SECRET, event_body
 
 ORG = "org-0123456789abcdefghij"
@@ -555,3 +556,30 @@ def test_emulator_jwks_cli_generates_a_key(tmp_path):
     assert b"PRIVATE KEY" in path.read_bytes() and (path.stat().st_mode & 0o077) == 0
     with pytest.raises(SystemExit):
         main(["--generate", str(path)])  # never overwrites a key
+
+
+def test_expired_at_exactly_exp_plus_leeway(make_receiver, clock, server):
+    """RFC 7519 §4.1.4 ("on or after"), as on X-Dt-Signature: DT's tokens live 300 s."""
+    receiver = make_receiver(DT_SIGNATURE_MODE="asymmetric")
+    body = event_body()
+    token = asym(body, clock, server, iat=int(clock.now) - 360)  # exp + 60 s leeway == now
+    clock.now = float(int(clock.now))
+    status, payload = post(receiver, body, {"DT-Asymmetric-Signature": token})
+    assert status == 401 and payload["reason"] == "token has expired"
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+def test_time_claim_too_large_for_a_float_is_401(make_receiver, clock, server, claim):
+    receiver = make_receiver(DT_SIGNATURE_MODE="asymmetric")
+    body = event_body()
+    status, payload = post(receiver, body, {"DT-Asymmetric-Signature": asym(body, clock, server, **{claim: 10**400})})
+    assert status == 401 and "out of range" in payload["reason"]
+
+
+def test_critical_header_extensions_are_401(make_receiver, clock, server):
+    receiver = make_receiver(DT_SIGNATURE_MODE="asymmetric")
+    body = event_body()
+    claims = asymmetric_claims(body, issuer=server.issuer, sub=ORG, iat=int(clock.now))
+    for extension in ({"crit": ["b64"], "b64": True}, {"crit": ["b64"], "b64": False}):
+        token = jwt.encode(claims, KEY, algorithm="ES256", headers={"kid": KID, **extension})
+        assert post(receiver, body, {"DT-Asymmetric-Signature": token})[0] == 401

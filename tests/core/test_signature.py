@@ -168,3 +168,33 @@ def test_header_lookup_is_case_insensitive_and_refuses_duplicates():
         signature_token(Headers({"Authorization": "x"}))
     with pytest.raises(SignatureError, match="missing"):
         signature_token(Headers({"X-Dt-Signature": "  "}))
+
+
+# --- edge cases replayed from DT's own test vectors and found by fuzzing (issue 14) ------
+
+
+def test_token_is_expired_at_exactly_exp_plus_leeway():
+    """RFC 7519 §4.1.4: expired "on or after" exp; PyJWT and DT's verifier agree."""
+    now = 1_800_000_000
+    token = sign(BODY, SECRET, iat=now - 3600)  # exp == now
+    assert reason_of(verifier(now=now + 60, leeway=60), token) == "token has expired"
+    verifier(now=now + 59.999, leeway=60).verify(token, BODY)
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+def test_time_claim_too_large_for_a_float_is_refused_not_an_error(claim):
+    """10**400 is a valid JSON integer that float() cannot hold: OverflowError was a 503."""
+    assert "out of range" in reason_of(verifier(), sign(BODY, SECRET, **{claim: 10**400}))
+
+
+def test_token_with_critical_header_extensions_is_refused():
+    """RFC 7515 §4.1.11: a recipient that does not understand a `crit` extension must
+    reject the token. With `b64: false` the signature covers the raw payload."""
+    claims = jwt.decode(sign(BODY, SECRET), options={"verify_signature": False})
+    for extension in ({"crit": ["b64"], "b64": True}, {"crit": ["urn:example:ext"], "urn:example:ext": 1}):
+        token = jwt.encode(claims, SECRET, algorithm="HS256", headers=extension)
+        v = verifier()
+        # twice: the header is not remembered as "HS256, fine" for the next token either
+        assert reason_of(v, token) == reason_of(v, token) == "token has critical header extensions"
+    raw_payload = jwt.encode(claims, SECRET, algorithm="HS256", headers={"crit": ["b64"], "b64": False})
+    assert reason_of(verifier(), raw_payload) == "token is malformed"  # not even base64url
