@@ -19,6 +19,7 @@ import os
 import threading
 from typing import Mapping
 from unittest import mock
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -33,7 +34,9 @@ _TEXT_TYPES = ("application/json", "text/")
 
 def function_url_event(body: bytes, headers, method: str = "POST", path: str = "/") -> dict:
     """The event a Lambda Function URL (payload 2.0) delivers: lower-cased header names,
-    repeated headers comma-joined, a text body as a string, anything else base64."""
+    repeated headers comma-joined, a text body as a string, anything else base64, the
+    query string raw and parsed."""
+    path, _, query = path.partition("?")
     joined: dict[str, str] = {}
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     for name, value in pairs:
@@ -48,7 +51,7 @@ def function_url_event(body: bytes, headers, method: str = "POST", path: str = "
         "version": "2.0",
         "routeKey": "$default",
         "rawPath": path,
-        "rawQueryString": "",
+        "rawQueryString": query,
         "headers": joined,
         "requestContext": {
             "accountId": "anonymous",
@@ -64,6 +67,8 @@ def function_url_event(body: bytes, headers, method: str = "POST", path: str = "
         },
         "isBase64Encoded": text is None,
     }
+    if query:
+        event["queryStringParameters"] = {k: ",".join(v) for k, v in parse_qs(query, keep_blank_values=True).items()}
     if body:
         event["body"] = text if text is not None else base64.b64encode(body).decode("ascii")
     return event
@@ -179,6 +184,12 @@ class AwsHarness(Harness):
             os.environ.update(self.env)
             handler.reset()
             AwsHarness._active = self
+
+    def new_container(self) -> None:
+        import aws_lambda.handler as handler
+
+        self._activate()
+        handler.reset()
 
     def deliver(self, body, headers, method="POST", path="/") -> Reply:
         import aws_lambda.handler as handler

@@ -30,6 +30,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -89,12 +90,13 @@ def http_request(method: str, body: bytes, headers, path: str):
     for name, value in pairs:
         key = name.lower()
         merged[key] = f"{merged[key]}, {value}" if key in merged else str(value)
+    route, _, query = path.partition("?")
     return HttpRequest(
         method=method.upper(),
         url=f"https://dtconnector.azurewebsites.net/api{path}",
         headers=merged,
-        params={},
-        route_params={"path": path.lstrip("/")},
+        params={k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()},
+        route_params={"path": route.lstrip("/")},
         body_type="bytes",
         body=body,
     )
@@ -143,6 +145,9 @@ class AzureHarness(Harness):
         ctx = function_app.context()
         self.claim_store = ctx.claims
         self.state_store = ctx.state
+
+    def new_container(self) -> None:
+        self.module.reset()
 
     # -- the HTTP front end -------------------------------------------------------------
     def deliver(self, body, headers, method="POST", path="/") -> Reply:

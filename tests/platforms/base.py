@@ -80,6 +80,11 @@ class Harness(abc.ABC):
         """While inside, `part` (one of `PARTS`) fails the way the platform's SDK fails when
         the service is unreachable, so the adapter's error translation is exercised."""
 
+    @abc.abstractmethod
+    def new_container(self) -> None:
+        """Forget everything the entry points built and cached, so the next request meets
+        a fresh container (a cold start) that builds its configuration again."""
+
     def device_state(self, device_id: str) -> dict[str, DeviceState]:
         return {s.event_type: s for s in self.state_store.get_device(device_id)}
 

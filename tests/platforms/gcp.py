@@ -282,6 +282,9 @@ class GcpHarness(Harness):
     def state_store(self):
         return self._activate().state_store()
 
+    def new_container(self) -> None:
+        self._activate().reset()
+
     # -- ingest ------------------------------------------------------------------------
     def deliver(self, body, headers, method="POST", path="/") -> Reply:
         self._activate()

@@ -159,6 +159,9 @@ class HerokuHarness(Harness):
     def queue(self):
         return self._runtime.queue()
 
+    def new_container(self) -> None:
+        self._runtime.reset()
+
     def deliver(self, body, headers, method="POST", path="/") -> Reply:
         header_list = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
         response = self.client.open(path, method=method, data=body, headers=header_list)

@@ -30,6 +30,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from urllib.parse import parse_qs
 from pathlib import Path
 from typing import Mapping
 
@@ -66,21 +67,24 @@ def header_map(headers) -> dict[str, str]:
 
 
 def code_engine_args(body: bytes, headers, method: str = "POST", path: str = "/") -> dict:
-    """The `args` Code Engine gives `main`: JSON bodies Base64 in ``__ce_body`` and their
-    top-level keys spread into `args` as well."""
+    """The `args` Code Engine gives `main`: JSON bodies Base64 in ``__ce_body``, and their
+    top-level keys and the query parameters spread into `args` as well."""
+    path, _, query = path.partition("?")
     args = {
         "__ce_method": method,
         "__ce_headers": header_map(headers),
         "__ce_path": path,
-        "__ce_query": "",
+        "__ce_query": query,
         "__ce_body": base64.b64encode(body).decode("ascii"),
     }
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):
         doc = None
+    spread = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
     if isinstance(doc, dict):
-        args.update({k: v for k, v in doc.items() if not k.startswith("__ce_")})
+        spread.update(doc)
+    args.update({k: v for k, v in spread.items() if not k.startswith("__ce_")})
     return args
 
 
@@ -116,6 +120,9 @@ class IBMHarness(Harness):
 
     def runner(self):
         return self._worker.FeedRunner(self._worker.app())
+
+    def new_container(self) -> None:
+        self._entry.reset()
 
     def deliver(self, body, headers, method="POST", path="/") -> Reply:
         result = self._entry.main(code_engine_args(body, headers, method, path))

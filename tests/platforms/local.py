@@ -38,6 +38,10 @@ class LocalHarness(Harness):
         self.claim_store = self.app.claims
         self.state_store = self.app.state
 
+    def new_container(self) -> None:
+        """Nothing to forget: `dtconnector serve` reads its settings once, from its command
+        line and environment, before it listens; no request reaches them."""
+
     def deliver(self, body, headers, method="POST", path="/") -> Reply:
         response = self.app.receiver.handle(Request(method, body, Headers(headers), path))
         return Reply(response.status, response.body, response.all_headers())
