@@ -11,6 +11,8 @@ import pytest
 pytest.importorskip("disruptive", reason="DT's client (the `dt` extra) is not installed")
 
 from dtcloud.standin import Device, StandIn  # noqa: E402
+from tests.dt import SECRET  # noqa: E402
+from tests.e2e.conftest import make_serve, wait_until  # noqa: E402,F401  (the real `dtconnector serve`)
 
 PROJECT = "proj-test"
 KEY_ID, EMAIL = "key-1", "sa-1@example.serviceaccount"
@@ -35,7 +37,7 @@ def dt_env(standin, sa_secret, monkeypatch, tmp_path):
     standin.add_project(PROJECT)
     env = standin.env(KEY_ID, sa_secret, EMAIL)
     env["DT_PROJECT_ID"] = PROJECT
-    env["DT_SIGNATURE_SECRET"] = "receiver-secret-" + secrets.token_hex(8)
+    env["DT_SIGNATURE_SECRET"] = SECRET  # the same secret the `make_serve` receiver verifies
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     for k in ("DT_HANDLERS", "DT_SIGNATURE_MODE", "DT_CREDENTIALS_FILE"):
