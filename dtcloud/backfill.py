@@ -18,14 +18,14 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
 from emulator.sender import SendConfig, Sender
 
-from .bodies import connector_body, device_id_of
+from .bodies import connector_body
 from .client import Client
 from .timeparse import parse_rfc3339, rfc3339
 
@@ -48,10 +48,11 @@ class Plan:
     rate: float | None = None
     timeout_s: float = 10.0
     max_age_s: float = 600.0
+    window_text: str = ""  # --since/--until as typed ("3d"): the same command line resumes
 
     def key(self) -> str:
         """What makes two runs the same run (so a checkpoint may be resumed)."""
-        parts = [self.project, rfc3339(self.since), self.url, ",".join(sorted(self.devices)),
+        parts = [self.project, self.window_text or rfc3339(self.since), self.url, ",".join(sorted(self.devices)),
                  ",".join(sorted(self.types)), ",".join(sorted(self.label_keys))]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
@@ -77,9 +78,9 @@ class Summary:
 
 
 class Checkpoint:
-    def __init__(self, path: str, key: str, until: datetime):
+    def __init__(self, path: str, key: str, since: datetime, until: datetime):
         self.path = Path(path)
-        self.data = {"key": key, "until": rfc3339(until), "devices": {}}
+        self.data = {"key": key, "since": rfc3339(since), "until": rfc3339(until), "devices": {}}
         self.resumed = False
         if self.path.exists():
             try:
@@ -91,8 +92,8 @@ class Checkpoint:
                 self.resumed = True
 
     @property
-    def until(self) -> datetime:
-        return parse_rfc3339(self.data["until"])
+    def window(self) -> tuple[datetime, datetime]:
+        return parse_rfc3339(self.data["since"]), parse_rfc3339(self.data["until"])
 
     def done_through(self, device: str) -> tuple[str, str] | None:
         mark = self.data["devices"].get(device)
@@ -113,9 +114,10 @@ def _order_key(event: dict) -> tuple:
     return (parse_rfc3339(event["timestamp"]), event.get("eventId", ""))
 
 
-def run(client: Client, plan: Plan, progress: TextIO = sys.stderr) -> Summary:
-    checkpoint = Checkpoint(plan.checkpoint, plan.key(), plan.until)
-    until = checkpoint.until  # a resumed run keeps the first run's window
+def run(client: Client, plan: Plan, progress: TextIO | None = None) -> Summary:
+    progress = progress or sys.stderr
+    checkpoint = Checkpoint(plan.checkpoint, plan.key(), plan.since, plan.until)
+    since, until = checkpoint.window  # a resumed run keeps the first run's window
     summary = Summary(dry_run=plan.dry_run, resumed=checkpoint.resumed)
     if checkpoint.resumed:
         print(f"backfill: resuming from {checkpoint.path}", file=progress)
@@ -125,7 +127,7 @@ def run(client: Client, plan: Plan, progress: TextIO = sys.stderr) -> Summary:
     summary.devices = len(devices)
     for n, device in enumerate(devices, 1):
         device_id = device["name"].rsplit("/", 1)[-1]
-        events = client.events(plan.project, device_id, rfc3339(plan.since), rfc3339(until), plan.types)
+        events = client.events(plan.project, device_id, rfc3339(since), rfc3339(until), plan.types)
         events.sort(key=_order_key)  # DT answers newest first; deliver oldest first
         summary.fetched += len(events)
         mark = checkpoint.done_through(device_id)
@@ -165,9 +167,3 @@ def _send(plan: Plan, bodies: list[bytes]):
                         max_age_s=plan.max_age_s, rate=plan.rate, progress=None)
     return Sender(config).run(bodies)
 
-
-def summary_dict(summary: Summary) -> dict:
-    return asdict(summary)
-
-
-__all__ = ["Plan", "Summary", "run", "device_id_of"]

@@ -312,7 +312,11 @@ def cmd_backfill(args) -> int:
 
     project = _project(args)
     now = datetime.now(timezone.utc)
-    since, until = args.since, args.until or now
+    try:
+        since = parse_when(args.since, now)
+        until = parse_when(args.until, now) if args.until else now
+    except argparse.ArgumentTypeError as exc:
+        raise DTError(str(exc)) from None
     if since >= until:
         raise DTError("--since must be before --until")
     if (now - since).total_seconds() > HISTORY_DAYS * 86400:
@@ -327,7 +331,8 @@ def cmd_backfill(args) -> int:
         labels = find(client, project, args.connector).get("labels") or []
     plan = Plan(project, since, until, args.url, secret, devices=args.devices or [], types=args.types or [],
                 label_keys=labels or [], checkpoint=args.checkpoint or f".dtconnector/backfill-{project}.json",
-                dry_run=args.dry_run, concurrency=args.concurrency, rate=args.rate, max_age_s=args.max_age)
+                dry_run=args.dry_run, concurrency=args.concurrency, rate=args.rate, max_age_s=args.max_age,
+                window_text=f"{args.since}..{args.until or ''}")
     summary = run(client, plan)
     if args.json:
         from dataclasses import asdict
@@ -339,14 +344,12 @@ def cmd_backfill(args) -> int:
 
 
 def add_backfill_parser(sub) -> None:
-    from .timeparse import parse_when
-
     p = sub.add_parser("backfill", help="re-deliver events from DT's history (after an outage)",
                        description="Fetch each device's event history for a window and deliver it to the "
                                    "receiver signed like DT. Resumable; --dry-run counts only.")
     p.add_argument("--project", help=PROJECT_HELP)
-    p.add_argument("--since", required=True, type=parse_when, help="start: RFC 3339 or an age like 3d, 12h")
-    p.add_argument("--until", type=parse_when, default=None, help="end (default: now)")
+    p.add_argument("--since", required=True, help="start: RFC 3339 or an age like 3d, 12h")
+    p.add_argument("--until", default=None, help="end (default: now)")
     p.add_argument("--url", required=True, help="the receiver's URL")
     p.add_argument("--devices", type=_csv, default=None, help="comma-separated device ids (default: all)")
     p.add_argument("--types", type=_csv, default=None, help="comma-separated event types (default: all)")

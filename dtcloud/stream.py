@@ -49,7 +49,7 @@ class Stats:
 class Follower:
     def __init__(self, client: Client, project: str, deliver: Callable[[bytes], int], *,
                  types: list[str] | None = None, label_keys: list[str] | None = None,
-                 ping_interval_s: float = 10.0, log: TextIO = sys.stderr):
+                 ping_interval_s: float = 10.0, log: TextIO | None = None):
         self.client = client
         self.project = project
         self.deliver = deliver
@@ -63,7 +63,7 @@ class Follower:
         self.connected = threading.Event()  # set while a stream is open (tests wait on it)
 
     def _say(self, text: str) -> None:
-        print(f"stream: {text}", file=self.log, flush=True)
+        print(f"stream: {text}", file=self.log or sys.stderr, flush=True)
 
     def _device(self, device_id: str) -> dict | None:
         if device_id not in self.devices:
