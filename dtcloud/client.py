@@ -146,7 +146,7 @@ class Client:
             with requests.get(url, params=params, headers=headers, stream=True,
                               timeout=(10, read_timeout_s)) as response:
                 if response.status_code != 200:
-                    self._guard(lambda: self._raise_for(response), url)
+                    self._guard(lambda: self._raise_for(response), f"/projects/{project}/devices:stream")
                 yield from response.iter_lines()
         except requests.RequestException as exc:
             raise DTError(f"stream interrupted: {type(exc).__name__}", retryable=True) from None

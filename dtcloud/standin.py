@@ -108,6 +108,8 @@ class StandIn:
         self.page_size = page_size
         self.allow_http_loopback = allow_http_loopback
         self.down = False
+        self.refuse_streams = False  # new stream connections get 503 (a reconnect that fails for a while)
+        self.silent = False  # open streams send no pings (a dead connection that stays open)
         self.requests: list[tuple[str, str]] = []  # (method, path) of API requests
         self._faults: list[int] = []
         self._streams: list[queue.Queue] = []
@@ -434,6 +436,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "not found")
         project = s.project(parts[1])
         if parts[2] == "devices:stream" and method == "GET":
+            if s.refuse_streams:
+                raise ApiError(503, "stream unavailable")
             return self._stream(project, params)
         if parts[2] == "devices" and len(parts) == 3 and method == "GET":
             devices = [{"name": f"projects/{project.project_id}/devices/{d.device_id}", "type": d.device_type,
@@ -485,6 +489,8 @@ class _Handler(BaseHTTPRequestHandler):
                 try:
                     item = q.get(timeout=interval)
                 except queue.Empty:
+                    if s.silent:
+                        continue
                     ping = {"eventId": "", "targetName": f"projects/{project.project_id}", "eventType": "ping",
                             "data": None, "timestamp": rfc3339(datetime.now(timezone.utc))}
                     self.wfile.write(json.dumps({"result": {"event": ping}}).encode() + b"\n")
