@@ -297,7 +297,8 @@ def add_connector_parser(sub) -> None:
     wi.add_argument("--project", help=PROJECT_HELP)
     wi.add_argument("--name", default=os.environ.get("DT_CONNECTOR_NAME", "dtconnector"),
                     help="connector display name (default: $DT_CONNECTOR_NAME or 'dtconnector')")
-    wi.add_argument("--wait", type=float, default=60.0, help="seconds to wait for deliveries (default 60)")
+    wi.add_argument("--wait", type=float, default=float(os.environ.get("DT_WIRE_WAIT_S") or 60),
+                    help="seconds to wait for deliveries (default: $DT_WIRE_WAIT_S or 60)")
     wi.add_argument("--secret-file", help="read the signature secret from this file")
     wi.set_defaults(func=_guarded(cmd_wire))
 
