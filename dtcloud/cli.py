@@ -384,7 +384,9 @@ def cmd_stream(args) -> int:
     follower = Follower(client, project, deliver, types=args.types, label_keys=args.labels,
                         ping_interval_s=args.ping_interval)
     if args.duration:
-        threading.Timer(args.duration, stop.set).start()
+        timer = threading.Timer(args.duration, stop.set)
+        timer.daemon = True
+        timer.start()
     print(f"stream: feeding {args.db} (dtconnector state --db {args.db}); Ctrl-C stops", file=sys.stderr)
     try:
         follower.run(stop)

@@ -516,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--project", default="demo-project")
     p.add_argument("--devices", type=int, default=3)
     p.add_argument("--days", type=float, default=3.0, help="history to invent (hourly temperatures)")
+    p.add_argument("--live", type=float, default=0.0, help="publish a new event every LIVE seconds (0: none)")
     args = p.parse_args(argv)
     s = StandIn().start(args.port)
     key_id, secret, email = "demo-key", secrets.token_urlsafe(24), "demo@example.serviceaccount"
@@ -535,8 +536,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export {k}={v}")
     print(f"export DT_PROJECT_ID={args.project}", flush=True)
     try:
+        n = 0
         while True:
-            time.sleep(3600)
+            if not args.live:
+                time.sleep(3600)
+                continue
+            time.sleep(args.live)
+            n += 1
+            ts = datetime.now(timezone.utc)
+            s.publish(args.project, s.make_event(args.project, f"dev{n % args.devices:02d}", "temperature",
+                                                 {"temperature": {"value": 20 + n % 7, "updateTime": rfc3339(ts)}},
+                                                 ts))
     except KeyboardInterrupt:
         s.stop()
     return 0
