@@ -188,8 +188,11 @@ def apply(client: Client, project: str, desired: Desired, dry_run: bool = False)
         return current, lines
     if current is None:
         return client.call("POST", f"/projects/{project}/dataconnectors", body=desired.body()), lines
-    return client.call("PATCH", f"/projects/{project}/dataconnectors/{connector_id(current)}",
-                       body=desired.body()), lines
+    # Only the fields that differ, as DT's client does (a config object is sent whole); never `type`.
+    body = {k: v for k, v in desired.body().items() if k != "type" and flatten({k: v}) != flatten({k: current.get(k)})}
+    if CONFIG_KEY[desired.type] not in body and any("Config." in line for line in lines):
+        body[CONFIG_KEY[desired.type]] = desired.config  # e.g. a header DT has and we removed
+    return client.call("PATCH", f"/projects/{project}/dataconnectors/{connector_id(current)}", body=body), lines
 
 
 def redacted(conn: dict) -> dict:

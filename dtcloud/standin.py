@@ -44,16 +44,9 @@ import jwt
 from emulator.signing import sign
 
 from .bodies import connector_body, device_id_of
+from .connectors import CONFIG_KEY, TYPES
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-TYPES = ("HTTP_PUSH", "AWS_SQS", "GOOGLE_CLOUD_PUBSUB", "AZURE_SERVICE_BUS", "AZURE_EVENT_HUB")
-CONFIG_KEY = {
-    "HTTP_PUSH": "httpConfig",
-    "AWS_SQS": "awsSqsConfig",
-    "GOOGLE_CLOUD_PUBSUB": "pubsubConfig",
-    "AZURE_SERVICE_BUS": "azureServiceBusConfig",
-    "AZURE_EVENT_HUB": "azureEventHubConfig",
-}
 STATUSES = ("ACTIVE", "USER_DISABLED", "SYSTEM_DISABLED")
 METRICS_WINDOW_S = 3 * 3600
 
@@ -275,6 +268,8 @@ class StandIn:
 
     def patch_connector(self, project: Project, conn_id: str, body: dict) -> dict:
         conn = dict(self.connector(project, conn_id))
+        if "type" in body and body["type"] != conn["type"]:
+            raise ApiError(400, "the type of a data connector cannot be changed")
         for key in ("displayName", "status", "events", "labels", CONFIG_KEY.get(conn["type"], "")):
             if key in body:
                 conn[key] = body[key]

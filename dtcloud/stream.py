@@ -19,7 +19,6 @@ import json
 import secrets
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, TextIO
@@ -173,11 +172,3 @@ def local_pipeline(db: str, env=None):
 
     return app, deliver
 
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()

@@ -14,7 +14,7 @@ import time
 
 from .client import CREDENTIAL_VARS, DTError, have_credentials
 
-POLL_S = 2.0
+POLL_S = 1.0
 
 
 def manual_steps(url: str, name: str) -> str:

@@ -247,3 +247,26 @@ def test_dt_outage_exit_2_in_a_subprocess_without_traceback(dt_env, standin):
     assert proc.returncode == 2
     assert "unreachable or failing" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
     assert len(standin.requests) > 1  # the client retried before giving up
+
+
+def test_update_patches_only_what_differs(dt_env, standin, capsys, monkeypatch):
+    run(capsys, "connector", "apply", "--name", "recv", "--url", URL, "--events", "touch")
+    bodies = []
+    from dtcloud.client import Client
+
+    real = Client.call
+
+    def spy(self, method, path, **kw):
+        if method == "PATCH":
+            bodies.append(kw.get("body"))
+        return real(self, method, path, **kw)
+
+    monkeypatch.setattr(Client, "call", spy)
+    run(capsys, "connector", "apply", "--name", "recv", "--url", URL, "--events", "touch,temperature")
+    assert bodies == [{"events": ["temperature", "touch"]}]
+    run(capsys, "connector", "apply", "--name", "recv", "--url", URL, "--events", "touch,temperature",
+        "--header", "A:b")
+    assert list(bodies[-1]) == ["httpConfig"] and bodies[-1]["httpConfig"]["headers"] == {"A": "b"}
+    run(capsys, "connector", "apply", "--name", "recv", "--url", URL, "--events", "touch,temperature")
+    assert bodies[-1]["httpConfig"]["headers"] == {}  # a header removed
+    assert the_connector(standin)["httpConfig"]["headers"] == {}

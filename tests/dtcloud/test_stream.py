@@ -7,7 +7,6 @@ import textwrap
 import threading
 from collections import Counter
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
