@@ -103,6 +103,8 @@ class StandIn:
         self.down = False
         self.refuse_streams = False  # new stream connections get 503 (a reconnect that fails for a while)
         self.silent = False  # open streams send no pings (a dead connection that stays open)
+        self.history_delay_s = 0.0  # events appear in history this long after publishing (DT: up to ~10 s)
+        self._published_at: dict[str, float] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of API requests
         self._faults: list[int] = []
         self._streams: list[queue.Queue] = []
@@ -137,6 +139,7 @@ class StandIn:
         project = self.add_project(project_id)
         with self._lock:
             project.events.setdefault(device_id, []).append(event)
+            self._published_at[event["eventId"]] = time.monotonic()
             streams = list(self._streams)
         for q in streams:
             q.put((project_id, event))
@@ -342,8 +345,10 @@ class StandIn:
         except ValueError:
             raise ApiError(400, "startTime/endTime must be RFC 3339") from None
         types = set(params.get("eventTypes", []))
+        visible = time.monotonic() - self.history_delay_s
         events = [e for e in project.events.get(device_id, [])
-                  if start <= parse_time(e["timestamp"]) < end and (not types or e["eventType"] in types)]
+                  if start <= parse_time(e["timestamp"]) < end and (not types or e["eventType"] in types)
+                  and self._published_at.get(e["eventId"], 0.0) <= visible]
         return sorted(events, key=lambda e: parse_time(e["timestamp"]), reverse=True)  # newest first
 
 

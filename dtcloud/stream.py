@@ -19,6 +19,7 @@ import json
 import secrets
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, TextIO
@@ -32,6 +33,7 @@ from .client import Client, DTError
 from .timeparse import parse_rfc3339, rfc3339
 
 MAX_BACKOFF_S = 30.0
+HISTORY_LAG_S = 12.0  # DT: events may take up to ~10 s to appear in the history
 GAP_OVERLAP = timedelta(seconds=1)
 
 
@@ -48,7 +50,7 @@ class Stats:
 class Follower:
     def __init__(self, client: Client, project: str, deliver: Callable[[bytes], int], *,
                  types: list[str] | None = None, label_keys: list[str] | None = None,
-                 ping_interval_s: float = 10.0, log: TextIO | None = None):
+                 ping_interval_s: float = 10.0, log: TextIO | None = None, history_lag_s: float = HISTORY_LAG_S):
         self.client = client
         self.project = project
         self.deliver = deliver
@@ -56,6 +58,8 @@ class Follower:
         self.label_keys = list(label_keys or [])
         self.ping_interval_s = ping_interval_s
         self.log = log
+        self.history_lag_s = history_lag_s
+        self._recheck: tuple[float, datetime] | None = None  # (monotonic due time, gap start)
         self.stats = Stats()
         self.devices: dict[str, dict] = {}
         self.last_seen: datetime | None = None
@@ -123,7 +127,14 @@ class Follower:
                         else:
                             n = self.backfill_gap(gap_from)
                             self._say(f"reconnected; backfilled {n} events since {rfc3339(gap_from)}")
+                            # what happened just before the reconnect may reach history later
+                            self._recheck = (time.monotonic() + self.history_lag_s, gap_from)
                         first = False
+                    if self._recheck and time.monotonic() >= self._recheck[0]:
+                        _, since = self._recheck
+                        self._recheck = None
+                        n = self.backfill_gap(since)
+                        self._say(f"history re-checked after {self.history_lag_s:g} s: {n} events in the gap")
                         backoff = 0.5
                     if stop.is_set():
                         break

@@ -127,3 +127,23 @@ def test_stream_unknown_project_exits_2(dt_env, standin, capsys, tmp_path):
     code = main(["stream", "--project", "ghost", "--db", str(tmp_path / "s.db")])
     err = capsys.readouterr().err
     assert code == 2 and "project ghost" in err
+
+
+def test_events_late_to_history_are_fetched_by_the_recheck(pipeline, standin):
+    app, deliver, seen = pipeline
+    standin.history_delay_s = 4.0  # like DT's up-to-10-s lag, shortened
+    follower = Follower(Client(), PROJECT, deliver, ping_interval_s=0.5, history_lag_s=5)
+    stop, thread, errors = follow(follower)
+    try:
+        assert follower.connected.wait(10)
+        standin.drop_streams()
+        wait_until(lambda: not follower.connected.is_set(), what="the disconnect")
+        late = publish(standin, 3)  # during the reconnect: history only, and 4 s late there
+        wait_until(lambda: follower.connected.is_set(), timeout=10, what="the reconnect")
+        assert not set(late) & set(seen())  # the gap fetch at the reconnect could not see them yet
+        wait_until(lambda: set(late) <= set(seen()), timeout=15, what="the late events, via the re-check")
+    finally:
+        stop.set()
+        standin.drop_streams()
+        thread.join(10)
+    assert not errors and all(n == 1 for n in Counter(seen()).values())
