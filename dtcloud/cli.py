@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 from .client import DTError
 
@@ -64,6 +65,10 @@ def _guarded(func):
         except KeyboardInterrupt:
             print(f"dtconnector {args.command}: interrupted", file=sys.stderr)
             return 130
+        except OSError as exc:  # a checkpoint or database path we cannot write, say
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"dtconnector {args.command}: {exc.strerror or type(exc).__name__}{where}", file=sys.stderr)
+            return 2
     return run
 
 
@@ -322,6 +327,9 @@ def cmd_backfill(args) -> int:
         raise DTError("--since must be before --until")
     if (now - since).total_seconds() > HISTORY_DAYS * 86400:
         raise DTError(f"--since is more than {HISTORY_DAYS} days ago: DT keeps {HISTORY_DAYS} days of history")
+    url = urlsplit(args.url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise DTError("--url must be an http:// or https:// URL")
     secret = read_secret(args.secret_file)
     if not secret and not args.dry_run:
         raise DTError("no signature secret: set DT_SIGNATURE_SECRET or pass --secret-file (backfilled events are "

@@ -128,3 +128,15 @@ def test_backfill_without_secret_or_credentials_is_usage_error(dt_env, standin, 
     monkeypatch.setenv("DT_SERVICE_ACCOUNT_KEY_ID", "unknown-key")
     code, _, err = run(capsys, "backfill", "--since", "1d", "--url", "http://127.0.0.1:9/")
     assert code == 2 and "credentials" in err and "Traceback" not in err
+
+
+def test_bad_url_and_unwritable_checkpoint_are_clear_errors(dt_env, standin, capsys, make_serve, tmp_path):
+    add_history(standin, devices=1, hours=1)
+    code, _, err = run(capsys, "backfill", "--since", "1d", "--url", "ftp://x/")
+    assert code == 2 and "--url must be" in err
+    serve = make_serve().start()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = run(capsys, "backfill", "--since", "1d", "--url", serve.url, "--checkpoint",
+                       str(blocker / "cp.json"))
+    assert code == 2 and "Traceback" not in err and str(blocker) in err
