@@ -100,3 +100,4 @@ if command -v aws >/dev/null 2>&1; then
         --query "Stacks[0].Outputs[?OutputKey=='IngestUrl'].OutputValue" --output text)"
     echo "deploy-aws: point the DT Data Connector at $URL"
 fi
+bash "$(dirname "$0")/../scripts/wire-dt.sh" "${URL:-}"

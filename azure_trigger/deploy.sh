@@ -98,3 +98,4 @@ HOST=$(az functionapp show --name "$APP" --resource-group "$RG" --query defaultH
 echo
 echo "Deployed. Point the DT Data Connector at:  https://$HOST/api/dt"
 echo "Dead-lettered events: queue '$QUEUE-poison' in storage account '$STORAGE'."
+bash "$(dirname "$0")/../scripts/wire-dt.sh" "https://$HOST/api/dt"

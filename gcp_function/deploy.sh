@@ -128,3 +128,4 @@ deploy-gcp: done.
   Logs:                gcloud functions logs read dt-process --region=$REGION --project=$PROJECT
 Point your DT Data Connector at the URL, with the same signature secret ($SECRET_NAME).
 EOF
+bash "$(dirname "$0")/../scripts/wire-dt.sh" "$URL"

@@ -74,3 +74,4 @@ deploy-heroku: done.
   logs:                heroku logs --tail --app $APP
   dead letters:        heroku run --app $APP python -m heroku.worker --dead-letters
 MSG
+bash "$(dirname "$0")/../scripts/wire-dt.sh" "$url"

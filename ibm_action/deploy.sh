@@ -116,3 +116,4 @@ Deployed. Point the DT Data Connector at:
 (with the same signature secret). Dead-lettered events:
   CLOUDANT_URL=... CLOUDANT_APIKEY=... python -m ibm_action.worker --dead-letters
 EOF
+bash "$(dirname "$0")/../scripts/wire-dt.sh" "$URL"

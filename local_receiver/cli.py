@@ -213,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_send_parser(sub)
+    try:  # connector / backfill / stream: DT's REST API (the `dt` extra, imported lazily)
+        from dtcloud.cli import add_parsers as add_dtcloud_parsers
+    except ImportError:  # not in a copied bundle
+        pass
+    else:
+        add_dtcloud_parsers(sub)
     return parser
 
 

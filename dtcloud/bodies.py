@@ -1,0 +1,29 @@
+"""The request body a Data Connector sends for one event (dt-reference §1, §8).
+
+History and the stream return bare `event` objects; a receiver expects
+`{"event": …, "labels": {…}, "metadata": {…}}` with only the connector's label keys. Backfill,
+the stream and the stand-in all build bodies here, so they agree with each other.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable
+
+
+def device_id_of(event: dict) -> str:
+    return str(event.get("targetName", "")).rsplit("/", 1)[-1]
+
+
+def connector_body(event: dict, device: dict | None, project_id: str, label_keys: Iterable[str]) -> bytes:
+    """`device` is DT's device resource (`name`, `type`, `productNumber`, `labels`) or None."""
+    device = device or {}
+    keys = set(label_keys)
+    labels = {k: v for k, v in (device.get("labels") or {}).items() if k in keys}
+    metadata = {
+        "deviceId": device_id_of(event),
+        "projectId": project_id,
+        "deviceType": device.get("type", ""),
+        "productNumber": device.get("productNumber", ""),
+    }
+    return json.dumps({"event": event, "labels": labels, "metadata": metadata}, separators=(",", ":")).encode()

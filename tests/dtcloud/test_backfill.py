@@ -1,0 +1,142 @@
+"""`dtconnector backfill` from the stand-in's history into a real `dtconnector serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from local_receiver.cli import main
+from tests.dtcloud.conftest import PROJECT, add_history, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_three_day_outage_is_backfilled_exactly_once_and_rerun_adds_nothing(dt_env, standin, capsys, make_serve):
+    serve = make_serve().start()
+    events = add_history(standin, devices=4, hours=96)  # 4 days x 4 devices x 2 types, in history only
+    run(capsys, "connector", "apply", "--name", "recv", "--url", serve.url, "--events", "temperature,touch",
+        "--labels", "room")
+    def when(e):
+        return datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
+
+    outage_start = datetime.now(timezone.utc) - timedelta(days=3)
+    before = sorted((e for e in events if when(e) < outage_start), key=when)
+    missed = [e for e in events if when(e) >= outage_start]
+    # before the outage DT delivered live (the stand-in's live path): the receiver has those
+    project = standin.projects[PROJECT]
+    conn = next(iter(project.connectors.values()))
+    for e in before[-20:]:
+        assert standin._deliver(project, conn, e)
+    wait_until(lambda: len(serve.seen()) == 20, what="pre-outage deliveries")
+
+    # --since two hours before the outage: the overlap is absorbed by the receiver's dedup
+    since = outage_start - timedelta(hours=2)
+    overlap = [e for e in before[-20:] if when(e) >= since]
+    older = [e for e in before if since <= when(e) and e not in overlap]
+    code, out, err = run(capsys, "backfill", "--since", since.isoformat(), "--url", serve.url, "--connector", "recv")
+    assert code == 0, err
+    fetched = len(missed) + len(overlap) + len(older)
+    assert out.strip() == (f"backfill: fetched {fetched} events from 4 devices; accepted {len(missed) + len(older)}, "
+                           f"duplicates {len(overlap)}, failed 0")
+    assert overlap and missed
+    wait_until(lambda: len(serve.seen()) == 20 + len(missed) + len(older), what="every missed event handled")
+    seen = Counter(serve.seen())
+    assert all(n == 1 for n in seen.values())
+    assert {e["eventId"] for e in missed} <= set(seen)
+    state = serve.state()
+    for dev in ("dev00", "dev03"):
+        newest = max((e for e in events if e["targetName"].endswith(dev) and e["eventType"] == "temperature"),
+                     key=lambda e: e["timestamp"])
+        assert state[dev]["temperature"]["eventId"] == newest["eventId"]
+        assert state[dev]["temperature"]["labels"] == {"room": f"r{int(dev[3:])}"}  # only the connector's keys
+    assert "backfill: [4/4]" in err  # progress on stderr
+    assert not Path(f".dtconnector/backfill-{PROJECT}.json").exists()  # complete: checkpoint removed
+
+    code, out, _ = run(capsys, "backfill", "--since", since.isoformat(), "--url", serve.url, "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["accepted"] == 0 and summary["duplicates"] == summary["fetched"] == fetched
+    time.sleep(0.5)
+    assert len(serve.seen()) == 20 + len(missed) + len(older)  # no handler ran again
+
+
+def test_dry_run_counts_without_sending(dt_env, standin, capsys, make_serve):
+    serve = make_serve().start()
+    events = add_history(standin, devices=2, hours=5, types=("touch",))
+    code, out, _ = run(capsys, "backfill", "--since", "1d", "--url", serve.url, "--dry-run", "--types", "touch")
+    assert code == 0 and f"{len(events)} events from 2 devices would be sent" in out
+    time.sleep(0.3)
+    assert serve.health()["queued"] == 0 and serve.seen() == []
+
+
+def test_window_limits_and_filters(dt_env, standin, capsys, make_serve):
+    serve = make_serve().start()
+    events = add_history(standin, devices=3, hours=10)
+    code, _, err = run(capsys, "backfill", "--since", "40d", "--url", serve.url)
+    assert code == 2 and "31 days" in err
+    code, out, _ = run(capsys, "backfill", "--since", "5h", "--url", serve.url, "--devices", "dev01",
+                       "--types", "touch", "--json")
+    summary = json.loads(out)
+    cutoff = datetime.now(timezone.utc) - timedelta(hours=5)
+    expected = [e for e in events if e["targetName"].endswith("dev01") and e["eventType"] == "touch"
+                and datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) >= cutoff]
+    assert summary["fetched"] == summary["accepted"] == len(expected) > 0
+
+
+def test_killed_backfill_resumes_where_it_stopped(dt_env, standin, make_serve, tmp_path):
+    serve = make_serve().start()
+    events = add_history(standin, devices=3, hours=60, types=("temperature",))  # 180 events, 60 per device
+    checkpoint = tmp_path / "cp.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [sys.executable, "-m", "local_receiver.cli", "backfill", "--since", "3d", "--url", serve.url,
+            "--checkpoint", str(checkpoint), "--rate", "60", "--concurrency", "2"]
+    first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: checkpoint.exists() and len(json.loads(checkpoint.read_text())["devices"]) >= 1,
+               timeout=60, what="a checkpointed chunk")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    done_first = len(serve.seen())
+    assert 0 < done_first < len(events)
+
+    second = subprocess.run(args[:-4], env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert "resuming from" in second.stderr and "skipped" in second.stdout
+    skipped = int(second.stdout.split("skipped ")[1].split()[0])
+    assert skipped >= 50  # at least the checkpointed chunk was not fetched-and-sent again
+    wait_until(lambda: len(set(serve.seen())) == len(events), what="all 180 handled")
+    assert all(n == 1 for n in Counter(serve.seen()).values())
+    assert not checkpoint.exists()
+
+
+def test_backfill_without_secret_or_credentials_is_usage_error(dt_env, standin, capsys, monkeypatch):
+    monkeypatch.delenv("DT_SIGNATURE_SECRET")
+    code, _, err = run(capsys, "backfill", "--since", "1d", "--url", "http://127.0.0.1:9/")
+    assert code == 2 and "DT_SIGNATURE_SECRET" in err
+    monkeypatch.setenv("DT_SIGNATURE_SECRET", "x" * 32)
+    monkeypatch.setenv("DT_SERVICE_ACCOUNT_KEY_ID", "unknown-key")
+    code, _, err = run(capsys, "backfill", "--since", "1d", "--url", "http://127.0.0.1:9/")
+    assert code == 2 and "credentials" in err and "Traceback" not in err
+
+
+def test_bad_url_and_unwritable_checkpoint_are_clear_errors(dt_env, standin, capsys, make_serve, tmp_path):
+    add_history(standin, devices=1, hours=1)
+    code, _, err = run(capsys, "backfill", "--since", "1d", "--url", "ftp://x/")
+    assert code == 2 and "--url must be" in err
+    serve = make_serve().start()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = run(capsys, "backfill", "--since", "1d", "--url", serve.url, "--checkpoint",
+                       str(blocker / "cp.json"))
+    assert code == 2 and "Traceback" not in err and str(blocker) in err
