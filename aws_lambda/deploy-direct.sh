@@ -96,7 +96,7 @@ fi
 
 if [ -n "${DT_PROJECT_ID:-}" ] && [ -n "${DT_SERVICE_ACCOUNT_KEY_ID:-}" ] \
     && [ -n "${DT_SERVICE_ACCOUNT_SECRET:-}" ] && [ -n "${DT_SERVICE_ACCOUNT_EMAIL:-}" ]; then
-    run "$ROOT/.venv/bin/dtconnector" connector apply --type AWS_SQS --project "$DT_PROJECT_ID" \
+    run "${DTCONNECTOR:-$ROOT/.venv/bin/dtconnector}" connector apply --type AWS_SQS --project "$DT_PROJECT_ID" \
         --name "${DT_CONNECTOR_NAME:-$STACK}" \
         --sqs-queue-url "$QUEUE_URL" --aws-role-arn "$ROLE_ARN" --audience "$AUDIENCE"
 else

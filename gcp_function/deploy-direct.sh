@@ -130,7 +130,7 @@ run gcloud pubsub subscriptions update "$SUBSCRIPTION" --dead-letter-topic="$DEA
 TOPIC_PATH="projects/$PROJECT/topics/$TOPIC"
 if [ -n "${DT_PROJECT_ID:-}" ] && [ -n "${DT_SERVICE_ACCOUNT_KEY_ID:-}" ] \
     && [ -n "${DT_SERVICE_ACCOUNT_SECRET:-}" ] && [ -n "${DT_SERVICE_ACCOUNT_EMAIL:-}" ]; then
-  run "$ROOT/.venv/bin/dtconnector" connector apply --type GOOGLE_CLOUD_PUBSUB --project "$DT_PROJECT_ID" \
+  run "${DTCONNECTOR:-$ROOT/.venv/bin/dtconnector}" connector apply --type GOOGLE_CLOUD_PUBSUB --project "$DT_PROJECT_ID" \
     --name "${DT_CONNECTOR_NAME:-$TOPIC}" --pubsub-topic "$TOPIC_PATH" --audience "$AUDIENCE"
 else
   cat <<STEPS
