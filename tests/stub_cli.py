@@ -2,7 +2,8 @@
 
 Each stub appends its name and arguments to a log and answers from `answers`: a list of
 (name, substring of the joined arguments, stdout, exit status); the first match wins,
-otherwise it prints nothing and succeeds.
+otherwise it prints nothing and succeeds. Files passed as ``@path`` arguments are copied
+to ``<tmp_path>/calls.log.files/`` (scripts delete their temporary files on exit).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 STUB = """#!/bin/bash
 printf '%s\\n' "$(basename "$0")" "$@" "--END--" >> "$STUB_LOG"
+for a in "$@"; do case "$a" in @*) [ -f "${a#@}" ] && cp "${a#@}" "$STUB_LOG.files/" ;; esac; done
 exec python3 - "$(basename "$0")" "$*" <<'PY'
 import json, os, sys
 name, joined = sys.argv[1], sys.argv[2]
@@ -32,6 +34,7 @@ def run_script(script: Path, tmp_path: Path, names: list[str], answers: list[tup
         (bin_dir / name).write_text(STUB)
         (bin_dir / name).chmod(0o755)
     log, answers_file = tmp_path / "calls.log", tmp_path / "answers.json"
+    (tmp_path / "calls.log.files").mkdir(exist_ok=True)
     answers_file.write_text(json.dumps(answers))
     full = {"PATH": f"{bin_dir}:/usr/bin:/bin", "STUB_LOG": str(log), "STUB_ANSWERS": str(answers_file),
             "HOME": str(tmp_path), **env}
