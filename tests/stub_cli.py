@@ -57,3 +57,12 @@ def flag(call: list[str], name: str) -> str | None:
         if arg == name and i + 1 < len(call):
             return call[i + 1]
     return None
+
+
+#: What makes a direct deploy script wire the DT connector (`dtconnector connector apply`).
+DT_CREDENTIALS = {
+    "DT_PROJECT_ID": "proj-1",
+    "DT_SERVICE_ACCOUNT_KEY_ID": "k",
+    "DT_SERVICE_ACCOUNT_SECRET": "s",
+    "DT_SERVICE_ACCOUNT_EMAIL": "e@example.com",
+}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.stub_cli import flag, run_script
+from tests.stub_cli import DT_CREDENTIALS, flag, run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "aws_lambda" / "deploy.sh"
@@ -52,10 +52,7 @@ def test_dt_credentials_wire_the_connector(tmp_path):
     result, calls = deploy(
         tmp_path,
         DTCONNECTOR=str(tmp_path / "bin" / "dtconnector"),
-        DT_PROJECT_ID="proj-1",
-        DT_SERVICE_ACCOUNT_KEY_ID="k",
-        DT_SERVICE_ACCOUNT_SECRET="s",
-        DT_SERVICE_ACCOUNT_EMAIL="e@example.com",
+        **DT_CREDENTIALS,
         DT_AUDIENCE="my-aud",
     )
     assert result.returncode == 0, result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stub_cli import flag, run_script
+from tests.stub_cli import DT_CREDENTIALS, flag, run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "azure_trigger" / "deploy.sh"
@@ -91,10 +91,7 @@ def test_dt_credentials_wire_the_connector(tmp_path):
     result, calls = deploy(
         tmp_path,
         DTCONNECTOR=str(tmp_path / "bin" / "dtconnector"),
-        DT_PROJECT_ID="proj-1",
-        DT_SERVICE_ACCOUNT_KEY_ID="k",
-        DT_SERVICE_ACCOUNT_SECRET="s",
-        DT_SERVICE_ACCOUNT_EMAIL="e@example.com",
+        **DT_CREDENTIALS,
     )
     assert result.returncode == 0, result.stderr
     [apply] = [c for c in calls if c[0] == "dtconnector"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.stub_cli import flag, run_script
+from tests.stub_cli import DT_CREDENTIALS, flag, run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "gcp_function" / "deploy.sh"
@@ -78,10 +78,7 @@ def test_dt_credentials_wire_the_connector(tmp_path):
     result, calls = deploy(
         tmp_path,
         DTCONNECTOR=str(tmp_path / "bin" / "dtconnector"),
-        DT_PROJECT_ID="proj-1",
-        DT_SERVICE_ACCOUNT_KEY_ID="k",
-        DT_SERVICE_ACCOUNT_SECRET="s",
-        DT_SERVICE_ACCOUNT_EMAIL="e@example.com",
+        **DT_CREDENTIALS,
     )
     assert result.returncode == 0, result.stderr
     [apply] = [c for c in calls if c[0] == "dtconnector"]
