@@ -4,7 +4,7 @@ The same tables, queues and worker entry point (`aws_lambda.handler.process`) as
 tests/platforms/aws.py, with ``DT_DELIVERY=direct``. `deliver()` plays DT: it sends the
 body straight to the queue with SQS SendMessage (no ingest, no signature), alternating
 the shapes the decoder accepts (plain JSON, base64, the bare event object), since DT's
-real format is unpublished. Ingest-only contract scenarios skip (tests/contract/conftest.py).
+real format is unpublished. Every other scenario skips there (tests/conftest.py, DIRECT_MODE_MODULES).
 """
 
 from __future__ import annotations
@@ -40,8 +40,12 @@ class AwsDirectHarness(AwsHarness):
     def inject_message(self, message: str) -> None:
         self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=message)
 
+    def raw_dead_letters(self) -> list[str]:
+        """Every dead-lettered message as DT (or anyone) published it."""
+        return [m["Body"] for m in self.dead_letter_messages()]
+
     def dead_letters(self) -> list[str]:
-        return [json.loads(decode_direct_message(m["Body"]))["event"]["eventId"] for m in self.dead_letter_messages()]
+        return [json.loads(decode_direct_message(m))["event"]["eventId"] for m in self.raw_dead_letters()]
 
 
 class AwsDirectStandIn(AwsStandIn):

@@ -5,7 +5,7 @@ It shares the emulators of tests/platforms/gcp.py (started once, whichever uses 
 first) and the same worker entry point (`process`, as Eventarc pushes it), with
 ``DT_DELIVERY=direct``. `deliver()` plays DT: it publishes the body to the topic, with no
 attributes and no ingest, alternating the shapes the decoder accepts (DT's real format is
-unpublished). Ingest-only contract scenarios skip (tests/contract/conftest.py).
+unpublished). Every other scenario skips there (tests/conftest.py, DIRECT_MODE_MODULES).
 """
 
 from __future__ import annotations
@@ -33,17 +33,21 @@ class GcpDirectHarness(gcp.GcpHarness):
     def inject_message(self, message: str) -> None:
         self._si.publisher.publish(self.topic, message.encode("utf-8")).result(timeout=30)
 
-    def dead_letters(self) -> list[str]:
+    def raw_dead_letters(self) -> list[bytes]:
+        """Every dead-lettered message as DT (or anyone) published it."""
         sub = self._si.subscriber
         while True:
             response = self._pull_now(self.dead_subscription)
             if not response.received_messages:
                 return list(self._dead)
             for received in response.received_messages:
-                self._dead.append(json.loads(decode_direct_message(received.message.data))["event"]["eventId"])
+                self._dead.append(received.message.data)
             sub.acknowledge(
                 request={"subscription": self.dead_subscription, "ack_ids": [r.ack_id for r in response.received_messages]}
             )
+
+    def dead_letters(self) -> list[str]:
+        return [json.loads(decode_direct_message(m))["event"]["eventId"] for m in self.raw_dead_letters()]
 
 
 class GcpDirectStandIn(StandIn):
