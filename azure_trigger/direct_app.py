@@ -24,6 +24,7 @@ Storage ledger and state) and core's Worker unchanged.
 # No `from __future__ import annotations`: the Python worker matches bindings against the
 # real annotation classes (func.ServiceBusMessage, func.EventHubEvent), not strings.
 import base64
+import functools
 import json
 import logging
 import os
@@ -94,12 +95,19 @@ class PoisonQueue:
 
 
 def poison_queue() -> PoisonQueue:
-    from .clients import AzureConfig, queue_client
-    from .storage_queue import StorageEventQueue
+    """The poison queue named by the app settings; one client per container."""
+    from .clients import AzureConfig
 
     config = AzureConfig.from_env()
-    name = os.environ.get(POISON_SETTING, "").strip() or DEFAULT_POISON_QUEUE
-    return PoisonQueue(StorageEventQueue(queue_client(config.connection, name)))
+    return _poison_queue(config.connection, os.environ.get(POISON_SETTING, "").strip() or DEFAULT_POISON_QUEUE)
+
+
+@functools.lru_cache(maxsize=4)
+def _poison_queue(connection: str, name: str) -> PoisonQueue:
+    from .clients import queue_client
+    from .storage_queue import StorageEventQueue
+
+    return PoisonQueue(StorageEventQueue(queue_client(connection, name)))
 
 
 def process_batch(
