@@ -18,7 +18,11 @@
 # created or updated in DT (`dtconnector connector apply --type AWS_SQS`); otherwise the
 # manual steps are printed.
 set -euo pipefail
-# Every cloud CLI goes through `run` (scripts/deploy-lib.sh prints instead under DRY_RUN=1).
+# Every cloud CLI goes through `run` (scripts/deploy-lib.sh prints instead under DRY_RUN=1;
+# sourced when present, as deploy.sh's `exec` does not carry shell functions over).
+DEPLOY_LIB="$(dirname "${BASH_SOURCE[0]}")/../scripts/deploy-lib.sh"
+# shellcheck source=/dev/null
+if [ -f "$DEPLOY_LIB" ]; then . "$DEPLOY_LIB"; fi
 type run >/dev/null 2>&1 || run() { "$@"; }
 
 die() {
