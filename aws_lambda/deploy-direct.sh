@@ -10,7 +10,7 @@
 #   AWS_REGION (or AWS_DEFAULT_REGION, or the AWS CLI profile's region)   required
 #   DT_ORGANIZATION_ID        your DT organization id: the role trusts only its tokens (required)
 #   DT_AUDIENCE               the audience DT's token must carry (default: dtconnector-<stack>)
-#   DT_OIDC_ISSUER            DT's OIDC issuer without https:// (default: the template's)
+#   DT_OIDC_ISSUER            DT's OIDC issuer, https:// optional (default: the template's)
 #   DT_CREATE_OIDC_PROVIDER   "false" when the account already has a provider for that issuer
 #   DT_AWS_STACK              stack name (default: dtconnector-direct)
 #   DT_HANDLERS_FILE, DT_HANDLERS, DT_MAX_ATTEMPTS, DT_LOG_LEVEL, DT_SAM_BUILD_FLAGS  as in deploy.sh
@@ -75,7 +75,11 @@ PARAMS=(
     "MaxAttempts=$(quoted "${DT_MAX_ATTEMPTS:-5}")"
     "LogLevel=$(quoted "${DT_LOG_LEVEL:-INFO}")"
 )
-[ -z "${DT_OIDC_ISSUER:-}" ] || PARAMS+=("DtOidcIssuer=$(quoted "$DT_OIDC_ISSUER")")
+# IAM names an OIDC provider (and its condition keys) by the issuer without its scheme.
+ISSUER_HOST="${DT_OIDC_ISSUER:-}"
+ISSUER_HOST="${ISSUER_HOST#https://}"
+ISSUER_HOST="${ISSUER_HOST%/}"
+[ -z "$ISSUER_HOST" ] || PARAMS+=("DtOidcIssuer=$(quoted "$ISSUER_HOST")")
 
 run sam deploy \
     --template-file "$WORK/build/template.yaml" \

@@ -54,6 +54,7 @@ def test_dt_credentials_wire_the_connector(tmp_path):
         DTCONNECTOR=str(tmp_path / "bin" / "dtconnector"),
         **DT_CREDENTIALS,
         DT_AUDIENCE="my-aud",
+        DT_OIDC_ISSUER="https://issuer.example.com/dc/",
     )
     assert result.returncode == 0, result.stderr
     [apply] = [c for c in calls if c[0] == "dtconnector"]
@@ -64,6 +65,8 @@ def test_dt_credentials_wire_the_connector(tmp_path):
     assert flag(apply, "--aws-role-arn") == "arn:aws:iam::123456789012:role/dt-publisher"
     assert flag(apply, "--audience") == "my-aud"
     assert "s" not in apply  # the service account secret is read from the environment
+    sam_deploy = next(c for c in calls if c[:2] == ["sam", "deploy"])
+    assert 'DtOidcIssuer="issuer.example.com/dc"' in sam_deploy  # the same value as on GCP and Azure
 
 
 def test_organization_id_is_required(tmp_path):
