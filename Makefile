@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 DB     ?= .dtconnector/events.db
+MODE   ?= http
 
 # make <verb>-<platform>: the platform's folder
 DIR_aws    := aws_lambda
@@ -59,7 +60,7 @@ bundle-%: $(VENV)/.run-deps
 
 deploy-%: $(VENV)/.run-deps
 	@test -f "$(DIR_$*)/deploy.sh" || (echo "no deploy script for '$*' (one of: $(PLATFORMS))" >&2; exit 2)
-	bash $(DIR_$*)/deploy.sh
+	MODE=$(MODE) bash $(DIR_$*)/deploy.sh
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .hypothesis build dist *.egg-info

@@ -16,6 +16,11 @@
 #                             python3.12 is not installed locally
 set -euo pipefail
 
+# MODE=direct: DT publishes into SQS itself (no ingest); its steps live in deploy-direct.sh.
+if [ "${MODE:-http}" = direct ]; then
+    exec bash "$(dirname "${BASH_SOURCE[0]}")/deploy-direct.sh"
+fi
+
 die() {
     echo "deploy-aws: $*" >&2
     exit 1

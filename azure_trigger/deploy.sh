@@ -15,6 +15,11 @@
 #   PYTHON                  interpreter used to build the bundle (default: python3)
 set -euo pipefail
 
+# MODE=direct: DT publishes into Service Bus / Event Hubs itself; see deploy-direct.sh.
+if [[ ${MODE:-http} == direct ]]; then
+  exec bash "$(dirname "${BASH_SOURCE[0]}")/deploy-direct.sh"
+fi
+
 die() { echo "deploy-azure: $*" >&2; exit 1; }
 
 command -v az >/dev/null 2>&1 || die "the Azure CLI (az) is not installed: https://learn.microsoft.com/cli/azure/install-azure-cli"

@@ -28,6 +28,9 @@ DEFAULT_SIGNATURE_MODE = "either"
 DEFAULT_JWKS_ISSUER = "https://identity.disruptive-technologies.com/data-connector"
 # A fetch of DT's signing keys must leave most of DT's 10 s answer budget.
 DEFAULT_KEY_FETCH_TIMEOUT_S = 2.0
+# How events reach the worker: "http" (DT -> ingest -> our queue) or "direct" (DT publishes
+# into the queue itself; the worker decodes DT's message, see core/direct.py).
+DELIVERY_MODES = ("http", "direct")
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -119,8 +122,11 @@ class Settings:
     jwks_issuer: str = DEFAULT_JWKS_ISSUER
     organization_id: str | None = None
     key_fetch_timeout_s: float = DEFAULT_KEY_FETCH_TIMEOUT_S
+    delivery: str = "http"
 
     def __post_init__(self) -> None:
+        if self.delivery not in DELIVERY_MODES:
+            raise ConfigError(f"DT_DELIVERY must be one of: {', '.join(DELIVERY_MODES)}")
         if self.signature_mode not in SIGNATURE_MODES:
             raise ConfigError(f"DT_SIGNATURE_MODE must be one of: {', '.join(SIGNATURE_MODES)}")
         if self.jwks_issuer:  # "" = asymmetric verification off (only settable in code)
@@ -153,6 +159,7 @@ class Settings:
             jwks_issuer=env.get("DT_JWKS_ISSUER", "").strip() or DEFAULT_JWKS_ISSUER,
             organization_id=env.get("DT_ORGANIZATION_ID", "").strip() or None,
             key_fetch_timeout_s=number_setting(env, "DT_KEY_FETCH_TIMEOUT_S", DEFAULT_KEY_FETCH_TIMEOUT_S),
+            delivery=env.get("DT_DELIVERY", "").strip().lower() or "http",
         )
         values.update(overrides)
         return cls(**values)

@@ -6,6 +6,10 @@ handler that finishes, and marks the event completed. A redelivery of a complete
 is acknowledged without running anything; a redelivery after a failure runs only the
 handlers that had not finished.
 
+In direct mode (`DT_DELIVERY=direct`) DT itself wrote the message: there was no ingest
+claim, so this ledger is the only dedup, and the message is first decoded by
+`core.direct.decode_direct_message`; everything after that is the same code.
+
 `process` returns normally when the message may be acknowledged and raises otherwise;
 each platform maps "raised" onto its queue's redelivery (and, after a bounded number of
 attempts, its dead-letter queue).
@@ -79,9 +83,18 @@ class Worker:
         """Handle one queued message. Returns CLAIMED (processed now) or DUPLICATE (done
         before). Raises `RetryLater` or `StoreError` when the message must be redelivered."""
         try:
+            if self.settings.delivery == "direct":
+                from .direct import decode_direct_message
+
+                message = decode_direct_message(message)
             event = parse_event(message)
         except InvalidEvent as exc:
-            event_log(logging.ERROR, "poison message", reason=str(exc))
+            event_log(
+                logging.ERROR,
+                "poison message: not a DT event, it will be dead-lettered",
+                reason=str(exc),
+                delivery=self.settings.delivery,
+            )
             raise PoisonMessage(str(exc)) from None
 
         outcome, held = self._claims.acquire(event.event_id, self.settings.worker_lease_s)

@@ -16,6 +16,11 @@
 #   DT_RUNTIME             [python312]
 set -euo pipefail
 
+# MODE=direct: DT publishes into Pub/Sub itself (no ingest); its steps live in deploy-direct.sh.
+if [ "${MODE:-http}" = direct ]; then
+  exec bash "$(dirname "$0")/deploy-direct.sh"
+fi
+
 die() { echo "deploy-gcp: $*" >&2; exit 1; }
 
 command -v gcloud >/dev/null 2>&1 \

@@ -165,7 +165,11 @@ def message_text(cloud_event) -> str:
 def process(cloud_event):
     """Returns (HTTP 200: Pub/Sub acks) when the event is handled or was handled before;
     raises (HTTP 500: Pub/Sub redelivers, then dead-letters) otherwise."""
-    text = message_text(cloud_event)
+    try:
+        text = message_text(cloud_event)
+    except BadDelivery as exc:  # in direct mode, whatever DT (or anyone) published
+        event_log(logging.ERROR, "poison message: not a DT event, it will be dead-lettered", reason=str(exc))
+        raise
     try:
         worker().process(text)
     except Exception:

@@ -67,3 +67,17 @@ def clean_registry():
     registry.clear()
     yield
     registry.clear()
+
+
+#: The only scenarios a direct-delivery stand-in (``direct = True``, tests/platforms/*_direct.py)
+#: runs: DT publishes into the queue itself, so there is no ingest step to send requests to,
+#: and its stores are the http-mode platform's classes, which run every other scenario.
+DIRECT_MODE_MODULES = ("tests.contract.test_worker", "tests.contract.test_direct_delivery")
+
+
+@pytest.fixture(autouse=True)
+def _direct_platforms_run_worker_scenarios_only(request):
+    if "stand_in" not in request.fixturenames:
+        return
+    if getattr(request.getfixturevalue("stand_in"), "direct", False) and request.module.__name__ not in DIRECT_MODE_MODULES:
+        pytest.skip("direct delivery has no ingest step (DT publishes into the queue): only the worker scenarios apply")

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Deploy dtconnector to AWS in direct mode (`make deploy-aws MODE=direct`): DT's AWS_SQS
+# Data Connector publishes straight into an SQS queue; no Function URL, no ingest, no secret.
+#
+# Runs `sam build` and `sam deploy` with aws_lambda/template-direct.yaml: the queue and its
+# dead-letter queue, the worker (the http mode's handler, with DT_DELIVERY=direct), its
+# DynamoDB ledger and state tables, an IAM OIDC provider for DT's issuer and the role DT
+# assumes with web identity, allowed sqs:SendMessage on that one queue and nothing else.
+# Settings come from the environment:
+#   AWS_REGION (or AWS_DEFAULT_REGION, or the AWS CLI profile's region)   required
+#   DT_ORGANIZATION_ID        your DT organization id: the role trusts only its tokens (required)
+#   DT_AUDIENCE               the audience DT's token must carry (default: dtconnector-<stack>)
+#   DT_OIDC_ISSUER            DT's OIDC issuer, https:// optional (default: the template's)
+#   DT_CREATE_OIDC_PROVIDER   "false" when the account already has a provider for that issuer
+#   DT_AWS_STACK              stack name (default: dtconnector-direct)
+#   DT_HANDLERS_FILE, DT_HANDLERS, DT_MAX_ATTEMPTS, DT_LOG_LEVEL, DT_SAM_BUILD_FLAGS  as in deploy.sh
+# With DT_PROJECT_ID and DT_SERVICE_ACCOUNT_KEY_ID/_SECRET/_EMAIL set, the connector is
+# created or updated in DT (`dtconnector connector apply --type AWS_SQS`); otherwise the
+# manual steps are printed.
+set -euo pipefail
+# Every cloud CLI goes through `run` (scripts/deploy-lib.sh prints instead under DRY_RUN=1;
+# sourced when present, as deploy.sh's `exec` does not carry shell functions over).
+DEPLOY_LIB="$(dirname "${BASH_SOURCE[0]}")/../scripts/deploy-lib.sh"
+# shellcheck source=/dev/null
+if [ -f "$DEPLOY_LIB" ]; then . "$DEPLOY_LIB"; fi
+type run >/dev/null 2>&1 || run() { "$@"; }
+
+die() {
+    echo "deploy-aws (direct): $*" >&2
+    exit 1
+}
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
+[ -x "$PYTHON" ] || PYTHON="$(command -v python3 || true)"
+[ -n "$PYTHON" ] || die "python3 is needed to assemble the bundle"
+
+command -v sam >/dev/null 2>&1 || die "the AWS SAM CLI ('sam') is not installed.
+  Install it: https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/install-sam-cli.html"
+
+REGION="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
+if [ -z "$REGION" ] && command -v aws >/dev/null 2>&1; then
+    REGION="$(aws configure get region 2>/dev/null || true)"
+fi
+[ -n "$REGION" ] || die "no AWS region: set AWS_REGION (e.g. AWS_REGION=eu-west-1 make deploy-aws MODE=direct)"
+[ -n "${DT_ORGANIZATION_ID:-}" ] || die "set DT_ORGANIZATION_ID to your DT organization id: DT's role trusts only tokens for it"
+
+STACK="${DT_AWS_STACK:-dtconnector-direct}"
+AUDIENCE="${DT_AUDIENCE:-dtconnector-$STACK}"
+for value in "$AUDIENCE" "${DT_HANDLERS:-}" "${DT_OIDC_ISSUER:-}"; do
+    case "$value" in *\\* | *\"*) die "a setting contains a backslash or a quote, which the trust policy cannot hold" ;; esac
+done
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/dtconnector-aws-direct.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+SRC="$WORK/src"
+"$PYTHON" "$ROOT/scripts/bundle.py" aws_lambda "$SRC" >/dev/null
+cp -L "$ROOT/aws_lambda/template-direct.yaml" "$SRC/template.yaml"
+if [ -n "${DT_HANDLERS_FILE:-}" ]; then
+    [ -f "$DT_HANDLERS_FILE" ] || die "DT_HANDLERS_FILE=$DT_HANDLERS_FILE does not exist"
+    cp "$DT_HANDLERS_FILE" "$SRC/handlers.py"
+fi
+
+# shellcheck disable=SC2086  # DT_SAM_BUILD_FLAGS is a list of flags
+run sam build --template-file "$SRC/template.yaml" --build-dir "$WORK/build" ${DT_SAM_BUILD_FLAGS:-}
+
+quoted() {
+    printf '"%s"' "${1//\"/\\\"}"
+}
+PARAMS=(
+    "DtAudience=$(quoted "$AUDIENCE")"
+    "DtOrganizationId=$(quoted "$DT_ORGANIZATION_ID")"
+    "CreateOidcProvider=$(quoted "${DT_CREATE_OIDC_PROVIDER:-true}")"
+    "HandlerModules=$(quoted "${DT_HANDLERS:-handlers}")"
+    "MaxAttempts=$(quoted "${DT_MAX_ATTEMPTS:-5}")"
+    "LogLevel=$(quoted "${DT_LOG_LEVEL:-INFO}")"
+)
+# IAM names an OIDC provider (and its condition keys) by the issuer without its scheme.
+ISSUER_HOST="${DT_OIDC_ISSUER:-}"
+ISSUER_HOST="${ISSUER_HOST#https://}"
+ISSUER_HOST="${ISSUER_HOST%/}"
+[ -z "$ISSUER_HOST" ] || PARAMS+=("DtOidcIssuer=$(quoted "$ISSUER_HOST")")
+
+run sam deploy \
+    --template-file "$WORK/build/template.yaml" \
+    --stack-name "$STACK" \
+    --region "$REGION" \
+    --capabilities CAPABILITY_IAM \
+    --resolve-s3 \
+    --no-confirm-changeset \
+    --no-fail-on-empty-changeset \
+    --parameter-overrides "${PARAMS[@]}"
+
+output() {
+    run aws cloudformation describe-stacks --stack-name "$STACK" --region "$REGION" \
+        --query "Stacks[0].Outputs[?OutputKey=='$1'].OutputValue" --output text
+}
+QUEUE_URL="<EventQueueUrl output>"
+ROLE_ARN="<DtRoleArn output>"
+if command -v aws >/dev/null 2>&1; then
+    QUEUE_URL="$(output EventQueueUrl)"
+    ROLE_ARN="$(output DtRoleArn)"
+fi
+
+if [ -n "${DT_PROJECT_ID:-}" ] && [ -n "${DT_SERVICE_ACCOUNT_KEY_ID:-}" ] \
+    && [ -n "${DT_SERVICE_ACCOUNT_SECRET:-}" ] && [ -n "${DT_SERVICE_ACCOUNT_EMAIL:-}" ]; then
+    run "${DTCONNECTOR:-$ROOT/.venv/bin/dtconnector}" connector apply --type AWS_SQS --project "$DT_PROJECT_ID" \
+        --name "${DT_CONNECTOR_NAME:-$STACK}" \
+        --sqs-queue-url "$QUEUE_URL" --aws-role-arn "$ROLE_ARN" --audience "$AUDIENCE"
+else
+    cat <<STEPS
+deploy-aws (direct): create the Data Connector in DT Studio (or set DT_PROJECT_ID and
+DT_SERVICE_ACCOUNT_KEY_ID/_SECRET/_EMAIL and run this again to have it done for you):
+  type:        AWS_SQS
+  queue URL:   $QUEUE_URL
+  role ARN:    $ROLE_ARN
+  audience:    $AUDIENCE
+Then check it: .venv/bin/dtconnector send --to sqs://$QUEUE_URL --count 3
+STEPS
+fi

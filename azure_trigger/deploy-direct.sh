@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Deploy dtconnector to Azure in direct mode (`make deploy-azure MODE=direct`): DT's
+# AZURE_SERVICE_BUS or AZURE_EVENT_HUB Data Connector publishes straight into a Service Bus
+# topic or an Event Hub, as an app registration with a federated credential for DT's
+# tokens; no HTTP function, no signature secret.
+#
+#   DT_AZURE_DIRECT=servicebus  namespace + topic + subscription (max delivery count, then
+#                               the subscription's dead-letter queue); worker: topic trigger
+#   DT_AZURE_DIRECT=eventhub    namespace + event hub; worker: batch trigger, per-event
+#                               retries, poison Storage queue DT_POISON_QUEUE
+#   DT's app registration: a federated credential (issuer DT_OIDC_ISSUER, subject
+#   DT_ORGANIZATION_ID) and the Data Sender role on that one topic / event hub, nothing else.
+#
+# Settings (environment; defaults in brackets):
+#   DT_ORGANIZATION_ID      your DT organization id: the federated credential's subject (required)
+#   DT_AZURE_DIRECT         [servicebus] or eventhub
+#   DT_OIDC_ISSUER          [https://identity.disruptive-technologies.com]  DT's token issuer
+#   DT_AUDIENCE             [api://AzureADTokenExchange]  Microsoft's default for federation
+#   AZURE_LOCATION [westeurope]  AZURE_RESOURCE_GROUP [dtconnector-direct]
+#   AZURE_STORAGE_ACCOUNT [dtdir<8 hex>]  AZURE_FUNCTIONAPP_NAME [dtconnector-direct-<8 hex>]
+#   AZURE_NAMESPACE [dtconnector-<8 hex>]  DT_TOPIC / DT_EVENTHUB_NAME [dt-events]
+#   DT_DEDUP_TABLE [dtevents]  DT_STATE_TABLE [dtdevicestate]  DT_POISON_QUEUE [dt-direct-poison]
+#   DT_HANDLERS [handlers]  DT_MAX_ATTEMPTS [5]  PYTHON [python3]
+# With DT_PROJECT_ID and DT_SERVICE_ACCOUNT_KEY_ID/_SECRET/_EMAIL set, the connector is
+# created or updated in DT (`dtconnector connector apply`); otherwise the steps are printed.
+set -euo pipefail
+# Every cloud CLI goes through `run` (scripts/deploy-lib.sh prints instead under DRY_RUN=1;
+# sourced when present, as deploy.sh's `exec` does not carry shell functions over).
+DEPLOY_LIB="$(dirname "${BASH_SOURCE[0]}")/../scripts/deploy-lib.sh"
+# shellcheck source=/dev/null
+if [ -f "$DEPLOY_LIB" ]; then . "$DEPLOY_LIB"; fi
+type run >/dev/null 2>&1 || run() { "$@"; }
+
+die() { echo "deploy-azure (direct): $*" >&2; exit 1; }
+
+KIND=${DT_AZURE_DIRECT:-servicebus}
+[[ $KIND == servicebus || $KIND == eventhub ]] || die "DT_AZURE_DIRECT must be servicebus or eventhub"
+ORG=${DT_ORGANIZATION_ID:-}
+[[ $ORG =~ ^[A-Za-z0-9_-]+$ ]] || die "set DT_ORGANIZATION_ID to your DT organization id: the federated credential trusts only its tokens"
+command -v az >/dev/null 2>&1 || die "the Azure CLI (az) is not installed: https://learn.microsoft.com/cli/azure/install-azure-cli"
+command -v func >/dev/null 2>&1 || die "Azure Functions Core Tools (func) is not installed (npm i -g azure-functions-core-tools@4)"
+SUBSCRIPTION=$(run az account show --query id -o tsv 2>/dev/null) || die "not logged in to Azure: run 'az login'"
+[[ -n $SUBSCRIPTION ]] || die "not logged in to Azure: run 'az login'"
+TENANT=$(run az account show --query tenantId -o tsv)
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PYTHON=${PYTHON:-python3}
+SUFFIX=$(printf '%s' "$SUBSCRIPTION" | sha1sum | cut -c1-8)
+LOCATION=${AZURE_LOCATION:-westeurope}
+RG=${AZURE_RESOURCE_GROUP:-dtconnector-direct}
+STORAGE=${AZURE_STORAGE_ACCOUNT:-dtdir${SUFFIX}}
+APP=${AZURE_FUNCTIONAPP_NAME:-dtconnector-direct-${SUFFIX}}
+NAMESPACE=${AZURE_NAMESPACE:-dtconnector-${SUFFIX}}
+ENTITY=${DT_TOPIC:-${DT_EVENTHUB_NAME:-dt-events}}
+SUBSCRIPTION_NAME=dtconnector-worker
+DEDUP_TABLE=${DT_DEDUP_TABLE:-dtevents}
+STATE_TABLE=${DT_STATE_TABLE:-dtdevicestate}
+POISON=${DT_POISON_QUEUE:-dt-direct-poison}
+HANDLERS=${DT_HANDLERS:-handlers}
+MAX_ATTEMPTS=${DT_MAX_ATTEMPTS:-5}
+ISSUER=${DT_OIDC_ISSUER:-https://identity.disruptive-technologies.com}
+AUDIENCE=${DT_AUDIENCE:-api://AzureADTokenExchange}
+FQDN="$NAMESPACE.servicebus.windows.net"
+[[ $STORAGE =~ ^[a-z0-9]{3,24}$ ]] || die "AZURE_STORAGE_ACCOUNT must be 3-24 lowercase letters and digits"
+
+echo "==> resource group $RG, storage $STORAGE (ledger, state, poison queue)"
+run az group create --name "$RG" --location "$LOCATION" --output none
+run az storage account create --name "$STORAGE" --resource-group "$RG" --location "$LOCATION" \
+  --sku Standard_LRS --kind StorageV2 --min-tls-version TLS1_2 --allow-blob-public-access false --output none
+CONNECTION=$(run az storage account show-connection-string --name "$STORAGE" --resource-group "$RG" --query connectionString --output tsv)
+for t in "$DEDUP_TABLE" "$STATE_TABLE"; do
+  run az storage table create --name "$t" --connection-string "$CONNECTION" --output none
+done
+run az storage queue create --name "$POISON" --connection-string "$CONNECTION" --output none
+
+if [[ $KIND == servicebus ]]; then
+  echo "==> Service Bus $NAMESPACE, topic $ENTITY, subscription $SUBSCRIPTION_NAME"
+  run az servicebus namespace create --name "$NAMESPACE" --resource-group "$RG" --location "$LOCATION" --sku Standard --output none
+  run az servicebus topic create --name "$ENTITY" --namespace-name "$NAMESPACE" --resource-group "$RG" --output none
+  run az servicebus topic subscription create --name "$SUBSCRIPTION_NAME" --topic-name "$ENTITY" \
+    --namespace-name "$NAMESPACE" --resource-group "$RG" --max-delivery-count "$MAX_ATTEMPTS" \
+    --lock-duration PT5M --output none
+  SCOPE=$(run az servicebus topic show --name "$ENTITY" --namespace-name "$NAMESPACE" --resource-group "$RG" --query id -o tsv)
+  SENDER_ROLE="Azure Service Bus Data Sender"
+  RECEIVER_ROLE="Azure Service Bus Data Receiver"
+  CONNECTOR_TYPE=AZURE_SERVICE_BUS
+  TRIGGER_SETTINGS=("DT_SERVICEBUS__fullyQualifiedNamespace=$FQDN" "DT_SERVICEBUS_TOPIC=$ENTITY"
+    "DT_SERVICEBUS_SUBSCRIPTION=$SUBSCRIPTION_NAME")
+else
+  echo "==> Event Hubs $NAMESPACE, event hub $ENTITY"
+  run az eventhubs namespace create --name "$NAMESPACE" --resource-group "$RG" --location "$LOCATION" --sku Standard --output none
+  run az eventhubs eventhub create --name "$ENTITY" --namespace-name "$NAMESPACE" --resource-group "$RG" \
+    --partition-count 2 --output none
+  SCOPE=$(run az eventhubs eventhub show --name "$ENTITY" --namespace-name "$NAMESPACE" --resource-group "$RG" --query id -o tsv)
+  SENDER_ROLE="Azure Event Hubs Data Sender"
+  RECEIVER_ROLE="Azure Event Hubs Data Receiver"
+  CONNECTOR_TYPE=AZURE_EVENT_HUB
+  TRIGGER_SETTINGS=("DT_EVENTHUB__fullyQualifiedNamespace=$FQDN" "DT_EVENTHUB_NAME=$ENTITY")
+fi
+[[ -n $SCOPE ]] || die "could not read the resource id of $ENTITY"
+
+echo "==> DT's identity: app registration, federated credential for $ISSUER / $ORG, $SENDER_ROLE on $ENTITY only"
+DISPLAY="dtconnector-dt-publisher-$NAMESPACE"
+CLIENT_ID=$(run az ad app list --display-name "$DISPLAY" --query "[0].appId" -o tsv)
+[[ -n $CLIENT_ID ]] || CLIENT_ID=$(run az ad app create --display-name "$DISPLAY" --query appId -o tsv)
+[[ -n $CLIENT_ID ]] || die "could not create the app registration $DISPLAY"
+SP_ID=$(run az ad sp show --id "$CLIENT_ID" --query id -o tsv 2>/dev/null || true)
+[[ -n $SP_ID ]] || SP_ID=$(run az ad sp create --id "$CLIENT_ID" --query id -o tsv)
+CREDENTIAL_DIR=$(mktemp -d)
+trap 'rm -rf "$CREDENTIAL_DIR"' EXIT
+ISSUER="$ISSUER" ORG="$ORG" AUDIENCE="$AUDIENCE" "$PYTHON" - "$CREDENTIAL_DIR/credential.json" <<'PY'
+import json, os, sys
+json.dump({"name": "dt-data-connector", "issuer": os.environ["ISSUER"], "subject": os.environ["ORG"],
+           "audiences": [os.environ["AUDIENCE"]], "description": "DT Data Connector"}, open(sys.argv[1], "w"))
+PY
+run az ad app federated-credential show --id "$CLIENT_ID" --federated-credential-id dt-data-connector --output none 2>/dev/null \
+  || run az ad app federated-credential create --id "$CLIENT_ID" --parameters "@$CREDENTIAL_DIR/credential.json" --output none
+run az role assignment create --assignee-object-id "$SP_ID" --assignee-principal-type ServicePrincipal \
+  --role "$SENDER_ROLE" --scope "$SCOPE" --output none
+
+echo "==> function app $APP (worker only), its identity may receive from $ENTITY"
+if ! run az functionapp show --name "$APP" --resource-group "$RG" --output none 2>/dev/null; then
+  run az functionapp create --name "$APP" --resource-group "$RG" --storage-account "$STORAGE" \
+    --consumption-plan-location "$LOCATION" --runtime python --runtime-version 3.11 \
+    --functions-version 4 --os-type Linux --output none
+fi
+WORKER_ID=$(run az functionapp identity assign --name "$APP" --resource-group "$RG" --query principalId -o tsv)
+run az role assignment create --assignee-object-id "$WORKER_ID" --assignee-principal-type ServicePrincipal \
+  --role "$RECEIVER_ROLE" --scope "$SCOPE" --output none
+run az functionapp config appsettings set --name "$APP" --resource-group "$RG" --output none --settings \
+  DT_DELIVERY=direct "DT_AZURE_DIRECT=$KIND" "DT_DEDUP_TABLE=$DEDUP_TABLE" "DT_STATE_TABLE=$STATE_TABLE" \
+  "DT_POISON_QUEUE=$POISON" "DT_HANDLERS=$HANDLERS" "DT_MAX_ATTEMPTS=$MAX_ATTEMPTS" "${TRIGGER_SETTINGS[@]}"
+
+echo "==> publishing"
+BUILD="$CREDENTIAL_DIR/app"
+"$PYTHON" "$ROOT/scripts/bundle.py" azure_trigger "$BUILD" >/dev/null
+# The direct app, not the http one: only the trigger for DT_AZURE_DIRECT is registered.
+printf '%s\n' '"""Direct delivery: the Functions host loads the app from azure_trigger.direct_app."""' '' \
+  'from azure_trigger.direct_app import app  # noqa: F401' > "$BUILD/function_app.py"
+(cd "$BUILD" && run func azure functionapp publish "$APP" --python --build remote)
+
+URL="sb://$FQDN/$ENTITY"
+if [[ -n ${DT_PROJECT_ID:-} && -n ${DT_SERVICE_ACCOUNT_KEY_ID:-} && -n ${DT_SERVICE_ACCOUNT_SECRET:-} && -n ${DT_SERVICE_ACCOUNT_EMAIL:-} ]]; then
+  run "${DTCONNECTOR:-$ROOT/.venv/bin/dtconnector}" connector apply --type "$CONNECTOR_TYPE" --project "$DT_PROJECT_ID" \
+    --name "${DT_CONNECTOR_NAME:-$NAMESPACE-$ENTITY}" \
+    --azure-url "$URL" --azure-tenant-id "$TENANT" --azure-client-id "$CLIENT_ID"
+else
+  cat <<STEPS
+
+deploy-azure (direct): done. Create the Data Connector in DT Studio (or set DT_PROJECT_ID and
+DT_SERVICE_ACCOUNT_KEY_ID/_SECRET/_EMAIL and run this again to have it done for you):
+  type:       $CONNECTOR_TYPE
+  url:        $URL
+  tenant id:  $TENANT
+  client id:  $CLIENT_ID
+STEPS
+  if [[ $KIND == servicebus ]]; then
+    echo "Dead letters: subscription $SUBSCRIPTION_NAME's dead-letter queue (az servicebus / Service Bus Explorer)"
+  else
+    echo "Dead letters: Storage queue '$POISON' in account '$STORAGE'"
+  fi
+fi
