@@ -7,17 +7,10 @@ import base64
 import json
 import logging
 
-import pytest
 
 from core.keys import store_key
 from core.worker import WORKER_NAMESPACE
 from tests.dt import event_body, event_id_of
-
-
-@pytest.fixture(autouse=True)
-def _direct_only(stand_in):
-    if not getattr(stand_in, "direct", False):
-        pytest.skip("a direct-delivery scenario: this platform receives through ingest")
 
 
 def test_the_same_event_in_every_shape_runs_handlers_once_with_no_ingest_claim(platform, seen):
