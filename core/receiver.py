@@ -26,6 +26,7 @@ from .config import Settings
 from .events import InvalidEvent, body_text, parse_event
 from .http import Request, Response
 from .logs import event_log, log
+from .metrics import ACK_LATENCY, ENQUEUE_FAILURES, NULL, REQUESTS, Recorder
 from .ports import COMPLETED, AtomicOutbox, ClaimStore, EventQueue, StoreError
 from .signature import CannotVerify, SignatureError, SignaturePolicy
 
@@ -45,6 +46,13 @@ def _unavailable(reason: str) -> Response:
     return _error(503, "unavailable", reason, **{"Retry-After": RETRY_AFTER_S})
 
 
+def reason_of(response: Response) -> str:
+    """The fixed text saying why a request got its answer: ``accepted``, ``duplicate``, or
+    the error's reason (bounded: core's reasons are constant strings, never request data)."""
+    payload = response.payload
+    return str(payload.get("reason") or payload.get("status") or payload.get("error") or response.status)
+
+
 class Receiver:
     """Handles DT requests for one platform, given that platform's claim store and queue."""
 
@@ -54,8 +62,10 @@ class Receiver:
         claim_store: ClaimStore,
         queue: EventQueue,
         clock: Callable[[], float] = time.time,
+        metrics: Recorder = NULL,
     ):
         self.settings = settings
+        self.metrics = metrics
         self._claims = Claims(claim_store, clock=clock)
         self._queue = queue
         # Checked once: a runtime Protocol check costs ~10 µs, on every request otherwise.
@@ -66,12 +76,22 @@ class Receiver:
         _warn_at_start(self.signature_policy)
 
     def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
         try:
             response = self._handle(request)
         except Exception:  # a bug or an unforeseen store error: ours, so DT should retry
             log.exception("unexpected error while receiving an event")
             response = _unavailable("internal error; retry later")
+        self.record(response, started)
         return response
+
+    def record(self, response: Response, started: float) -> None:
+        """The ingest metrics of one answer (`started`: its `time.perf_counter()` on
+        arrival). Every answer of `handle` passes here once; a front end that answers
+        before calling `handle` (a 413 refused from Content-Length) calls it too."""
+        status = str(response.status)
+        self.metrics.count(REQUESTS, status=status, reason=reason_of(response))
+        self.metrics.observe(ACK_LATENCY, time.perf_counter() - started, status=status)
 
     def _handle(self, request: Request) -> Response:
         if request.method.upper() != "POST":
@@ -124,6 +144,7 @@ class Receiver:
                 self._queue.enqueue(text, event_id=event_id)
             except StoreError as exc:
                 event_log(logging.ERROR, "enqueue failed", eventId=event_id, error=str(exc))
+                self.metrics.count(ENQUEUE_FAILURES)
                 self._release_quietly(held, event_id)
                 return _unavailable("event queue unavailable")
             except Exception:

@@ -189,19 +189,23 @@ class QueueWorker:
             self.queue.ack(self.id, message)
             return
         event_id = message.event_id
+        dead = not self._interrupted and not isinstance(error, EventInFlight) and (
+            isinstance(error, PoisonMessage) or message.attempts >= self.max_attempts
+        )
         if self._interrupted:
             event_log(logging.WARNING, "interrupted by shutdown; will be redelivered", eventId=event_id)
             self.queue.retry(self.id, message, uncount=True)
         elif isinstance(error, EventInFlight):
             event_log(logging.INFO, "held by another worker; retrying after its lease", eventId=event_id)
             self.queue.retry(self.id, message, self.in_flight_delay_s, uncount=True)
-        elif isinstance(error, PoisonMessage) or message.attempts >= self.max_attempts:
+        elif dead:
             event_log(logging.ERROR, "dead-lettered", eventId=event_id, attempts=message.attempts)
             self.queue.dead_letter(self.id, message, f"{type(error).__name__}: {error}")
         else:
             delay = min(self.retry_base_s * 2 ** (message.attempts - 1), RETRY_MAX_S)
             event_log(logging.WARNING, "will retry", eventId=event_id, attempts=message.attempts, delayS=delay)
             self.queue.retry(self.id, message, delay)
+        self.worker.delivery_failed(dead_lettered=dead)
 
 
 def main(argv: list[str] | None = None) -> int:

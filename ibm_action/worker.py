@@ -73,6 +73,7 @@ class WorkerApp:
 def build_worker(env=None) -> WorkerApp:
     from .claims import CloudantClaimStore
     from .cloudant import CloudantConfig, Docs, RevCache, build_service
+    from .metrics import RECORDER
     from .outbox import CloudantOutbox
     from .state import CloudantStateStore
 
@@ -88,7 +89,7 @@ def build_worker(env=None) -> WorkerApp:
     settings = Settings.from_env(env)
     return WorkerApp(
         settings=settings,
-        worker=Worker(settings, ledger, state),
+        worker=Worker(settings, ledger, state, metrics=RECORDER),
         events=events,
         state_docs=state_docs,
         outbox=CloudantOutbox(Docs(service, config.db, cache)),
@@ -189,16 +190,19 @@ class FeedRunner:
         except EventInFlight:
             # Another worker holds it: not an attempt of ours. Look again after a while.
             self._later[doc["_id"]] = self._clock() + max(self.retry_base_s, 1.0)
+            self.app.worker.delivery_failed(dead_lettered=False)
             return
         except (RetryLater, StoreError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, PoisonMessage) or attempts >= self.max_attempts:
                 event_log(logging.ERROR, "dead-lettered", eventId=event_id, attempts=attempts, error=error)
                 self.app.outbox.settle(doc, DEAD, attempts=attempts, error=error)
+                self.app.worker.delivery_failed(dead_lettered=True)
             else:
                 retry_at = self._clock() + self._backoff(attempts)
                 event_log(logging.WARNING, "will retry", eventId=event_id, attempts=attempts, error=error)
                 self.app.outbox.settle(doc, PENDING, attempts=attempts, error=error, retry_at=retry_at)
+                self.app.worker.delivery_failed(dead_lettered=False)
             return
         self.app.outbox.settle(doc, DONE, attempts=attempts)
 

@@ -80,6 +80,12 @@ class Harness(abc.ABC):
         """While inside, `part` (one of `PARTS`) fails the way the platform's SDK fails when
         the service is unreachable, so the adapter's error translation is exercised."""
 
+    def metrics(self):
+        """The metrics this harness's entry points emitted so far, read back from the
+        platform's native form (`tests.metrics_native`): counters summed, histograms as
+        observation counts, per (name, dimensions)."""
+        raise NotImplementedError
+
     def device_state(self, device_id: str) -> dict[str, DeviceState]:
         return {s.event_type: s for s in self.state_store.get_device(device_id)}
 
