@@ -4,6 +4,7 @@ subscription) that follows the events database's changes feed and runs core's `W
     python -m ibm_action.worker              follow the feed until SIGTERM
     python -m ibm_action.worker --once       drain what is pending, then exit
     python -m ibm_action.worker --dead-letters [--requeue]
+                                             (exit status: how many are dead-lettered, for a cron check)
 
 Delivery, the way a queue with redelivery and a dead-letter queue would do it:
 - The feed is read from a checkpoint kept in the `_local/<DT_WORKER_CHECKPOINT>` document
@@ -54,6 +55,7 @@ DEFAULT_RETRY_MAX_S = 300.0
 DEFAULT_LONGPOLL_S = 60.0
 DEFAULT_BATCH = 100
 DEFAULT_CHECKPOINT = "dt-worker"
+MAX_EXIT_COUNT = 125
 
 
 @dataclass
@@ -264,7 +266,10 @@ def _print_dead_letters(runner: FeedRunner, requeue: bool) -> int:
         print(json.dumps(letter, sort_keys=True))
     if requeue:
         print(f"requeued {len(letters)} dead-lettered events", file=sys.stderr)
-    return 0
+        return 0
+    # A cron check alerts on a non-zero status: the number of dead letters, capped where
+    # shells start to reserve codes (errors exit 1 or 2 with a message on stderr).
+    return min(len(letters), MAX_EXIT_COUNT)
 
 
 def main(argv: list[str] | None = None) -> int:
