@@ -29,6 +29,7 @@ from .logs import event_log, log
 from .metrics import ACK_LATENCY, ENQUEUE_FAILURES, NULL, REQUESTS, Recorder
 from .ports import COMPLETED, AtomicOutbox, ClaimStore, EventQueue, StoreError
 from .signature import CannotVerify, SignatureError, SignaturePolicy
+from .tracing import from_env as tracing_from_env
 
 RETRY_AFTER_S = "5"
 
@@ -66,6 +67,7 @@ class Receiver:
     ):
         self.settings = settings
         self.metrics = metrics
+        self._tracing = tracing_from_env()  # None unless DT_OTEL=1 and OpenTelemetry is installed
         self._claims = Claims(claim_store, clock=clock)
         self._queue = queue
         # Checked once: a runtime Protocol check costs ~10 µs, on every request otherwise.
@@ -76,6 +78,14 @@ class Receiver:
         _warn_at_start(self.signature_policy)
 
     def handle(self, request: Request) -> Response:
+        if self._tracing is None:
+            return self._answer(request)
+        with self._tracing.ingest() as span:
+            response = self._answer(request)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
+
+    def _answer(self, request: Request) -> Response:
         started = time.perf_counter()
         try:
             response = self._handle(request)
@@ -120,6 +130,8 @@ class Receiver:
         return self._accept(event.event_id, text)
 
     def _accept(self, event_id: str, text: str) -> Response:
+        if self._tracing is not None:  # the worker's span continues this trace
+            text = self._tracing.carry(text)
         outbox = self._outbox
         create = None if outbox is None else (
             lambda key, claim: outbox.claim_and_enqueue(key, claim, text, event_id=event_id)

@@ -33,6 +33,7 @@ from .metrics import (
     Recorder,
 )
 from .ports import ClaimStore, DeviceState, DeviceStateStore, StoreError
+from .tracing import from_env as tracing_from_env, split_message
 
 WORKER_NAMESPACE = "w"
 
@@ -82,6 +83,7 @@ class Worker:
     ):
         self.settings = settings
         self.metrics = metrics
+        self._tracing = tracing_from_env()  # None unless DT_OTEL=1 and OpenTelemetry is installed
         self._clock = clock
         self._claims = Claims(ledger, WORKER_NAMESPACE, clock)
         self._state = state
@@ -91,6 +93,13 @@ class Worker:
     def process(self, message: str | bytes) -> Outcome:
         """Handle one queued message. Returns CLAIMED (processed now) or DUPLICATE (done
         before). Raises `RetryLater` or `StoreError` when the message must be redelivered."""
+        message, traceparent = split_message(message)  # the trace context ingest carried, if any
+        if self._tracing is None:
+            return self._process(message)
+        with self._tracing.process(traceparent):
+            return self._process(message)
+
+    def _process(self, message: str | bytes) -> Outcome:
         try:
             event = parse_event(message)
         except InvalidEvent as exc:
