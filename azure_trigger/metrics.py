@@ -26,14 +26,12 @@ class HostLogRecorder(Recorder):
             self.log.setLevel(logging.INFO)  # not filtered out by the root logger's level
 
     def _emit(self, kind: str, name: str, value: float, dims: dict[str, str]) -> None:
-        if self.log.isEnabledFor(logging.INFO):
+        log = self.log
+        if log.isEnabledFor(logging.INFO):
             fields = {"metric": name, "kind": kind, "value": value, **dims}
-            self.log.handle(
-                self.log.makeRecord(
-                    self.log.name, logging.INFO, "(dtconnector)", 0, _ENCODER.encode(fields), (), None,
-                    extra={"custom_dimensions": fields},
-                )
-            )
+            record = logging.LogRecord(log.name, logging.INFO, "(dtconnector)", 0, _ENCODER.encode(fields), None, None)
+            record.custom_dimensions = fields
+            log.handle(record)
 
     def count(self, name: str, value: float = 1, **dims: str) -> None:
         self._emit("count", name, value, dims)

@@ -10,7 +10,7 @@ import platform
 import sys
 from pathlib import Path
 
-from . import coldstart, receiver_load, verify_parse
+from . import coldstart, metrics_cost, receiver_load, verify_parse
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,6 +116,9 @@ def render(m: dict, vp: dict | None, rl: dict | None, cs: dict | None, quick: bo
             else:
                 out.append(f"| {r['platform']} | `{r['module']}` | {r['entry_alone_ms']} | – | – | – |")
         out += ["", f"Target: every entry module adds ≤ 25 ms — **{_ok(cs['target_met'])}**.", ""]
+    mc = getattr(render, "metrics_cost", None)
+    if mc:
+        out += metrics_cost.render(mc)
     out += ["## Closing note: missed targets, by how much, and what limits them", ""]
     notes = []
     if vp and not vp["target_met"]:
@@ -171,7 +174,7 @@ def render(m: dict, vp: dict | None, rl: dict | None, cs: dict | None, quick: bo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description="dtconnector performance comparisons")
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (small counts, few repetitions)")
-    parser.add_argument("--only", default="verify,receiver,coldstart", help="comma-separated sections")
+    parser.add_argument("--only", default="verify,receiver,coldstart,metrics", help="comma-separated sections")
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="where to write the report ('-': nowhere)")
     parser.add_argument("--count", type=int, default=None, help="events per receiver run (default 20000)")
     parser.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
@@ -204,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"  {r['module']:<32} alone {r['entry_alone_ms']:7.1f} ms")
         print(f"  target each entry adds ≤ 25 ms: {_ok(cs['target_met'])}")
+    if "metrics" in only:
+        print("\n(4) metrics on the ingest path (CPU µs per accepted event) ...", flush=True)
+        render.metrics_cost = mc = metrics_cost.run(args.quick)  # type: ignore[attr-defined]
+        for name, us, ratio, own, verdict in mc["rows"]:
+            print(f"  {name:<32} {us:7.1f} µs ({ratio:5.3f}× off)  metrics alone {own:5.2f} µs → {verdict:5.3f}×")
+        print(f"  target metrics add ≤ 5 %: {_ok(mc['target_met'])} (worst {mc['worst_ratio']}×)")
     if args.json:
         print(json.dumps({"machine": m, "verify_parse": vp, "receiver": rl, "coldstart": cs}, indent=2))
     if args.out != "-":

@@ -100,6 +100,9 @@ class LineRecorder(Recorder):
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+#: Line recorders cache each (metric, dimensions) line's fixed text. Dimensions are of
+#: bounded cardinality; this bounds the cache anyway.
+MAX_CACHED_LINES = 4096
 
 
 class JsonLogRecorder(LineRecorder):
@@ -113,10 +116,25 @@ class JsonLogRecorder(LineRecorder):
     def __init__(self, stream: TextIO | None = None, clock: Callable[[], float] = time.time):
         super().__init__(stream)
         self._clock = clock
+        self._second = -1
+        self._stamp = ""
+        self._parts: dict[tuple, tuple[str, str]] = {}
 
     def line(self, kind: str, name: str, value: float, dims: dict[str, str]) -> str:
-        entry = {"severity": "INFO", "message": "metric", "metric": name, "kind": kind, "value": value}
-        entry.update(dims)
-        entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock()))
-        return _ENCODER.encode(entry)
+        now = int(self._clock())
+        if now != self._second:  # strftime once per second, not per line
+            self._second, self._stamp = now, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        key = (kind, name, tuple(dims.items()))
+        parts = self._parts.get(key)
+        if parts is None:  # all but the value and time, built once per metric and dimensions
+            head = _ENCODER.encode({"severity": "INFO", "message": "metric", "metric": name, "kind": kind})
+            tail = _ENCODER.encode(dims)[1:-1]
+            parts = (head[:-1] + ',"value":', ("," + tail if tail else "") + ',"time":"')
+            if len(self._parts) < MAX_CACHED_LINES:
+                self._parts[key] = parts
+        return parts[0] + _number(value) + parts[1] + self._stamp + '"}'
 
+
+def _number(value: float) -> str:
+    """A JSON number (values are counts, seconds and depths: always finite)."""
+    return repr(value) if isinstance(value, float) else str(int(value))

@@ -13,7 +13,7 @@ import os
 import re
 from typing import TextIO
 
-from core.metrics import LineRecorder
+from core.metrics import MAX_CACHED_LINES, LineRecorder
 
 _PREFIX = {"count": "count#", "observe": "measure#", "gauge": "sample#"}
 _SLUG = re.compile(r"[^a-z0-9]+")
@@ -35,13 +35,20 @@ class L2metRecorder(LineRecorder):
     def __init__(self, source: str | None = None, stream: TextIO | None = None):
         super().__init__(stream)
         self.source = source or os.environ.get("DYNO", "").strip() or "dtconnector"
+        self._parts: dict[tuple, tuple[str, str]] = {}
 
     def line(self, kind: str, name: str, value: float, dims: dict[str, str]) -> str:
-        full = ".".join([name, *(slug(v) for v in dims.values())])
-        number = f"{value:.6g}s" if kind == "observe" and name.endswith("_seconds") else f"{value:g}"
-        parts = [f"source={self.source}", f"{_PREFIX[kind]}{full}={number}"]
-        parts += [_pair(k, v) for k, v in dims.items()]
-        return " ".join(parts)
+        key = (kind, name, tuple(dims.items()))
+        parts = self._parts.get(key)
+        if parts is None:  # all but the value, built once per metric and dimensions
+            full = ".".join([name, *(slug(v) for v in dims.values())])
+            unit = "s" if kind == "observe" and name.endswith("_seconds") else ""
+            pairs = "".join(" " + _pair(k, v) for k, v in dims.items())
+            parts = (f"source={self.source} {_PREFIX[kind]}{full}=", unit + pairs)
+            if len(self._parts) < MAX_CACHED_LINES:
+                self._parts[key] = parts
+        number = f"{value:.6g}" if isinstance(value, float) else str(int(value))
+        return parts[0] + number + parts[1]
 
 
 #: The dyno's recorder: the web and worker processes write through it.
