@@ -18,7 +18,6 @@ Every worker strips that member whether tracing is on or not, and a message with
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import re
 from typing import Iterator, Mapping
@@ -47,7 +46,11 @@ def split_message(message: str | bytes) -> tuple[str | bytes, str | None]:
 
 def enabled(env: Mapping[str, str] | None = None) -> bool:
     env = os.environ if env is None else env
-    return env.get("DT_OTEL", "").strip() == "1" and importlib.util.find_spec("opentelemetry") is not None
+    if env.get("DT_OTEL", "").strip() != "1":
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("opentelemetry") is not None
 
 
 class Tracing:

@@ -3,6 +3,7 @@
     dtconnector serve [--host 127.0.0.1] [--port 8080] [--db PATH] [--dev]
     dtconnector state [--device ID] [--db PATH]
     dtconnector dead-letters [--requeue] [--db PATH]
+    dtconnector stats [--url URL]                    (metrics of a running receiver)
     dtconnector send --url URL [--secret S] ...      (the DT Cloud emulator)
 """
 
