@@ -41,6 +41,7 @@ RETRY_MAX_S = 300.0
 DEFAULT_SHUTDOWN_GRACE_S = 25.0
 DEFAULT_HEARTBEAT_TTL_S = 30.0
 MAINTENANCE_EVERY_S = 1.0
+BACKLOG_EVERY_S = 60.0  # how often the worker samples the queue's depth (one pipelined round trip)
 
 
 class WorkerShutdown(Exception):
@@ -130,6 +131,7 @@ class QueueWorker:
             self.queue.recover()
             self.queue.promote_due()
             maintained = time.monotonic()
+            sampled = self._sample_backlog()
             failures = 0
             while not self._stopping.is_set():
                 try:
@@ -137,6 +139,8 @@ class QueueWorker:
                         self.queue.recover()
                         self.queue.promote_due()
                         maintained = time.monotonic()
+                        if maintained - sampled >= BACKLOG_EVERY_S:
+                            sampled = self._sample_backlog()
                     message = self.queue.take(self.id, block_s=0 if burst else 1.0)
                     if message is None:
                         if burst and self.queue.promote_due() == 0 and self.queue.recover() == 0:
@@ -161,6 +165,13 @@ class QueueWorker:
             except StoreError as exc:
                 event_log(logging.ERROR, "could not unregister; heartbeat expiry will recover", error=str(exc))
         return taken
+
+    def _sample_backlog(self) -> float:
+        """`sample#dt_queue_backlog`: messages waiting, delayed or being processed."""
+        from core.metrics import QUEUE_BACKLOG
+
+        self.worker.metrics.gauge(QUEUE_BACKLOG, self.queue.depth())
+        return time.monotonic()
 
     def _beat(self, stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_ttl_s / 3):
