@@ -87,7 +87,10 @@ class LineRecorder(Recorder):
 
     def _write(self, kind: str, name: str, value: float, dims: dict[str, str]) -> None:
         text = self.line(kind, name, value, dims)
-        (self.stream or sys.stdout).write(text + "\n")
+        try:
+            (self.stream or sys.stdout).write(text + "\n")
+        except (OSError, ValueError):  # stdout closed or gone: a metric is never worth a failed event
+            pass
 
     def count(self, name: str, value: float = 1, **dims: str) -> None:
         self._write("count", name, value, dims)

@@ -92,7 +92,10 @@ class Receiver:
         except Exception:  # a bug or an unforeseen store error: ours, so DT should retry
             log.exception("unexpected error while receiving an event")
             response = _unavailable("internal error; retry later")
-        self.record(response, started)
+        try:
+            self.record(response, started)
+        except Exception:  # a broken recorder must not change the answer
+            log.exception("could not record ingest metrics")
         return response
 
     def record(self, response: Response, started: float) -> None:
