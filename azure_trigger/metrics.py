@@ -13,34 +13,25 @@ from __future__ import annotations
 import json
 import logging
 
-from core.metrics import Recorder
+from core.metrics import EmittingRecorder
 
 LOGGER_NAME = "dtconnector_metrics"
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-class HostLogRecorder(Recorder):
+class HostLogRecorder(EmittingRecorder):
     def __init__(self, logger: logging.Logger | None = None):
         self.log = logger or logging.getLogger(LOGGER_NAME)
         if self.log.level == logging.NOTSET:
             self.log.setLevel(logging.INFO)  # not filtered out by the root logger's level
 
-    def _emit(self, kind: str, name: str, value: float, dims: dict[str, str]) -> None:
+    def emit(self, kind: str, name: str, value: float, dims: dict[str, str]) -> None:
         log = self.log
         if log.isEnabledFor(logging.INFO):
             fields = {"metric": name, "kind": kind, "value": value, **dims}
             record = logging.LogRecord(log.name, logging.INFO, "(dtconnector)", 0, _ENCODER.encode(fields), None, None)
             record.custom_dimensions = fields
             log.handle(record)
-
-    def count(self, name: str, value: float = 1, **dims: str) -> None:
-        self._emit("count", name, value, dims)
-
-    def observe(self, name: str, value: float, **dims: str) -> None:
-        self._emit("observe", name, value, dims)
-
-    def gauge(self, name: str, value: float, **dims: str) -> None:
-        self._emit("gauge", name, value, dims)
 
 
 #: The container's recorder: ingest and worker write through it.

@@ -75,7 +75,23 @@ class Recorder:
 NULL = Recorder()
 
 
-class LineRecorder(Recorder):
+class EmittingRecorder(Recorder):
+    """Sends every record, whatever its kind (``count``, ``observe``, ``gauge``), to `emit`."""
+
+    def emit(self, kind: str, name: str, value: float, dims: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    def count(self, name: str, value: float = 1, **dims: str) -> None:
+        self.emit("count", name, value, dims)
+
+    def observe(self, name: str, value: float, **dims: str) -> None:
+        self.emit("observe", name, value, dims)
+
+    def gauge(self, name: str, value: float, **dims: str) -> None:
+        self.emit("gauge", name, value, dims)
+
+
+class LineRecorder(EmittingRecorder):
     """Writes one text line per record to `stream` (stdout unless set; looked up at each
     write so a host's redirection is honoured). Subclasses say how a record looks."""
 
@@ -85,21 +101,12 @@ class LineRecorder(Recorder):
     def line(self, kind: str, name: str, value: float, dims: dict[str, str]) -> str:
         raise NotImplementedError
 
-    def _write(self, kind: str, name: str, value: float, dims: dict[str, str]) -> None:
+    def emit(self, kind: str, name: str, value: float, dims: dict[str, str]) -> None:
         text = self.line(kind, name, value, dims)
         try:
             (self.stream or sys.stdout).write(text + "\n")
         except (OSError, ValueError):  # stdout closed or gone: a metric is never worth a failed event
             pass
-
-    def count(self, name: str, value: float = 1, **dims: str) -> None:
-        self._write("count", name, value, dims)
-
-    def observe(self, name: str, value: float, **dims: str) -> None:
-        self._write("observe", name, value, dims)
-
-    def gauge(self, name: str, value: float, **dims: str) -> None:
-        self._write("gauge", name, value, dims)
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
