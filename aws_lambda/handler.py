@@ -86,6 +86,7 @@ def _build_receiver():
     from core.receiver import Receiver
 
     from .dynamodb import DynamoClaimStore
+    from .metrics import RECORDER
     from .secretsmanager import signature_secrets
     from .sqs import SqsEventQueue
 
@@ -95,7 +96,7 @@ def _build_receiver():
     secrets = signature_secrets(clients.factory("secretsmanager"), os.environ)
     settings = Settings.from_env(**({"secrets": secrets} if secrets is not None else {}))
     claims = DynamoClaimStore(clients("dynamodb"), table)
-    return Receiver(settings, claims, SqsEventQueue(clients("sqs"), queue_url))
+    return Receiver(settings, claims, SqsEventQueue(clients("sqs"), queue_url), metrics=RECORDER)
 
 
 def _build_worker():
@@ -103,12 +104,15 @@ def _build_worker():
     from core.worker import Worker
 
     from .dynamodb import DynamoClaimStore, DynamoStateStore
+    from .metrics import RECORDER
 
     logs.configure(os.environ.get("DT_LOG_LEVEL", "INFO").strip().upper() or "INFO")
     dedup, state = _required("DT_DEDUP_TABLE"), _required("DT_STATE_TABLE")
     settings = Settings.from_env()
     dynamodb = _Clients(WORKER_CLIENT_CONFIG)("dynamodb")
-    return Worker(settings, ledger=DynamoClaimStore(dynamodb, dedup), state=DynamoStateStore(dynamodb, state))
+    return Worker(
+        settings, ledger=DynamoClaimStore(dynamodb, dedup), state=DynamoStateStore(dynamodb, state), metrics=RECORDER
+    )
 
 
 def receiver():
@@ -238,6 +242,7 @@ def process(event: dict, context: object = None) -> dict:
         except Exception as exc:  # RetryLater, StoreError, or a bug: redeliver either way
             attempts = _receive_count(record)
             last = attempts >= app.settings.max_attempts
+            app.delivery_failed(dead_lettered=last)
             event_log(
                 logging.ERROR if last else logging.WARNING,
                 "dead-lettering after the last attempt" if last else "message will be redelivered",

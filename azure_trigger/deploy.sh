@@ -13,6 +13,7 @@
 #   AZURE_FUNCTIONAPP_NAME  default: dtconnector-<same 8 hex>
 #   DT_QUEUE_NAME, DT_DEDUP_TABLE, DT_STATE_TABLE, DT_HANDLERS   (defaults as in the README)
 #   PYTHON                  interpreter used to build the bundle (default: python3)
+#   DT_ALERT_ACTION_GROUP   action group resource id the dead-letter alert notifies (optional)
 set -euo pipefail
 
 # MODE=direct: DT publishes into Service Bus / Event Hubs itself; see deploy-direct.sh.
@@ -98,6 +99,28 @@ echo "==> publishing"
 BUILD="$SETTINGS_DIR/app"
 "$PYTHON" "$ROOT/scripts/bundle.py" azure_trigger "$BUILD" >/dev/null
 (cd "$BUILD" && func azure functionapp publish "$APP" --python --build remote)
+
+# --- metrics and alerts --------------------------------------------------------------------
+# The functions log one record per metric (azure_trigger/metrics.py) into the Application
+# Insights resource `az functionapp create` made (named like the app). Storage has no
+# per-queue length metric for '$QUEUE-poison', so the dead-letter alert fires on what
+# moves messages there: the worker's dt_dead_lettered_total records. DT_ALERT_ACTION_GROUP:
+# an optional action group (resource id) to notify.
+type run >/dev/null 2>&1 || run() { "$@"; }
+echo "==> dead-letter alert"
+AI_ID=$(run az monitor app-insights component show --app "$APP" --resource-group "$RG" --query id --output tsv 2>/dev/null || true)
+if [[ -n "$AI_ID" || "${DRY_RUN:-}" == 1 ]]; then
+  ALERT_ARGS=()
+  [[ -z "${DT_ALERT_ACTION_GROUP:-}" ]] || ALERT_ARGS=(--action-groups "$DT_ALERT_ACTION_GROUP")
+  run az monitor scheduled-query create --name "dtconnector-dead-letters-$APP" --resource-group "$RG" \
+    --scopes "${AI_ID:-<app-insights-id>}" --severity 1 --evaluation-frequency 5m --window-size 5m \
+    --description "Events were moved to the poison queue '$QUEUE-poison': their handlers kept failing." \
+    --condition "count 'DeadLetters' > 0" \
+    --condition-query DeadLetters="traces | where message has 'dt_dead_lettered_total'" \
+    "${ALERT_ARGS[@]}" --output none
+else
+  echo "WARNING: no Application Insights resource named $APP: metrics and the dead-letter alert need one" >&2
+fi
 
 HOST=$(az functionapp show --name "$APP" --resource-group "$RG" --query defaultHostName --output tsv)
 echo

@@ -90,8 +90,10 @@ def receiver():
         if _receiver is None:
             from core.receiver import Receiver
 
+            from .metrics import RECORDER
+
             ctx = context()
-            _receiver = Receiver(ctx.settings, ctx.claims, ctx.queue)
+            _receiver = Receiver(ctx.settings, ctx.claims, ctx.queue, metrics=RECORDER)
         return _receiver
 
 
@@ -101,8 +103,10 @@ def worker():
         if _worker is None:
             from core.worker import Worker
 
+            from .metrics import RECORDER
+
             ctx = context()
-            _worker = Worker(ctx.settings, ledger=ctx.claims, state=ctx.state)
+            _worker = Worker(ctx.settings, ledger=ctx.claims, state=ctx.state, metrics=RECORDER)
         return _worker
 
 
@@ -152,4 +156,11 @@ def process(msg: func.QueueMessage) -> None:
     # Returning acknowledges (the host deletes the message); raising makes the host retry
     # it after host.json's visibilityTimeout, then move it to `<queue>-poison`.
     event_log(logging.DEBUG, "queue message", messageId=msg.id, dequeueCount=msg.dequeue_count)
-    worker().process(msg.get_body())
+    app = worker()
+    try:
+        app.process(msg.get_body())
+    except Exception:
+        # The host poisons the message after host.json's maxDequeueCount, which
+        # DT_MAX_ATTEMPTS must equal (both 5 by default).
+        app.delivery_failed(dead_lettered=(msg.dequeue_count or 0) >= app.settings.max_attempts)
+        raise

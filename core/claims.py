@@ -36,6 +36,7 @@ class Held:
     key: str
     claim: Claim
     queued: bool = False  # the claim was written together with the queued message
+    first: bool = True  # a new record, not one taken over from an earlier attempt
 
     @property
     def done(self) -> tuple[str, ...]:
@@ -93,7 +94,7 @@ class Claims:
             progress = existing.done if existing.status == IN_PROGRESS else ()
             taken = replace(fresh, done=progress)
             if self._store.replace(key, existing.version, taken):
-                return Outcome.CLAIMED, Held(key, taken)
+                return Outcome.CLAIMED, Held(key, taken, first=False)
         return Outcome.IN_FLIGHT, None
 
     def complete(self, held: Held, ttl_s: float) -> bool:

@@ -26,8 +26,10 @@ from .config import Settings
 from .events import InvalidEvent, body_text, parse_event
 from .http import Request, Response
 from .logs import event_log, log
+from .metrics import ACK_LATENCY, ENQUEUE_FAILURES, NULL, REQUESTS, Recorder
 from .ports import COMPLETED, AtomicOutbox, ClaimStore, EventQueue, StoreError
 from .signature import CannotVerify, SignatureError, SignaturePolicy
+from .tracing import from_env as tracing_from_env
 
 RETRY_AFTER_S = "5"
 
@@ -45,6 +47,13 @@ def _unavailable(reason: str) -> Response:
     return _error(503, "unavailable", reason, **{"Retry-After": RETRY_AFTER_S})
 
 
+def reason_of(response: Response) -> str:
+    """The fixed text saying why a request got its answer: ``accepted``, ``duplicate``, or
+    the error's reason (bounded: core's reasons are constant strings, never request data)."""
+    payload = response.payload
+    return str(payload.get("reason") or payload.get("status") or payload.get("error") or response.status)
+
+
 class Receiver:
     """Handles DT requests for one platform, given that platform's claim store and queue."""
 
@@ -54,8 +63,11 @@ class Receiver:
         claim_store: ClaimStore,
         queue: EventQueue,
         clock: Callable[[], float] = time.time,
+        metrics: Recorder = NULL,
     ):
         self.settings = settings
+        self.metrics = metrics
+        self._tracing = tracing_from_env()  # None unless DT_OTEL=1 and OpenTelemetry is installed
         self._claims = Claims(claim_store, clock=clock)
         self._queue = queue
         # Checked once: a runtime Protocol check costs ~10 µs, on every request otherwise.
@@ -66,12 +78,33 @@ class Receiver:
         _warn_at_start(self.signature_policy)
 
     def handle(self, request: Request) -> Response:
+        if self._tracing is None:
+            return self._answer(request)
+        with self._tracing.ingest() as span:
+            response = self._answer(request)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
+
+    def _answer(self, request: Request) -> Response:
+        started = time.perf_counter()
         try:
             response = self._handle(request)
         except Exception:  # a bug or an unforeseen store error: ours, so DT should retry
             log.exception("unexpected error while receiving an event")
             response = _unavailable("internal error; retry later")
+        try:
+            self.record(response, started)
+        except Exception:  # a broken recorder must not change the answer
+            log.exception("could not record ingest metrics")
         return response
+
+    def record(self, response: Response, started: float) -> None:
+        """The ingest metrics of one answer (`started`: its `time.perf_counter()` on
+        arrival). Every answer of `handle` passes here once; a front end that answers
+        before calling `handle` (a 413 refused from Content-Length) calls it too."""
+        status = str(response.status)
+        self.metrics.count(REQUESTS, status=status, reason=reason_of(response))
+        self.metrics.observe(ACK_LATENCY, time.perf_counter() - started, status=status)
 
     def _handle(self, request: Request) -> Response:
         if request.method.upper() != "POST":
@@ -100,6 +133,8 @@ class Receiver:
         return self._accept(event.event_id, text)
 
     def _accept(self, event_id: str, text: str) -> Response:
+        if self._tracing is not None:  # the worker's span continues this trace
+            text = self._tracing.carry(text)
         outbox = self._outbox
         create = None if outbox is None else (
             lambda key, claim: outbox.claim_and_enqueue(key, claim, text, event_id=event_id)
@@ -124,6 +159,7 @@ class Receiver:
                 self._queue.enqueue(text, event_id=event_id)
             except StoreError as exc:
                 event_log(logging.ERROR, "enqueue failed", eventId=event_id, error=str(exc))
+                self.metrics.count(ENQUEUE_FAILURES)
                 self._release_quietly(held, event_id)
                 return _unavailable("event queue unavailable")
             except Exception:

@@ -26,7 +26,18 @@ from .config import Settings
 from .events import Event, InvalidEvent, parse_event
 from .handlers import HandlerRegistry, registry as default_registry
 from .logs import event_log, log
+from .metrics import (
+    DEAD_LETTERED,
+    END_TO_END_LAG,
+    EVENTS_PROCESSED,
+    HANDLER_RUNS,
+    NULL,
+    RETRIES,
+    STALE_STATE_SKIPPED,
+    Recorder,
+)
 from .ports import ClaimStore, DeviceState, DeviceStateStore, StoreError
+from .tracing import from_env as tracing_from_env, split_message
 
 WORKER_NAMESPACE = "w"
 
@@ -72,8 +83,12 @@ class Worker:
         state: DeviceStateStore,
         registry: HandlerRegistry = default_registry,
         clock: Callable[[], float] = time.time,
+        metrics: Recorder = NULL,
     ):
         self.settings = settings
+        self.metrics = metrics
+        self._tracing = tracing_from_env()  # None unless DT_OTEL=1 and OpenTelemetry is installed
+        self._clock = clock
         self._claims = Claims(ledger, WORKER_NAMESPACE, clock)
         self._state = state
         self._registry = registry
@@ -82,6 +97,13 @@ class Worker:
     def process(self, message: str | bytes) -> Outcome:
         """Handle one queued message. Returns CLAIMED (processed now) or DUPLICATE (done
         before). Raises `RetryLater` or `StoreError` when the message must be redelivered."""
+        message, traceparent = split_message(message)  # the trace context ingest carried, if any
+        if self._tracing is None:
+            return self._process(message)
+        with self._tracing.process(traceparent):
+            return self._process(message)
+
+    def _process(self, message: str | bytes) -> Outcome:
         try:
             if self.settings.delivery == "direct":
                 from .direct import decode_direct_message
@@ -108,6 +130,8 @@ class Worker:
         try:
             if self._state.put_if_newer(state_of(event)):
                 event_log(logging.DEBUG, "device state updated", eventId=event.event_id)
+            elif held.first:  # a redelivery finds its own earlier write: not stale
+                self.metrics.count(STALE_STATE_SKIPPED)
             for handler in self._registry.handlers_for(event.event_type):
                 if handler.name in held.done:
                     continue
@@ -115,7 +139,9 @@ class Worker:
                     handler.func(event)
                 except Exception:
                     log.exception("handler failed", extra={"fields": {"eventId": event.event_id, "handler": handler.name}})
+                    self.metrics.count(HANDLER_RUNS, outcome="error", handler=handler.name)
                     raise HandlerFailed(event.event_id, handler.name) from None
+                self.metrics.count(HANDLER_RUNS, outcome="ok", handler=handler.name)
                 held = self._claims.record_progress(held, handler.name)
             if not self._claims.complete(held, self.settings.dedup_ttl_s):
                 event_log(logging.WARNING, "ledger was taken over before completion", eventId=event.event_id)
@@ -126,7 +152,14 @@ class Worker:
             self._abandon_quietly(held, event.event_id)
             raise
         event_log(logging.INFO, "processed", eventId=event.event_id, eventType=event.event_type)
+        self.metrics.count(EVENTS_PROCESSED, eventType=event.event_type)
+        self.metrics.observe(END_TO_END_LAG, self._clock() - event.timestamp.timestamp(), eventType=event.event_type)
         return outcome
+
+    def delivery_failed(self, dead_lettered: bool) -> None:
+        """Platforms call this when a delivery raised: the queue either redelivers it (a
+        retry) or, after its last attempt, dead-letters it. Only the platform knows which."""
+        self.metrics.count(DEAD_LETTERED if dead_lettered else RETRIES)
 
     def _abandon_quietly(self, held, event_id: str) -> None:
         try:

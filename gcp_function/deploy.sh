@@ -14,6 +14,7 @@
 #   DT_SIGNATURE_SECRET    if set, stored as a new version of the Secret Manager secret
 #   DT_SOURCE_DIR          a bundle you edited (make bundle-gcp DEST=...) [a fresh bundle]
 #   DT_RUNTIME             [python312]
+#   DT_ALERT_CHANNEL       notification channel for the dead-letter alert [none: console only]
 set -euo pipefail
 
 # MODE=direct: DT publishes into Pub/Sub itself (no ingest); its steps live in deploy-direct.sh.
@@ -123,6 +124,80 @@ gcloud pubsub topics add-iam-policy-binding "$DEAD_TOPIC" --member="$PUBSUB_AGEN
 gcloud pubsub subscriptions add-iam-policy-binding "$SUBSCRIPTION" --member="$PUBSUB_AGENT" --role=roles/pubsub.subscriber "${G[@]}" >/dev/null
 gcloud pubsub subscriptions update "$SUBSCRIPTION" --dead-letter-topic="$DEAD_TOPIC" \
   --max-delivery-attempts="$MAX_ATTEMPTS" --min-retry-delay=10s --max-retry-delay=600s "${G[@]}"
+
+# --- metrics and alerts --------------------------------------------------------------------
+# The functions write one JSON line per metric (gcp_function/metrics.py); these log-based
+# metrics count them (and extract latencies and lags as distributions), and an alert
+# policy fires when the dead-letter subscription holds anything. DT_ALERT_CHANNEL: an
+# optional notification channel (projects/P/notificationChannels/ID) the alert notifies.
+type run >/dev/null 2>&1 || run() { "$@"; }
+METRICS_DIR="$(mktemp -d)"
+log_metric() {  # name "label ..." [distribution]
+  local name="$1" labels="$2" kind="${3:-}" file="$METRICS_DIR/$1.yaml" label
+  {
+    echo "description: dtconnector $name (see the README's Metrics section)"
+    echo "filter: 'resource.type=\"cloud_run_revision\" AND jsonPayload.message=\"metric\" AND jsonPayload.metric=\"$name\"'"
+    echo "metricDescriptor:"
+    echo "  metricKind: DELTA"
+    if [ "$kind" = distribution ]; then
+      echo "  valueType: DISTRIBUTION"
+      echo "  unit: s"
+    else
+      echo "  valueType: INT64"
+      echo "  unit: '1'"
+    fi
+    if [ -n "$labels" ]; then
+      echo "  labels:"
+      for label in $labels; do printf '  - key: %s\n    valueType: STRING\n' "$label"; done
+      echo "labelExtractors:"
+      for label in $labels; do
+        printf '  %s: EXTRACT(jsonPayload.%s)\n' "$label" "$([ "$label" = event_type ] && echo eventType || echo "$label")"
+      done
+    fi
+    if [ "$kind" = distribution ]; then
+      echo "valueExtractor: EXTRACT(jsonPayload.value)"
+      echo "bucketOptions:"
+      echo "  exponentialBuckets: {numFiniteBuckets: 24, growthFactor: 2, scale: 0.001}"
+    fi
+  } >"$file"
+  run gcloud logging metrics create "$name" --config-from-file="$file" "${G[@]}" >/dev/null 2>&1 \
+    || run gcloud logging metrics update "$name" --config-from-file="$file" "${G[@]}"
+}
+log_metric dt_requests_total "status reason"
+log_metric dt_ack_latency_seconds "status" distribution
+log_metric dt_enqueue_failures_total ""
+log_metric dt_events_processed_total "event_type"
+log_metric dt_handler_runs_total "outcome handler"
+log_metric dt_retries_total ""
+log_metric dt_dead_lettered_total ""
+log_metric dt_stale_state_skipped_total ""
+log_metric dt_end_to_end_lag_seconds "event_type" distribution
+
+ALERT_NAME="dtconnector: events dead-lettered ($DEAD_SUB)"
+CHANNELS=""
+[ -z "${DT_ALERT_CHANNEL:-}" ] || CHANNELS=", \"notificationChannels\": [\"$DT_ALERT_CHANNEL\"]"
+cat >"$METRICS_DIR/dead-letter-policy.json" <<POLICY
+{
+  "displayName": "$ALERT_NAME",
+  "documentation": {"content": "Events whose handlers kept failing are in $DEAD_SUB. Pull them: gcloud pubsub subscriptions pull $DEAD_SUB --project=$PROJECT", "mimeType": "text/markdown"},
+  "combiner": "OR",
+  "conditions": [{
+    "displayName": "dead-letter backlog > 0",
+    "conditionThreshold": {
+      "filter": "resource.type = \"pubsub_subscription\" AND resource.labels.subscription_id = \"$DEAD_SUB\" AND metric.type = \"pubsub.googleapis.com/subscription/num_undelivered_messages\"",
+      "aggregations": [{"alignmentPeriod": "60s", "perSeriesAligner": "ALIGN_MAX"}],
+      "comparison": "COMPARISON_GT",
+      "thresholdValue": 0,
+      "duration": "0s"
+    }
+  }]$CHANNELS
+}
+POLICY
+EXISTING="$(run gcloud alpha monitoring policies list --filter="displayName=\"$ALERT_NAME\"" --format='value(name)' "${G[@]}" 2>/dev/null || true)"
+if [ -z "$EXISTING" ]; then
+  run gcloud alpha monitoring policies create --policy-from-file="$METRICS_DIR/dead-letter-policy.json" "${G[@]}"
+fi
+rm -rf "$METRICS_DIR"
 
 URL="$(gcloud functions describe dt-ingest --region="$REGION" --format='value(serviceConfig.uri)' "${G[@]}")"
 cat <<EOF

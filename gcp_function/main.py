@@ -112,14 +112,18 @@ def event_queue() -> PubSubQueue:
 def receiver():
     from core.receiver import Receiver
 
-    return Receiver(settings(), claim_store(), event_queue())
+    from .metrics import RECORDER
+
+    return Receiver(settings(), claim_store(), event_queue(), metrics=RECORDER)
 
 
 @_per_container
 def worker():
     from core.worker import Worker
 
-    return Worker(settings(), claim_store(), state_store())
+    from .metrics import RECORDER
+
+    return Worker(settings(), claim_store(), state_store(), metrics=RECORDER)
 
 
 def _flask_response(response: Response):
@@ -161,6 +165,14 @@ def message_text(cloud_event) -> str:
         raise BadDelivery(f"Pub/Sub message data is not base64 UTF-8 ({type(exc).__name__})") from None
 
 
+def delivery_attempt(cloud_event) -> int | None:
+    """Which delivery this is, from the push body's ``deliveryAttempt`` (Pub/Sub sets it
+    when the subscription has a dead-letter policy), or None when it is not given."""
+    data = cloud_event.data if isinstance(cloud_event.data, dict) else {}
+    value = data.get("deliveryAttempt")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 @functions_framework.cloud_event
 def process(cloud_event):
     """Returns (HTTP 200: Pub/Sub acks) when the event is handled or was handled before;
@@ -170,9 +182,12 @@ def process(cloud_event):
     except BadDelivery as exc:  # in direct mode, whatever DT (or anyone) published
         event_log(logging.ERROR, "poison message: not a DT event, it will be dead-lettered", reason=str(exc))
         raise
+    app = worker()
     try:
-        worker().process(text)
+        app.process(text)
     except Exception:
+        attempt = delivery_attempt(cloud_event)
+        app.delivery_failed(dead_lettered=attempt is not None and attempt >= app.settings.max_attempts)
         message = (cloud_event.data or {}).get("message") or {}
         event_log(
             logging.WARNING,

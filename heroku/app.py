@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from flask import Flask, Response, request
 
 from core.config import ConfigError
 from core.http import Headers, Request
+from core.http import Response as CoreResponse
 
 from . import runtime
 
@@ -49,6 +51,7 @@ def healthz() -> Response:
 @app.route("/", defaults={"path": ""}, methods=_METHODS, provide_automatic_options=False)
 @app.route("/<path:path>", methods=_METHODS, provide_automatic_options=False)
 def receive(path: str) -> Response:
+    started = time.perf_counter()
     try:
         receiver = runtime.receiver()
     except ConfigError as exc:
@@ -56,7 +59,9 @@ def receive(path: str) -> Response:
     limit = receiver.settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         # Refused from the header, before reading: core would answer the same after reading.
-        return _json(413, {"error": "payload_too_large", "limit": limit}, {"Connection": "close"})
+        refused = CoreResponse(413, {"error": "payload_too_large", "limit": limit})
+        receiver.record(refused, started)
+        return _json(refused.status, refused.payload, {"Connection": "close"})
     body = request.get_data(cache=False)
     result = receiver.handle(Request(request.method, body, Headers(list(request.headers.items())), request.path))
     return Response(result.body, status=result.status, headers=result.all_headers())

@@ -81,7 +81,9 @@ def receiver():
 
     def build():
         logs.configure(os.environ.get("DT_LOG_LEVEL", "INFO"))
-        return Receiver(settings(), claim_store(), queue())
+        from .metrics import RECORDER
+
+        return Receiver(settings(), claim_store(), queue(), metrics=RECORDER)
 
     return _once("receiver", build)
 
@@ -92,6 +94,8 @@ def worker():
 
     def build():
         logs.configure(os.environ.get("DT_LOG_LEVEL", "INFO"))
-        return Worker(settings(), ledger=claim_store(), state=state_store())
+        from .metrics import RECORDER
+
+        return Worker(settings(), ledger=claim_store(), state=state_store(), metrics=RECORDER)
 
     return _once("worker", build)

@@ -41,6 +41,7 @@ RETRY_MAX_S = 300.0
 DEFAULT_SHUTDOWN_GRACE_S = 25.0
 DEFAULT_HEARTBEAT_TTL_S = 30.0
 MAINTENANCE_EVERY_S = 1.0
+BACKLOG_EVERY_S = 60.0  # how often the worker samples the queue's depth (one pipelined round trip)
 
 
 class WorkerShutdown(Exception):
@@ -130,6 +131,7 @@ class QueueWorker:
             self.queue.recover()
             self.queue.promote_due()
             maintained = time.monotonic()
+            sampled = self._sample_backlog()
             failures = 0
             while not self._stopping.is_set():
                 try:
@@ -137,6 +139,8 @@ class QueueWorker:
                         self.queue.recover()
                         self.queue.promote_due()
                         maintained = time.monotonic()
+                        if maintained - sampled >= BACKLOG_EVERY_S:
+                            sampled = self._sample_backlog()
                     message = self.queue.take(self.id, block_s=0 if burst else 1.0)
                     if message is None:
                         if burst and self.queue.promote_due() == 0 and self.queue.recover() == 0:
@@ -161,6 +165,13 @@ class QueueWorker:
             except StoreError as exc:
                 event_log(logging.ERROR, "could not unregister; heartbeat expiry will recover", error=str(exc))
         return taken
+
+    def _sample_backlog(self) -> float:
+        """`sample#dt_queue_backlog`: messages waiting, delayed or being processed."""
+        from core.metrics import QUEUE_BACKLOG
+
+        self.worker.metrics.gauge(QUEUE_BACKLOG, self.queue.depth())
+        return time.monotonic()
 
     def _beat(self, stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_ttl_s / 3):
@@ -189,19 +200,23 @@ class QueueWorker:
             self.queue.ack(self.id, message)
             return
         event_id = message.event_id
+        dead = not self._interrupted and not isinstance(error, EventInFlight) and (
+            isinstance(error, PoisonMessage) or message.attempts >= self.max_attempts
+        )
         if self._interrupted:
             event_log(logging.WARNING, "interrupted by shutdown; will be redelivered", eventId=event_id)
             self.queue.retry(self.id, message, uncount=True)
         elif isinstance(error, EventInFlight):
             event_log(logging.INFO, "held by another worker; retrying after its lease", eventId=event_id)
             self.queue.retry(self.id, message, self.in_flight_delay_s, uncount=True)
-        elif isinstance(error, PoisonMessage) or message.attempts >= self.max_attempts:
+        elif dead:
             event_log(logging.ERROR, "dead-lettered", eventId=event_id, attempts=message.attempts)
             self.queue.dead_letter(self.id, message, f"{type(error).__name__}: {error}")
         else:
             delay = min(self.retry_base_s * 2 ** (message.attempts - 1), RETRY_MAX_S)
             event_log(logging.WARNING, "will retry", eventId=event_id, attempts=message.attempts, delayS=delay)
             self.queue.retry(self.id, message, delay)
+        self.worker.delivery_failed(dead_lettered=dead)
 
 
 def main(argv: list[str] | None = None) -> int:

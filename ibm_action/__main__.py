@@ -55,6 +55,7 @@ def build_ingest(env=None) -> Ingest:
 
     from .claims import CloudantClaimStore
     from .cloudant import CloudantConfig, Docs, RevCache, build_service
+    from .metrics import RECORDER
     from .outbox import CloudantOutbox
 
     env = os.environ if env is None else env
@@ -63,7 +64,7 @@ def build_ingest(env=None) -> Ingest:
     cache = RevCache()  # shared: enqueue and complete reuse the claim write's _rev
     claims = CloudantClaimStore(Docs(service, config.db, cache))
     outbox = CloudantOutbox(Docs(service, config.db, cache))
-    return Ingest(Receiver(Settings.from_env(env), claims, outbox), claims, outbox)
+    return Ingest(Receiver(Settings.from_env(env), claims, outbox, metrics=RECORDER), claims, outbox)
 
 
 def ingest(bound: Mapping[str, str] | None = None) -> Ingest:

@@ -4,6 +4,7 @@ subscription) that follows the events database's changes feed and runs core's `W
     python -m ibm_action.worker              follow the feed until SIGTERM
     python -m ibm_action.worker --once       drain what is pending, then exit
     python -m ibm_action.worker --dead-letters [--requeue]
+                                             (exit status: how many are dead-lettered, for a cron check)
 
 Delivery, the way a queue with redelivery and a dead-letter queue would do it:
 - The feed is read from a checkpoint kept in the `_local/<DT_WORKER_CHECKPOINT>` document
@@ -54,6 +55,7 @@ DEFAULT_RETRY_MAX_S = 300.0
 DEFAULT_LONGPOLL_S = 60.0
 DEFAULT_BATCH = 100
 DEFAULT_CHECKPOINT = "dt-worker"
+MAX_EXIT_COUNT = 125
 
 
 @dataclass
@@ -73,6 +75,7 @@ class WorkerApp:
 def build_worker(env=None) -> WorkerApp:
     from .claims import CloudantClaimStore
     from .cloudant import CloudantConfig, Docs, RevCache, build_service
+    from .metrics import RECORDER
     from .outbox import CloudantOutbox
     from .state import CloudantStateStore
 
@@ -88,7 +91,7 @@ def build_worker(env=None) -> WorkerApp:
     settings = Settings.from_env(env)
     return WorkerApp(
         settings=settings,
-        worker=Worker(settings, ledger, state),
+        worker=Worker(settings, ledger, state, metrics=RECORDER),
         events=events,
         state_docs=state_docs,
         outbox=CloudantOutbox(Docs(service, config.db, cache)),
@@ -189,16 +192,19 @@ class FeedRunner:
         except EventInFlight:
             # Another worker holds it: not an attempt of ours. Look again after a while.
             self._later[doc["_id"]] = self._clock() + max(self.retry_base_s, 1.0)
+            self.app.worker.delivery_failed(dead_lettered=False)
             return
         except (RetryLater, StoreError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, PoisonMessage) or attempts >= self.max_attempts:
                 event_log(logging.ERROR, "dead-lettered", eventId=event_id, attempts=attempts, error=error)
                 self.app.outbox.settle(doc, DEAD, attempts=attempts, error=error)
+                self.app.worker.delivery_failed(dead_lettered=True)
             else:
                 retry_at = self._clock() + self._backoff(attempts)
                 event_log(logging.WARNING, "will retry", eventId=event_id, attempts=attempts, error=error)
                 self.app.outbox.settle(doc, PENDING, attempts=attempts, error=error, retry_at=retry_at)
+                self.app.worker.delivery_failed(dead_lettered=False)
             return
         self.app.outbox.settle(doc, DONE, attempts=attempts)
 
@@ -260,7 +266,10 @@ def _print_dead_letters(runner: FeedRunner, requeue: bool) -> int:
         print(json.dumps(letter, sort_keys=True))
     if requeue:
         print(f"requeued {len(letters)} dead-lettered events", file=sys.stderr)
-    return 0
+        return 0
+    # A cron check alerts on a non-zero status: the number of dead letters, capped where
+    # shells start to reserve codes (errors exit 1 or 2 with a message on stderr).
+    return min(len(letters), MAX_EXIT_COUNT)
 
 
 def main(argv: list[str] | None = None) -> int:

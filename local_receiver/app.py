@@ -13,6 +13,7 @@ from core.config import Settings
 from core.receiver import Receiver
 from core.worker import Worker
 
+from .metrics import PrometheusRecorder, backlog_gauges
 from .queue_runner import QueueRunner
 from .sqlite_store import Database, SQLiteClaimStore, SQLiteQueue, SQLiteStateStore
 
@@ -37,8 +38,9 @@ class LocalApp:
         self.ingest_claims = SQLiteClaimStore(self.db, commit="never")  # ride on the enqueue's commit
         self.queue = SQLiteQueue(self.db)
         self.state = SQLiteStateStore(self.db)
-        self.receiver = Receiver(self.settings, self.ingest_claims, self.queue, clock)
-        self.worker = Worker(self.settings, self.claims, self.state, clock=clock)
+        self.metrics = PrometheusRecorder(backlog_gauges(self.queue.depth))
+        self.receiver = Receiver(self.settings, self.ingest_claims, self.queue, clock, metrics=self.metrics)
+        self.worker = Worker(self.settings, self.claims, self.state, clock=clock, metrics=self.metrics)
         if retry_base_s is None:
             retry_base_s = float(os.environ.get("DT_RETRY_DELAY_S", "1"))
         self.runner = QueueRunner(

@@ -3,6 +3,7 @@
     dtconnector serve [--host 127.0.0.1] [--port 8080] [--db PATH] [--dev]
     dtconnector state [--device ID] [--db PATH]
     dtconnector dead-letters [--requeue] [--db PATH]
+    dtconnector stats [--url URL]                    (metrics of a running receiver)
     dtconnector send --url URL [--secret S] ...      (the DT Cloud emulator)
 """
 
@@ -111,6 +112,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app.receiver.handle,
         lambda: {"status": "ok", "queued": app.queue.depth(), "deadLetters": len(app.queue.dead_letters())},
         settings.max_body_bytes,
+        metrics=app.metrics.exposition,
+        record=app.receiver.record,
     )
     app.runner.idle = server.idle  # the worker yields to requests being answered
     app.start_worker()
@@ -201,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     state.add_argument("--device")
     state.add_argument("--db", default=DEFAULT_DB)
     state.set_defaults(func=cmd_state)
+
+    from .stats import add_stats_parser
+
+    add_stats_parser(sub)
 
     dead = sub.add_parser("dead-letters", help="list (or --requeue) events whose handlers kept failing")
     dead.add_argument("--requeue", action="store_true")

@@ -50,7 +50,9 @@ class QueueRunner:
             if isinstance(exc, PoisonMessage) or message.attempts >= self.max_attempts:
                 event_log(logging.ERROR, "dead-lettered", eventId=message.event_id, attempts=message.attempts)
                 self.queue.dead_letter(message, error)
+                self.worker.delivery_failed(dead_lettered=True)
             else:
+                self.worker.delivery_failed(dead_lettered=False)
                 delay = min(self.retry_base_s * 2 ** (message.attempts - 1), self.retry_max_s)
                 self.queue.retry_later(message, delay, error)
         else:

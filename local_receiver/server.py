@@ -1,12 +1,14 @@
 """A small threaded HTTP/1.1 server in front of `Receiver.handle` (standard library only).
 
-POST on any path is an event; ``GET /healthz`` reports the queue; other methods get 405.
+POST on any path is an event; ``GET /healthz`` reports the queue; ``GET /metrics`` serves
+Prometheus text (when the server is given a `metrics` callable); other methods get 405.
 A body over the limit is refused from its Content-Length, before it is read.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
@@ -22,9 +24,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def do_GET(self) -> None:
-        if self.path.split("?", 1)[0].rstrip("/") == "/healthz":
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if path == "/healthz":
             self._read_body()
             self._send(Response(200, self.server.health()))
+        elif path == "/metrics" and self.server.metrics is not None:
+            self._read_body()
+            self._send_text(self.server.metrics())
         else:
             self._dispatch()
 
@@ -46,8 +52,11 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _dispatch(self) -> None:
+        started = time.perf_counter()
         body = self._read_body()
         if isinstance(body, Response):
+            if self.server.record is not None:
+                self.server.record(body, started)
             self._send(body)
             return
         request = Request(self.command, body, Headers(self.headers.items()), self.path)
@@ -75,6 +84,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def _send_text(self, text: str) -> None:
+        from .metrics import CONTENT_TYPE
+
+        payload = text.encode("utf-8")
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
     def log_message(self, format: str, *args) -> None:  # access logs: core logs each event
         pass
 
@@ -90,9 +109,13 @@ class ReceiverServer(ThreadingHTTPServer):
         handle: Callable[[Request], Response],
         health: Callable[[], dict],
         max_body_bytes: int,
+        metrics: Callable[[], str] | None = None,
+        record: Callable[[Response, float], None] | None = None,
     ):
+        self.record = record  # ingest metrics of answers given before `handle` (413, 400)
         self.handle = handle
         self.health = health
+        self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.in_flight = 0  # requests being handled now (the worker yields to them)
         self.idle = threading.Event()  # set while no request is being handled

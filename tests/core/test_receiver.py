@@ -175,3 +175,26 @@ def test_atomic_outbox_takeover_of_an_expired_claim_enqueues_separately(claim_st
     assert post(receiver, body, signed(body, iat=int(clock.now))).status == 202
     assert outbox.calls == ["claim_and_enqueue", "enqueue"]
     assert queue.depth() == 1
+
+
+def test_a_failing_metrics_recorder_never_changes_the_answer(claim_store, queue):
+    from core.config import Settings
+    from core.http import Headers, Request
+    from core.metrics import LineRecorder, Recorder
+    from core.receiver import Receiver
+    from tests.dt import BASE_ENV, event_body, signed
+
+    class Broken(Recorder):
+        def count(self, name, value=1, **dims):
+            raise RuntimeError("recorder bug")
+
+    class ClosedStream(LineRecorder):
+        def line(self, kind, name, value, dims):
+            return name
+
+    closed = __import__("io").StringIO()
+    closed.close()
+    for recorder in (Broken(), ClosedStream(stream=closed)):
+        receiver = Receiver(Settings.from_env(BASE_ENV), claim_store, queue, metrics=recorder)
+        body = event_body()
+        assert receiver.handle(Request("POST", body, Headers(signed(body)))).status == 202

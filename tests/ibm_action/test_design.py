@@ -178,7 +178,7 @@ def test_dead_letter_cli_lists_and_requeues(ibm):
     ibm.drain()
     out = io.StringIO()
     with redirect_stdout(out):
-        assert worker_module.main(["--dead-letters"]) == 0
+        assert worker_module.main(["--dead-letters"]) == 1  # the count, for a cron check
     [line] = out.getvalue().splitlines()
     letter = json.loads(line)
     assert letter["eventId"] == event_id_of(body) and letter["attempts"] == ibm.max_attempts
@@ -258,3 +258,12 @@ def test_the_harness_counts_past_the_stand_ins_first_page(ibm):
         assert ibm.deliver(body, signed(body)).status == 202
     assert ibm.queue_depth() == 230
     assert ibm.ingest.outbox.depth() == 200  # the stand-in difference this steps around
+
+
+def test_dead_letter_check_exits_zero_when_nothing_is_dead_lettered(ibm):
+    body = event_body()
+    ibm.deliver(body, signed(body))
+    ibm.drain()
+    with redirect_stdout(io.StringIO()) as out:
+        assert worker_module.main(["--dead-letters"]) == 0
+    assert out.getvalue() == ""

@@ -14,6 +14,9 @@ class _Exploding:
     def __init__(self, fail_times: int):
         self.fail_times, self.calls = fail_times, 0
 
+    def delivery_failed(self, dead_lettered: bool) -> None:  # core.worker.Worker's metrics hook
+        pass
+
     def process(self, message):
         self.calls += 1
         if self.calls <= self.fail_times:

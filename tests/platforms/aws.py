@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import itertools
 import json
 import os
@@ -169,6 +170,7 @@ class AwsHarness(Harness):
         self.claim_store = DynamoClaimStore(ddb, self.dedup_table)
         self.state_store = DynamoStateStore(ddb, self.state_table)
         self.queue = SqsEventQueue(sqs, self.queue_url)
+        self.stdout = io.StringIO()  # what Lambda would ship to CloudWatch Logs
         self._activate()
 
     # The entry points read os.environ and cache per container: give them this harness's
@@ -183,6 +185,9 @@ class AwsHarness(Harness):
                 del os.environ[key]
             os.environ.update(self.env)
             handler.reset()
+            from aws_lambda.metrics import RECORDER
+
+            RECORDER.stream = self.stdout
             AwsHarness._active = self
 
     def new_container(self) -> None:
@@ -262,6 +267,11 @@ class AwsHarness(Harness):
             ids.append(attr["StringValue"] if attr else json.loads(m["Body"])["event"]["eventId"])
         return ids
 
+    def metrics(self):
+        from tests.metrics_native import parse_emf
+
+        return parse_emf(self.stdout.getvalue().splitlines())
+
     @contextlib.contextmanager
     def broken(self, part: str):
         """Every call on that part's table or queue fails as botocore fails when the
@@ -287,6 +297,9 @@ class AwsHarness(Harness):
 
         with AwsHarness._activate_lock:
             if AwsHarness._active is self:
+                from aws_lambda.metrics import RECORDER
+
+                RECORDER.stream = None
                 handler.reset()
                 for key in self.env:
                     os.environ.pop(key, None)

@@ -19,6 +19,7 @@ import binascii
 import contextlib
 import functools
 import json
+import logging
 import os
 import re
 import shutil
@@ -110,6 +111,18 @@ def reply_of(response) -> Reply:
     return Reply(response.status_code, response.get_body().decode("utf-8"), headers)
 
 
+METRICS_LOGGER = "dtconnector_metrics"
+
+
+class _RecordList(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 class AzureHarness(Harness):
     def __init__(self, stand_in: "AzureStandIn", env: Mapping[str, str]):
         from azure.storage.queue import QueueClient
@@ -121,6 +134,7 @@ class AzureHarness(Harness):
         suffix = uuid.uuid4().hex[:16]
         self.queue_name = f"dt-events-{suffix}"
         self.settings = {
+            "DT_MAX_ATTEMPTS": str(self.max_attempts),  # = host.json's maxDequeueCount, as deployed
             **env,
             "AzureWebJobsStorage": stand_in.connection,
             "DT_QUEUE_NAME": self.queue_name,
@@ -133,6 +147,8 @@ class AzureHarness(Harness):
                 del os.environ[key]
         os.environ.update(self.settings)
         function_app.reset()
+        self._metric_records = _RecordList()  # what the host's log handler would receive
+        logging.getLogger(METRICS_LOGGER).addHandler(self._metric_records)
         self.functions = functions_by_name()
         # The queue and account the trigger binding names, resolved from the app settings
         # as the host does, read raw (the host sees the base64 text), and its poison queue.
@@ -241,9 +257,15 @@ class AzureHarness(Harness):
         finally:
             setattr(target, attribute, real)
 
+    def metrics(self):
+        from tests.metrics_native import parse_custom_dimensions
+
+        return parse_custom_dimensions(r.custom_dimensions for r in self._metric_records.records)
+
     def close(self) -> None:
         from azure.core.exceptions import ResourceNotFoundError
 
+        logging.getLogger(METRICS_LOGGER).removeHandler(self._metric_records)
         self.module.reset()
         os.environ.clear()
         os.environ.update(self._saved)

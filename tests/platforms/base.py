@@ -85,6 +85,12 @@ class Harness(abc.ABC):
         """Forget everything the entry points built and cached, so the next request meets
         a fresh container (a cold start) that builds its configuration again."""
 
+    def metrics(self):
+        """The metrics this harness's entry points emitted so far, read back from the
+        platform's native form (`tests.metrics_native`): counters summed, histograms as
+        observation counts, per (name, dimensions)."""
+        raise NotImplementedError
+
     def device_state(self, device_id: str) -> dict[str, DeviceState]:
         return {s.event_type: s for s in self.state_store.get_device(device_id)}
 

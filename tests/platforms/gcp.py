@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import os
 import shutil
 import signal
@@ -258,6 +259,7 @@ class GcpHarness(Harness):
         }
         self._prefetched: dict[str, object] = {}  # message id -> ReceivedMessage (leased)
         self._dead: list[str] = []
+        self.stdout = io.StringIO()  # what Cloud Logging would parse into jsonPayload
         self._activate()
 
     # -- the container the entry points see ------------------------------------------
@@ -271,6 +273,9 @@ class GcpHarness(Harness):
                     del os.environ[key]
                 os.environ.update(self.env)
                 main.reset()
+                from gcp_function.metrics import RECORDER
+
+                RECORDER.stream = self.stdout
                 self._si.active = self
         return main
 
@@ -337,6 +342,8 @@ class GcpHarness(Harness):
                     "publish_time": published,
                 },
                 "subscription": self.subscription,
+                # Pub/Sub's push body carries it when the subscription has a dead-letter policy.
+                "deliveryAttempt": received.delivery_attempt,
             },
         )
         return to_binary(event)
@@ -361,6 +368,11 @@ class GcpHarness(Harness):
                     sub.modify_ack_deadline(
                         request={"subscription": self.subscription, "ack_ids": [received.ack_id], "ack_deadline_seconds": 0}
                     )
+
+    def metrics(self):
+        from tests.metrics_native import parse_json_log
+
+        return parse_json_log(self.stdout.getvalue().splitlines())
 
     def inject_message(self, message: str) -> None:
         import json

@@ -10,6 +10,7 @@ ConnectionError, as with a dead server, and the adapter has to translate it.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import socket
@@ -144,6 +145,10 @@ class HerokuHarness(Harness):
         self._log_state = (list(core_log.handlers), core_log.propagate, core_log.level)
         self._runtime = runtime
         runtime.reset()
+        from heroku.metrics import RECORDER
+
+        self.stdout = io.StringIO()  # what Logplex would carry to a metrics add-on
+        RECORDER.stream = self.stdout
         self.client = app.test_client()
         self._dead_port_socket: socket.socket | None = None
 
@@ -183,6 +188,11 @@ class HerokuHarness(Harness):
     def dead_letters(self) -> list[str]:
         return [d["eventId"] for d in self.queue.dead_letters()]
 
+    def metrics(self):
+        from tests.metrics_native import parse_l2met
+
+        return parse_l2met(self.stdout.getvalue().splitlines())
+
     def dead_client(self):
         """A client built like the real one, for a loopback port where nothing listens."""
         from heroku.connection import connect
@@ -211,6 +221,10 @@ class HerokuHarness(Harness):
             delete_prefix(self.url, self.prefix)
         finally:
             self._runtime.reset()
+            from heroku.metrics import RECORDER
+
+            if RECORDER.stream is self.stdout:
+                RECORDER.stream = None
             restore_env(self._saved)
             core_log.handlers[:], core_log.propagate, level = self._log_state
             core_log.setLevel(level)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -113,6 +114,10 @@ class IBMHarness(Harness):
         os.environ.update(self.env)
         entry.reset()
         worker.reset()
+        from ibm_action.metrics import RECORDER
+
+        self.stdout = io.StringIO()  # what IBM Cloud Logs would parse
+        RECORDER.stream = self.stdout
         self.runner().prepare()  # what the worker does at start: databases and index
         self.ingest = entry.ingest()
         self.claim_store = self.ingest.claims
@@ -178,7 +183,16 @@ class IBMHarness(Harness):
             for docs, service in zip(targets, real):
                 docs.service = service
 
+    def metrics(self):
+        from tests.metrics_native import parse_json_log
+
+        return parse_json_log(self.stdout.getvalue().splitlines())
+
     def close(self) -> None:
+        from ibm_action.metrics import RECORDER
+
+        if RECORDER.stream is self.stdout:
+            RECORDER.stream = None
         app = self._worker.app()
         for docs in (app.events, app.state_docs):
             with contextlib.suppress(Exception):

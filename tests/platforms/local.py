@@ -71,6 +71,11 @@ class LocalHarness(Harness):
         finally:
             db._conn = real
 
+    def metrics(self):
+        from tests.metrics_native import parse_prometheus
+
+        return parse_prometheus(self.app.metrics.exposition())
+
     def close(self) -> None:
         self.app.db.close()
 
