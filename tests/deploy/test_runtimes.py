@@ -82,3 +82,7 @@ def test_a_malformed_row_is_an_error(tmp_path):
     bad.write_text("aws\tpython3.12\t-\t\thttps://x\n")
     with pytest.raises(ValueError, match="no end-of-life date"):
         runtimes.load(bad)
+
+
+def test_the_documented_table_is_the_tsv():
+    assert runtimes.markdown(ROWS) in (ROOT / "deploy" / "runtimes.md").read_text()
