@@ -74,8 +74,11 @@ ENUMERATION = re.compile(
 OCLIF_OPTIONS = re.compile(r"<options:\s*([^>]+)>")
 
 
+OVERSTRIKE = re.compile(r".\x08")  # man pages' bold (awscli's help): "N\bN"
+
+
 def plain(text: str) -> str:
-    return ANSI.sub("", text)
+    return OVERSTRIKE.sub("", ANSI.sub("", text))
 
 
 def flags_in(text: str) -> Set[str]:
@@ -293,6 +296,7 @@ class Result:
     flags_checked: int = 0
     values_checked: int = 0
     unchecked: Optional[str] = None  # why no check was possible (a CLI without help text)
+    path: Tuple[str, ...] = ()  # the command the help resolved it to
 
 
 def check_command(argv: Sequence[str], helper: Callable[[Sequence[str]], CommandHelp]) -> Result:
@@ -321,7 +325,7 @@ def check_command(argv: Sequence[str], helper: Callable[[Sequence[str]], Command
             values += 1
             if not value_allowed(given, allowed):
                 problems.append(f"{' '.join(helped.path)}: {name} {given!r} is not one of {', '.join(allowed)}")
-    return Result(list(argv), problems, flags, values)
+    return Result(list(argv), problems, flags, values, path=helped.path)
 
 
 def _is_value_of(words: Sequence[str], i: int, helped: CommandHelp) -> bool:
@@ -434,7 +438,8 @@ def report(name: str, results: List[Result], out=sys.stdout) -> int:
     checked = [r for r in results if r.unchecked is None]
     bad = [r for r in checked if r.problems]
     print(
-        f"{name}: {len(checked)} distinct commands checked, "
+        f"{name}: {len(checked)} distinct command lines checked "
+        f"({len({r.path for r in checked if r.path})} distinct subcommands), "
         f"{sum(r.flags_checked for r in checked)} flags, {sum(r.values_checked for r in checked)} enumerated values; "
         f"{len(bad)} failed; {len(results) - len(checked)} not checkable",
         file=out,
