@@ -67,11 +67,13 @@ LONG_FLAG = re.compile(r"(?<![\w\-\[])--(\[no-\])?([a-zA-Z0-9][a-zA-Z0-9\-]*)")
 SHORT_FLAG = re.compile(r"(?<![\w\-])-([a-zA-Z])(?![\w\-])")
 # A flag's definition line: "--flag=X", "-f, --flag", "`--flag`, `-f`", "--flag -f : ...".
 DEFINITION = re.compile(r"^\s*`?(--?[a-zA-Z0-9]|-[a-zA-Z],)")
+HEADER = re.compile(r"^\s*[A-Z][A-Za-z ]*:?\s*$")  # "Arguments", "Options:", "FLAGS"
 ENUMERATION = re.compile(
     r"(?:must be one of|Allowed values|Valid values are|Valid values:)\s*:?\s*(.+?)(?:\.(?:\s|$)|$)",
     re.IGNORECASE,
 )
 OCLIF_OPTIONS = re.compile(r"<options:\s*([^>]+)>")
+CLICK_CHOICES = re.compile(r"\[([\w.\-]+(?:\|[\w.\-]+)+)\]")  # click: "--output [text|json]"
 
 
 OVERSTRIKE = re.compile(r".\x08")  # man pages' bold (awscli's help): "N\bN"
@@ -84,14 +86,49 @@ def plain(text: str) -> str:
 def flags_in(text: str) -> Set[str]:
     """Every --flag (both forms of gcloud's --[no-]flag) and -f the text defines or mentions."""
     flags: Set[str] = set()
-    for line in plain(text).splitlines():
+    lines = plain(text).splitlines()
+    starts = set(_definitions(lines))
+    for i, line in enumerate(lines):
         for negatable, name in LONG_FLAG.findall(line):
             flags.add("--" + name)
             if negatable:
                 flags.add("--no-" + name)
-        if DEFINITION.match(line):
+        if i in starts:
             flags.update("-" + f for f in SHORT_FLAG.findall(line))
     return flags
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _definitions(lines: List[str]) -> List[int]:
+    """Indexes of the lines that define a flag. A wrapped description line that happens to
+    start with a flag is not one: it sits at or below the indentation of the line before it,
+    while a definition follows a blank line, a shallower line's end, or another definition."""
+    found: List[int] = []
+    for i, line in enumerate(lines):
+        if not DEFINITION.match(line):
+            continue
+        previous = lines[i - 1] if i else ""
+        after_definition = bool(found) and found[-1] == i - 1
+        if (not previous.strip() or _indent(line) < _indent(previous)
+                or (after_definition and _indent(line) == _indent(previous))
+                or (HEADER.match(previous) and _indent(line) > _indent(previous))):
+            found.append(i)
+    return found
+
+
+def _defined_names(line: str) -> List[str]:
+    """The flags a definition line defines: those before its description ("  --a, -b   text",
+    "--a -b : text"), not flags its description mentions."""
+    head = _head(line.strip())
+    return ["--" + name for _, name in LONG_FLAG.findall(head)]
+
+
+def _head(text: str) -> str:
+    cut = re.search(r" : |(?<=\S) {2,}", text)
+    return text[: cut.start()] if cut else text
 
 
 def _values(listed: str) -> Optional[List[str]]:
@@ -106,17 +143,20 @@ def choices_in(text: str) -> Dict[str, List[str]]:
     """flag -> its enumerated values, from the block of help text that defines the flag."""
     result: Dict[str, List[str]] = {}
     lines = plain(text).splitlines()
-    starts = [i for i, line in enumerate(lines) if DEFINITION.match(line)]
+    starts = _definitions(lines)
     for n, start in enumerate(starts):
         end = starts[n + 1] if n + 1 < len(starts) else len(lines)
-        names = ["--" + name for _, name in LONG_FLAG.findall(lines[start])]
+        names = _defined_names(lines[start])
         if not names:
             continue
         block = " ".join(line.strip() for line in lines[start:end])
         block = re.sub(r"(\w)- (\w)", r"\1-\2", block)  # a value wrapped at its hyphen
         values = None
         found = OCLIF_OPTIONS.search(block)
-        if found:
+        click = CLICK_CHOICES.search(_head(lines[start].strip()))
+        if click:
+            values = click.group(1).split("|")
+        elif found:
             values = [v.strip() for v in found.group(1).split("|") if v.strip()]
         else:
             found = ENUMERATION.search(block)

@@ -149,3 +149,29 @@ def test_every_deploy_script_dry_runs_without_credentials(platform):
     assert status == 0, err
     assert cd.commands_in(out)
     assert cd.FAKE_ENV["DT_SIGNATURE_SECRET"] not in out + err
+
+
+def test_az_flags_mentioned_in_a_description_get_no_values_of_their_own():
+    text = (HELP / "az-role-assignment-create.txt").read_text()
+    choices = cd.choices_in(text)
+    assert choices["--assignee-principal-type"] == ["ForeignGroup", "Group", "ServicePrincipal", "User"]
+    assert "--assignee-object-id" not in choices  # only mentioned in the next flag's description
+    assert choices["--output"] == ["json", "jsonc", "none", "table", "tsv", "yaml", "yamlc"]
+    assert {"--role", "--scope", "--name", "-n", "--output", "-o", "--subscription"} <= cd.flags_in(text)
+
+    def helper(argv):
+        return cd.CommandHelp(("az", "role", "assignment", "create"), cd.flags_in(text), choices)
+
+    ok = ["az", "role", "assignment", "create", "--assignee-object-id", "1111", "--assignee-principal-type",
+          "ServicePrincipal", "--role", "Storage Blob Data Owner", "--scope", "/s", "--output", "none"]
+    assert cd.check_command(ok, helper).problems == []
+    bad = ok[:7] + ["Robot"] + ok[8:]
+    assert cd.check_command(bad, helper).problems == [
+        "az role assignment create: --assignee-principal-type 'Robot' is not one of ForeignGroup, Group, ServicePrincipal, User"]
+
+
+def test_sam_click_options_and_their_choices():
+    text = (HELP / "sam-build.txt").read_text()
+    assert {"--use-container", "--no-use-container", "-u", "--template-file", "--build-dir"} <= cd.flags_in(text)
+    assert cd.choices_in(text)["--mount-with"] == ["READ", "WRITE"]
+    assert "--use-containers" not in cd.flags_in(text)
