@@ -46,25 +46,6 @@ elif ! "$PYTHON" -c "import boto3, sys; sys.exit(boto3.session.Session().get_cre
     die "no AWS credentials found: configure them (aws configure / AWS_PROFILE / AWS_ACCESS_KEY_ID)"
 fi
 
-# The template's runtime: within its end of life, and buildable here.
-RUNTIME="$(grep -m1 -oE 'Runtime: *python[0-9.]+' "$ROOT/aws_lambda/bundle/template.yaml" | grep -oE 'python[0-9.]+')"
-[ -n "$RUNTIME" ] || die "no python Runtime in aws_lambda/bundle/template.yaml"
-check_runtime aws "$RUNTIME"
-BUILD_FLAGS=()
-if "$RUNTIME" -c 'import sys' >/dev/null 2>&1; then
-    :  # sam build finds it on PATH
-elif docker info >/dev/null 2>&1; then
-    echo "deploy-aws: $RUNTIME is not on PATH: building in a container (sam build --use-container)"
-    BUILD_FLAGS=(--use-container)
-elif dry_run; then
-    warn "$RUNTIME is not on PATH and Docker does not answer: a real deploy stops here; printing the container build"
-    BUILD_FLAGS=(--use-container)
-else
-    die "sam build needs $RUNTIME (the template's runtime) on PATH, or Docker to build in a container.
-  Install Python ${RUNTIME#python} (https://www.python.org/downloads/, or e.g. 'pyenv install ${RUNTIME#python}',
-  'uv python install ${RUNTIME#python}', 'apt install $RUNTIME'), or install and start Docker."
-fi
-
 if [ -z "${DT_SIGNATURE_SECRET_ARN:-}" ] && [ -z "${DT_SIGNATURE_SECRET:-}" ]; then
     die "set DT_SIGNATURE_SECRET_ARN (a Secrets Manager secret, preferred) or DT_SIGNATURE_SECRET
   to the Data Connector's signature secret; without one every event would be refused"
@@ -86,6 +67,25 @@ SRC="$WORK/src"
 if [ -n "${DT_HANDLERS_FILE:-}" ]; then
     [ -f "$DT_HANDLERS_FILE" ] || die "DT_HANDLERS_FILE=$DT_HANDLERS_FILE does not exist"
     cp "$DT_HANDLERS_FILE" "$SRC/handlers.py"
+fi
+
+# The template's runtime: within its end of life, and buildable here.
+RUNTIME="$(grep -m1 -oE 'Runtime: *python[0-9.]+' "$ROOT/aws_lambda/bundle/template.yaml" | grep -oE 'python[0-9.]+')"
+[ -n "$RUNTIME" ] || die "no python Runtime in aws_lambda/bundle/template.yaml"
+check_runtime aws "$RUNTIME"
+BUILD_FLAGS=()
+if [[ " ${DT_SAM_BUILD_FLAGS:-} " == *" --use-container "* ]] || "$RUNTIME" -c 'import sys' >/dev/null 2>&1; then
+    :  # sam build finds it on PATH (or was told to use a container)
+elif docker info >/dev/null 2>&1; then
+    echo "deploy-aws: $RUNTIME is not on PATH: building in a container (sam build --use-container)"
+    BUILD_FLAGS=(--use-container)
+elif dry_run; then
+    warn "$RUNTIME is not on PATH and Docker does not answer: a real deploy stops here; printing the container build"
+    BUILD_FLAGS=(--use-container)
+else
+    die "sam build needs $RUNTIME (the template's runtime) on PATH, or Docker to build in a container.
+  Install Python ${RUNTIME#python} (https://www.python.org/downloads/, or e.g. 'pyenv install ${RUNTIME#python}',
+  'uv python install ${RUNTIME#python}', 'apt install $RUNTIME'), or install and start Docker."
 fi
 
 # shellcheck disable=SC2086  # DT_SAM_BUILD_FLAGS is a list of flags

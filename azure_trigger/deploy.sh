@@ -30,17 +30,17 @@
 set -euo pipefail
 
 DEPLOY_NAME=deploy-azure
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd "${BASH_SOURCE[0]%/*}/.." && pwd)
 # shellcheck source=../scripts/deploy-lib.sh
 source "$ROOT/scripts/deploy-lib.sh"
 
 PLAN=${DT_AZURE_PLAN:-flex}
 case "$PLAN" in flex|consumption) ;; *) die "DT_AZURE_PLAN must be flex or consumption" ;; esac
 PY_VERSION=${DT_AZURE_PYTHON:-3.12}
-check_runtime azure "$PY_VERSION"
 
 require_cli az "the Azure CLI (az) is not installed: https://learn.microsoft.com/cli/azure/install-azure-cli"
 require_cli func "Azure Functions Core Tools (func) is not installed: https://learn.microsoft.com/azure/azure-functions/functions-run-local (npm i -g azure-functions-core-tools@4)"
+check_runtime azure "$PY_VERSION"
 SUBSCRIPTION=$(query "00000000-0000-0000-0000-000000000000" az account show --query id --output tsv 2>/dev/null) \
   || die "not logged in to Azure: run 'az login' (and 'az account set --subscription ...')"
 

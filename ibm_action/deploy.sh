@@ -20,6 +20,7 @@
 set -euo pipefail
 
 DEPLOY_NAME=deploy-ibm
+DEPLOY_EXIT=2
 # shellcheck source=../scripts/deploy-lib.sh
 source "$(dirname "$0")/../scripts/deploy-lib.sh"
 

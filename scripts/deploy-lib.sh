@@ -27,13 +27,14 @@
 # Secrets are printed as '***'; user:password@ in a URL as ***@.
 
 DEPLOY_NAME=${DEPLOY_NAME:-deploy}
-DEPLOY_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+DEPLOY_EXIT=${DEPLOY_EXIT:-1}  # die's exit status
+DEPLOY_LIB_DIR=$(cd "${BASH_SOURCE[0]%/*}" && pwd)
 DRY_RUN_PREFIX="DRY-RUN:"
 MASKED_VARS=(DT_SIGNATURE_SECRET DT_SIGNATURE_SECRET_PREVIOUS CLOUDANT_APIKEY CLOUDANT_PASSWORD
   CLOUDANT_URL HEROKU_API_KEY AZURE_STORAGE_KEY)
 _MASKED_VALUES=()
 
-die() { echo "$DEPLOY_NAME: $*" >&2; exit 1; }
+die() { echo "$DEPLOY_NAME: $*" >&2; exit "$DEPLOY_EXIT"; }
 warn() { echo "$DEPLOY_NAME: $*" >&2; }
 dry_run() { [ "${DRY_RUN:-0}" = 1 ]; }
 
@@ -103,7 +104,9 @@ require_cli() {
 }
 
 check_runtime() {
-  local status=0
-  python3 "$DEPLOY_LIB_DIR/runtimes.py" check "$1" "$2" || status=$?
+  local status=0 python=${PYTHON:-python3}
+  command -v "$python" >/dev/null 2>&1 || python=python3
+  command -v "$python" >/dev/null 2>&1 || die "python3 is needed to check the runtime's end of life"
+  "$python" "$DEPLOY_LIB_DIR/runtimes.py" check "$1" "$2" || status=$?
   [ "$status" = 0 ] || die "refusing to deploy on runtime '$2' (see above)"
 }
