@@ -17,7 +17,7 @@ DIR_ibm    := ibm_action
 DIR_heroku := heroku
 PLATFORMS  := aws gcp azure ibm heroku
 
-.PHONY: help run test fuzz bench bundle-% deploy-% clean
+.PHONY: help run test fuzz bench bundle-% deploy-% check-deploy clean
 
 help:
 	@echo "make run            start the local receiver on SQLite ($(HOST):$(PORT))"
@@ -26,6 +26,7 @@ help:
 	@echo "make fuzz           long property-based campaign against every entry point"
 	@echo "make bundle-<p> DEST=dir   deployable folder for p in: $(PLATFORMS)"
 	@echo "make deploy-<p>     deploy with the cloud's own CLI"
+	@echo "make check-deploy   dry-run every deploy script, check each command against the CLIs' help"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +62,13 @@ bundle-%: $(VENV)/.run-deps
 deploy-%: $(VENV)/.run-deps
 	@test -f "$(DIR_$*)/deploy.sh" || (echo "no deploy script for '$*' (one of: $(PLATFORMS))" >&2; exit 2)
 	MODE=$(MODE) bash $(DIR_$*)/deploy.sh
+
+# Not part of `make test`: installs the cloud CLIs (SAM, AWS and Azure CLI from PyPI, Heroku
+# from npm) into .venv-deploy/ once, then checks every command the deploy scripts print in
+# dry-run. gcloud comes from PATH; ibmcloud from scripts/cli-reference/.
+check-deploy:
+	@bash scripts/check-deploy-deps.sh
+	python3 scripts/check_deploy.py $(PLATFORMS_TO_CHECK)
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .hypothesis build dist *.egg-info

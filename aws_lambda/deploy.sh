@@ -12,8 +12,12 @@
 #   DT_HANDLERS               modules to load (default: handlers)
 #   DT_MAX_ATTEMPTS           deliveries before dead-lettering (default: 5)
 #   DT_LOG_LEVEL              DEBUG, INFO, WARNING or ERROR (default: INFO)
-#   DT_SAM_BUILD_FLAGS        extra `sam build` flags, e.g. --use-container when
-#                             python3.12 is not installed locally
+#   DT_SAM_BUILD_FLAGS        extra `sam build` flags
+#   DRY_RUN=1                 print the sam/aws commands instead of running them
+#                             (scripts/deploy-lib.sh; no credentials needed)
+#
+# `sam build` needs the template's Python (python3.12) on PATH; without it the script builds
+# in a container (--use-container) when Docker works, and otherwise says what to install.
 set -euo pipefail
 
 # MODE=direct: DT publishes into SQS itself (no ingest); its steps live in deploy-direct.sh.
@@ -21,28 +25,28 @@ if [ "${MODE:-http}" = direct ]; then
     exec bash "$(dirname "${BASH_SOURCE[0]}")/deploy-direct.sh"
 fi
 
-die() {
-    echo "deploy-aws: $*" >&2
-    exit 1
-}
-
+DEPLOY_NAME=deploy-aws
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=../scripts/deploy-lib.sh
+source "$ROOT/scripts/deploy-lib.sh"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON="$(command -v python3 || true)"
 [ -n "$PYTHON" ] || die "python3 is needed to assemble the bundle"
 
-command -v sam >/dev/null 2>&1 || die "the AWS SAM CLI ('sam') is not installed.
+require_cli sam "the AWS SAM CLI ('sam') is not installed.
   Install it: https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/install-sam-cli.html"
 
+HAVE_AWS=0
+if dry_run || command -v aws >/dev/null 2>&1; then HAVE_AWS=1; fi
 REGION="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
-if [ -z "$REGION" ] && command -v aws >/dev/null 2>&1; then
-    REGION="$(aws configure get region 2>/dev/null || true)"
+if [ -z "$REGION" ] && [ "$HAVE_AWS" = 1 ]; then
+    REGION="$(query "eu-west-1" aws configure get region 2>/dev/null || true)"
 fi
 [ -n "$REGION" ] || die "no AWS region: set AWS_REGION (e.g. AWS_REGION=eu-west-1 make deploy-aws)"
 
-if command -v aws >/dev/null 2>&1; then
-    aws sts get-caller-identity --region "$REGION" >/dev/null 2>&1 \
-        || die "no usable AWS credentials: run 'aws configure' or 'aws sso login', or set AWS_PROFILE"
+if [ "$HAVE_AWS" = 1 ]; then
+    check_login "no usable AWS credentials: run 'aws configure' or 'aws sso login', or set AWS_PROFILE" \
+        aws sts get-caller-identity --region "$REGION"
 elif ! "$PYTHON" -c "import boto3, sys; sys.exit(boto3.session.Session().get_credentials() is None)" 2>/dev/null; then
     die "no AWS credentials found: configure them (aws configure / AWS_PROFILE / AWS_ACCESS_KEY_ID)"
 fi
@@ -70,11 +74,30 @@ if [ -n "${DT_HANDLERS_FILE:-}" ]; then
     cp "$DT_HANDLERS_FILE" "$SRC/handlers.py"
 fi
 
+# The template's runtime: within its end of life, and buildable here.
+RUNTIME="$(grep -m1 -oE 'Runtime: *python[0-9.]+' "$ROOT/aws_lambda/bundle/template.yaml" | grep -oE 'python[0-9.]+')"
+[ -n "$RUNTIME" ] || die "no python Runtime in aws_lambda/bundle/template.yaml"
+check_runtime aws "$RUNTIME"
+BUILD_FLAGS=()
+if [[ " ${DT_SAM_BUILD_FLAGS:-} " == *" --use-container "* ]] || "$RUNTIME" -c 'import sys' >/dev/null 2>&1; then
+    :  # sam build finds it on PATH (or was told to use a container)
+elif docker info >/dev/null 2>&1; then
+    echo "deploy-aws: $RUNTIME is not on PATH: building in a container (sam build --use-container)"
+    BUILD_FLAGS=(--use-container)
+elif dry_run; then
+    warn "$RUNTIME is not on PATH and Docker does not answer: a real deploy stops here; printing the container build"
+    BUILD_FLAGS=(--use-container)
+else
+    die "sam build needs $RUNTIME (the template's runtime) on PATH, or Docker to build in a container.
+  Install Python ${RUNTIME#python} (https://www.python.org/downloads/, or e.g. 'pyenv install ${RUNTIME#python}',
+  'uv python install ${RUNTIME#python}', 'apt install $RUNTIME'), or install and start Docker."
+fi
+
 # shellcheck disable=SC2086  # DT_SAM_BUILD_FLAGS is a list of flags
-sam build \
+run sam build \
     --template-file "$SRC/template.yaml" \
     --build-dir "$WORK/build" \
-    ${DT_SAM_BUILD_FLAGS:-}
+    ${BUILD_FLAGS[@]+"${BUILD_FLAGS[@]}"} ${DT_SAM_BUILD_FLAGS:-}
 
 quoted() {
     printf '"%s"' "${1//\"/\\\"}"
@@ -90,7 +113,7 @@ else
     PARAMS+=("SignatureSecret=$(quoted "$DT_SIGNATURE_SECRET")" 'SignatureSecretArn=""')
 fi
 
-sam deploy \
+run sam deploy \
     --template-file "$WORK/build/template.yaml" \
     --stack-name "$STACK" \
     --region "$REGION" \
@@ -100,8 +123,8 @@ sam deploy \
     --no-fail-on-empty-changeset \
     --parameter-overrides "${PARAMS[@]}"
 
-if command -v aws >/dev/null 2>&1; then
-    URL="$(aws cloudformation describe-stacks --stack-name "$STACK" --region "$REGION" \
+if [ "$HAVE_AWS" = 1 ]; then
+    URL="$(query "https://0000000000.execute-api.$REGION.amazonaws.com/" aws cloudformation describe-stacks --stack-name "$STACK" --region "$REGION" \
         --query "Stacks[0].Outputs[?OutputKey=='IngestUrl'].OutputValue" --output text)"
     echo "deploy-aws: point the DT Data Connector at $URL"
 fi

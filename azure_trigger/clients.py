@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from functools import cached_property
+from typing import Iterator, Mapping, Optional, Union
 
 from core.config import ConfigError
 from core.ports import StoreError
@@ -36,9 +38,68 @@ RETRIES = 2
 BACKOFF_S = 0.25
 
 
+IDENTITY_PREFIX = "AzureWebJobsStorage__"
+_ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}")
+_SERVICE_URI = re.compile(r"https?://[^\s/?#]+/?[^\s?#]*")
+
+
+@dataclass(frozen=True)
+class IdentityConnection:
+    """The storage account reached with an identity instead of a key: the Flex Consumption
+    plan's model (deploy.sh sets AzureWebJobsStorage__accountName, __credential=managedidentity
+    and __clientId, and no connection string). The queue trigger reads the same settings, so
+    ingest's queue and the trigger's queue are one.
+    """
+
+    table_endpoint: str
+    queue_endpoint: str
+    managed_identity: bool  # __credential=managedidentity: ManagedIdentityCredential only
+    client_id: Optional[str] = None  # a user-assigned identity; None: the system-assigned one
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Optional["IdentityConnection"]:
+        def setting(name: str) -> str:
+            return (env.get(IDENTITY_PREFIX + name) or "").strip()
+
+        account = setting("accountName")
+        tables, queues = setting("tableServiceUri"), setting("queueServiceUri")
+        if not (account or tables or queues):
+            return None
+        if account and not _ACCOUNT_NAME.fullmatch(account):
+            raise ConfigError(f"{IDENTITY_PREFIX}accountName is not a storage account name (3-24 lowercase letters and digits)")
+        for name, uri in (("tableServiceUri", tables), ("queueServiceUri", queues)):
+            if uri and not _SERVICE_URI.fullmatch(uri):
+                raise ConfigError(f"{IDENTITY_PREFIX}{name} is not an http(s) URL")
+            if not uri and not account:
+                raise ConfigError(f"{IDENTITY_PREFIX}{name} (or {IDENTITY_PREFIX}accountName) is not set")
+        credential = setting("credential").lower()
+        if credential not in ("", "managedidentity"):
+            raise ConfigError(f"{IDENTITY_PREFIX}credential must be managedidentity (or unset)")
+        return cls(
+            table_endpoint=tables or f"https://{account}.table.core.windows.net",
+            queue_endpoint=queues or f"https://{account}.queue.core.windows.net",
+            managed_identity=credential == "managedidentity",
+            client_id=setting("clientId") or None,
+        )
+
+    @cached_property
+    def credential(self):
+        """One token credential for the tables and the queue (azure-identity, imported here)."""
+        if self.managed_identity:
+            from azure.identity import ManagedIdentityCredential
+
+            return ManagedIdentityCredential(client_id=self.client_id) if self.client_id else ManagedIdentityCredential()
+        from azure.identity import DefaultAzureCredential
+
+        return DefaultAzureCredential(managed_identity_client_id=self.client_id)
+
+
+Connection = Union[str, IdentityConnection]
+
+
 @dataclass(frozen=True)
 class AzureConfig:
-    connection: str  # never logged, never put in an error message
+    connection: Connection  # a connection string is never logged, never put in an error message
     queue_name: str
     dedup_table: str
     state_table: str
@@ -46,10 +107,15 @@ class AzureConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "AzureConfig":
         env = os.environ if env is None else env
-        connection = (env.get("DT_STORAGE_CONNECTION") or env.get("AzureWebJobsStorage") or "").strip()
+        connection: Connection = (env.get("DT_STORAGE_CONNECTION") or env.get("AzureWebJobsStorage") or "").strip()
         if not connection:
-            raise ConfigError("AzureWebJobsStorage (or DT_STORAGE_CONNECTION) is not set")
-        if connection.replace(" ", "").lower() == "usedevelopmentstorage=true":
+            connection = IdentityConnection.from_env(env) or ""
+        if not connection:
+            raise ConfigError(
+                "AzureWebJobsStorage (or DT_STORAGE_CONNECTION, or the identity-based "
+                f"{IDENTITY_PREFIX}accountName) is not set"
+            )
+        if isinstance(connection, str) and connection.replace(" ", "").lower() == "usedevelopmentstorage=true":
             connection = DEVELOPMENT_STORAGE  # the SDKs do not expand this shorthand
         return cls(
             connection=connection,
@@ -65,33 +131,35 @@ class AzureConfig:
         )
 
 
-def table_client(connection: str, table_name: str):
+def table_client(connection: Connection, table_name: str):
     from azure.data.tables import TableClient
 
-    return TableClient.from_connection_string(
-        connection,
-        table_name,
+    options = dict(
         retry_total=RETRIES,
         retry_backoff_factor=BACKOFF_S,
         retry_backoff_max=2,
         connection_timeout=CONNECTION_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
     )
+    if isinstance(connection, IdentityConnection):
+        return TableClient(connection.table_endpoint, table_name, credential=connection.credential, **options)
+    return TableClient.from_connection_string(connection, table_name, **options)
 
 
-def queue_client(connection: str, queue_name: str):
+def queue_client(connection: Connection, queue_name: str):
     """A client whose messages are base64 text: what the queue trigger decodes by default
     (host.json `extensions.queues.messageEncoding` = base64)."""
     from azure.storage.queue import LinearRetry, QueueClient, TextBase64EncodePolicy
 
-    return QueueClient.from_connection_string(
-        connection,
-        queue_name,
+    options = dict(
         message_encode_policy=TextBase64EncodePolicy(),
         retry_policy=LinearRetry(backoff=BACKOFF_S, retry_total=RETRIES, random_jitter_range=BACKOFF_S / 2),
         connection_timeout=CONNECTION_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
     )
+    if isinstance(connection, IdentityConnection):
+        return QueueClient(connection.queue_endpoint, queue_name, credential=connection.credential, **options)
+    return QueueClient.from_connection_string(connection, queue_name, **options)
 
 
 def describe(exc: BaseException) -> str:
@@ -112,4 +180,4 @@ def translated(what: str, error: type[StoreError] = StoreError) -> Iterator[None
         raise error(f"{what} failed: {describe(exc)}") from exc
 
 
-__all__ = ["AzureConfig", "queue_client", "table_client", "translated"]
+__all__ = ["AzureConfig", "IdentityConnection", "queue_client", "table_client", "translated"]

@@ -1,5 +1,16 @@
 #!/usr/bin/env bash
-# Deploy the DT connector to Azure Functions (Linux, Consumption plan, Python 3.11).
+# Deploy the DT connector to Azure Functions (Linux, Python 3.12).
+#
+# Plans (DT_AZURE_PLAN):
+#   flex         [default] Flex Consumption. The app reaches its storage account with a
+#                user-assigned managed identity, no account key: the identity gets Storage
+#                Blob Data Owner, Queue Data Contributor and Table Data Contributor on the
+#                account, and the app the settings AzureWebJobsStorage__accountName /
+#                __credential=managedidentity / __clientId (read by the host, the queue
+#                trigger and the receiver alike). Its deployment package lives in a blob
+#                container of the same account, reached with the same identity.
+#   consumption  Linux Consumption (retires 2028-09-30; no new Python versions after 3.12):
+#                the app gets the account's connection string as AzureWebJobsStorage.
 #
 # Creates (or reuses) the resource group, storage account, queue and tables and function
 # app with the Azure CLI, sets the app settings, builds the bundle and publishes it with
@@ -7,13 +18,16 @@
 #
 # Settings (environment variables):
 #   DT_SIGNATURE_SECRET     the connector's signature secret (set on first deploy; kept if unset)
-#   AZURE_LOCATION          region (default: westeurope)
+#   DT_AZURE_PLAN           flex (default) or consumption
+#   DT_AZURE_PYTHON         Python version [3.12] (checked against scripts/runtimes.tsv)
+#   AZURE_LOCATION          region (default: westeurope; Flex Consumption is not in every region)
 #   AZURE_RESOURCE_GROUP    default: dtconnector
 #   AZURE_STORAGE_ACCOUNT   default: dtconn<8 hex of your subscription id> (3-24 lowercase alnum)
 #   AZURE_FUNCTIONAPP_NAME  default: dtconnector-<same 8 hex>
 #   DT_QUEUE_NAME, DT_DEDUP_TABLE, DT_STATE_TABLE, DT_HANDLERS   (defaults as in the README)
 #   PYTHON                  interpreter used to build the bundle (default: python3)
 #   DT_ALERT_ACTION_GROUP   action group resource id the dead-letter alert notifies (optional)
+#   DRY_RUN=1               print the az/func commands instead of running them (no login needed)
 set -euo pipefail
 
 # MODE=direct: DT publishes into Service Bus / Event Hubs itself; see deploy-direct.sh.
@@ -21,49 +35,97 @@ if [[ ${MODE:-http} == direct ]]; then
   exec bash "$(dirname "${BASH_SOURCE[0]}")/deploy-direct.sh"
 fi
 
-die() { echo "deploy-azure: $*" >&2; exit 1; }
+DEPLOY_NAME=deploy-azure
+ROOT=$(cd "${BASH_SOURCE[0]%/*}/.." && pwd)
+# shellcheck source=../scripts/deploy-lib.sh
+source "$ROOT/scripts/deploy-lib.sh"
 
-command -v az >/dev/null 2>&1 || die "the Azure CLI (az) is not installed: https://learn.microsoft.com/cli/azure/install-azure-cli"
-command -v func >/dev/null 2>&1 || die "Azure Functions Core Tools (func) is not installed: https://learn.microsoft.com/azure/azure-functions/functions-run-local (npm i -g azure-functions-core-tools@4)"
-SUBSCRIPTION=$(az account show --query id -o tsv 2>/dev/null) || die "not logged in to Azure: run 'az login' (and 'az account set --subscription ...')"
+PLAN=${DT_AZURE_PLAN:-flex}
+case "$PLAN" in flex|consumption) ;; *) die "DT_AZURE_PLAN must be flex or consumption" ;; esac
+PY_VERSION=${DT_AZURE_PYTHON:-3.12}
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+require_cli az "the Azure CLI (az) is not installed: https://learn.microsoft.com/cli/azure/install-azure-cli"
+require_cli func "Azure Functions Core Tools (func) is not installed: https://learn.microsoft.com/azure/azure-functions/functions-run-local (npm i -g azure-functions-core-tools@4)"
+check_runtime azure "$PY_VERSION"
+SUBSCRIPTION=$(query "00000000-0000-0000-0000-000000000000" az account show --query id --output tsv 2>/dev/null) \
+  || die "not logged in to Azure: run 'az login' (and 'az account set --subscription ...')"
+
 PYTHON=${PYTHON:-python3}
 SUFFIX=$(printf '%s' "$SUBSCRIPTION" | sha1sum | cut -c1-8)
 LOCATION=${AZURE_LOCATION:-westeurope}
 RG=${AZURE_RESOURCE_GROUP:-dtconnector}
 STORAGE=${AZURE_STORAGE_ACCOUNT:-dtconn${SUFFIX}}
 APP=${AZURE_FUNCTIONAPP_NAME:-dtconnector-${SUFFIX}}
+IDENTITY="$APP-storage"
+PACKAGE_CONTAINER=app-package
 QUEUE=${DT_QUEUE_NAME:-dt-events}
 DEDUP_TABLE=${DT_DEDUP_TABLE:-dtevents}
 STATE_TABLE=${DT_STATE_TABLE:-dtdevicestate}
 HANDLERS=${DT_HANDLERS:-handlers}
 
 [[ $STORAGE =~ ^[a-z0-9]{3,24}$ ]] || die "AZURE_STORAGE_ACCOUNT must be 3-24 lowercase letters and digits"
+echo "==> plan $PLAN, Python $PY_VERSION"
 
 echo "==> resource group $RG ($LOCATION)"
-az group create --name "$RG" --location "$LOCATION" --output none
+run az group create --name "$RG" --location "$LOCATION" --output none
 
 echo "==> storage account $STORAGE"
-az storage account create --name "$STORAGE" --resource-group "$RG" --location "$LOCATION" \
+run az storage account create --name "$STORAGE" --resource-group "$RG" --location "$LOCATION" \
   --sku Standard_LRS --kind StorageV2 --min-tls-version TLS1_2 --allow-blob-public-access false \
   --output none
-CONNECTION=$(az storage account show-connection-string --name "$STORAGE" --resource-group "$RG" \
+# The key is used here, by this script, to create the queues and tables (and, on the
+# Consumption plan, handed to the app); it is masked in dry-run output.
+CONNECTION=$(query "DefaultEndpointsProtocol=https;AccountName=$STORAGE;AccountKey=dry-run-key" \
+  az storage account show-connection-string --name "$STORAGE" --resource-group "$RG" \
   --query connectionString --output tsv)
+mask_value "$CONNECTION"
 
 echo "==> queues $QUEUE, $QUEUE-poison and tables $DEDUP_TABLE, $STATE_TABLE"
 for q in "$QUEUE" "$QUEUE-poison"; do
-  az storage queue create --name "$q" --connection-string "$CONNECTION" --output none
+  run az storage queue create --name "$q" --connection-string "$CONNECTION" --output none
 done
 for t in "$DEDUP_TABLE" "$STATE_TABLE"; do
-  az storage table create --name "$t" --connection-string "$CONNECTION" --output none
+  run az storage table create --name "$t" --connection-string "$CONNECTION" --output none
 done
 
 echo "==> function app $APP"
-if ! az functionapp show --name "$APP" --resource-group "$RG" --output none 2>/dev/null; then
-  az functionapp create --name "$APP" --resource-group "$RG" --storage-account "$STORAGE" \
-    --consumption-plan-location "$LOCATION" --runtime python --runtime-version 3.11 \
-    --functions-version 4 --os-type Linux --output none
+if [ "$PLAN" = flex ]; then
+  # The app's identity and its data-plane roles on the storage account.
+  exists az identity show --name "$IDENTITY" --resource-group "$RG" \
+    || run az identity create --name "$IDENTITY" --resource-group "$RG" --location "$LOCATION" --output none
+  IDENTITY_ID=$(query "/subscriptions/$SUBSCRIPTION/resourceGroups/$RG/providers/Microsoft.ManagedIdentity/userAssignedIdentities/$IDENTITY" \
+    az identity show --name "$IDENTITY" --resource-group "$RG" --query id --output tsv)
+  PRINCIPAL_ID=$(query "11111111-1111-1111-1111-111111111111" \
+    az identity show --name "$IDENTITY" --resource-group "$RG" --query principalId --output tsv)
+  CLIENT_ID=$(query "22222222-2222-2222-2222-222222222222" \
+    az identity show --name "$IDENTITY" --resource-group "$RG" --query clientId --output tsv)
+  STORAGE_ID=$(query "/subscriptions/$SUBSCRIPTION/resourceGroups/$RG/providers/Microsoft.Storage/storageAccounts/$STORAGE" \
+    az storage account show --name "$STORAGE" --resource-group "$RG" --query id --output tsv)
+  for role in "Storage Blob Data Owner" "Storage Queue Data Contributor" "Storage Table Data Contributor"; do
+    run az role assignment create --assignee-object-id "$PRINCIPAL_ID" --assignee-principal-type ServicePrincipal \
+      --role "$role" --scope "$STORAGE_ID" --output none
+  done
+  if ! exists az functionapp show --name "$APP" --resource-group "$RG"; then
+    run az functionapp create --name "$APP" --resource-group "$RG" --storage-account "$STORAGE" \
+      --flexconsumption-location "$LOCATION" --runtime python --runtime-version "$PY_VERSION" \
+      --deployment-storage-name "$STORAGE" --deployment-storage-container-name "$PACKAGE_CONTAINER" \
+      --deployment-storage-auth-type UserAssignedIdentity --deployment-storage-auth-value "$IDENTITY_ID" \
+      --output none
+  fi
+  run az functionapp identity assign --name "$APP" --resource-group "$RG" --identities "$IDENTITY_ID" --output none
+  # Identity-based host storage: the host, the queue trigger (connection="AzureWebJobsStorage")
+  # and azure_trigger/clients.py all read these; no account key in the app's settings.
+  run az functionapp config appsettings set --name "$APP" --resource-group "$RG" --output none --settings \
+    "AzureWebJobsStorage__accountName=$STORAGE" "AzureWebJobsStorage__credential=managedidentity" \
+    "AzureWebJobsStorage__clientId=$CLIENT_ID"
+  run az functionapp config appsettings delete --name "$APP" --resource-group "$RG" \
+    --setting-names AzureWebJobsStorage --output none
+else
+  if ! exists az functionapp show --name "$APP" --resource-group "$RG"; then
+    run az functionapp create --name "$APP" --resource-group "$RG" --storage-account "$STORAGE" \
+      --consumption-plan-location "$LOCATION" --runtime python --runtime-version "$PY_VERSION" \
+      --functions-version 4 --os-type Linux --output none
+  fi
 fi
 
 # App settings go through a private temp file so the secret never appears in a process list.
@@ -85,10 +147,10 @@ fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 with os.fdopen(fd, "w") as f:
     json.dump(settings, f)
 PY
-az functionapp config appsettings set --name "$APP" --resource-group "$RG" \
+run az functionapp config appsettings set --name "$APP" --resource-group "$RG" \
   --settings "@$SETTINGS_DIR/settings.json" --output none
 if [[ -z "${DT_SIGNATURE_SECRET:-}" ]]; then
-  if ! az functionapp config appsettings list --name "$APP" --resource-group "$RG" \
+  if ! query "DT_SIGNATURE_SECRET" az functionapp config appsettings list --name "$APP" --resource-group "$RG" \
       --query "[?name=='DT_SIGNATURE_SECRET'].name" --output tsv | grep -q DT_SIGNATURE_SECRET; then
     echo "WARNING: DT_SIGNATURE_SECRET is not set: every event is answered 503 until you set it, e.g." >&2
     echo "  DT_SIGNATURE_SECRET=... make deploy-azure   (or a Key Vault reference, see azure_trigger/README.md)" >&2
@@ -98,7 +160,7 @@ fi
 echo "==> publishing"
 BUILD="$SETTINGS_DIR/app"
 "$PYTHON" "$ROOT/scripts/bundle.py" azure_trigger "$BUILD" >/dev/null
-(cd "$BUILD" && func azure functionapp publish "$APP" --python --build remote)
+(cd "$BUILD" && run func azure functionapp publish "$APP" --python --build remote)
 
 # --- metrics and alerts --------------------------------------------------------------------
 # The functions log one record per metric (azure_trigger/metrics.py) into the Application
@@ -106,14 +168,13 @@ BUILD="$SETTINGS_DIR/app"
 # per-queue length metric for '$QUEUE-poison', so the dead-letter alert fires on what
 # moves messages there: the worker's dt_dead_lettered_total records. DT_ALERT_ACTION_GROUP:
 # an optional action group (resource id) to notify.
-type run >/dev/null 2>&1 || run() { "$@"; }
 echo "==> dead-letter alert"
-AI_ID=$(run az monitor app-insights component show --app "$APP" --resource-group "$RG" --query id --output tsv 2>/dev/null || true)
-if [[ -n "$AI_ID" || "${DRY_RUN:-}" == 1 ]]; then
+AI_ID=$(query "<app-insights-id>" az monitor app-insights component show --app "$APP" --resource-group "$RG" --query id --output tsv 2>/dev/null || true)
+if [[ -n "$AI_ID" ]]; then
   ALERT_ARGS=()
   [[ -z "${DT_ALERT_ACTION_GROUP:-}" ]] || ALERT_ARGS=(--action-groups "$DT_ALERT_ACTION_GROUP")
   run az monitor scheduled-query create --name "dtconnector-dead-letters-$APP" --resource-group "$RG" \
-    --scopes "${AI_ID:-<app-insights-id>}" --severity 1 --evaluation-frequency 5m --window-size 5m \
+    --scopes "$AI_ID" --severity 1 --evaluation-frequency 5m --window-size 5m \
     --description "Events were moved to the poison queue '$QUEUE-poison': their handlers kept failing." \
     --condition "count 'DeadLetters' > 0" \
     --condition-query DeadLetters="traces | where message has 'dt_dead_lettered_total'" \
@@ -122,7 +183,8 @@ else
   echo "WARNING: no Application Insights resource named $APP: metrics and the dead-letter alert need one" >&2
 fi
 
-HOST=$(az functionapp show --name "$APP" --resource-group "$RG" --query defaultHostName --output tsv)
+HOST=$(query "$APP.azurewebsites.net" az functionapp show --name "$APP" --resource-group "$RG" \
+  --query defaultHostName --output tsv)
 echo
 echo "Deployed. Point the DT Data Connector at:  https://$HOST/api/dt"
 echo "Dead-lettered events: queue '$QUEUE-poison' in storage account '$STORAGE'."

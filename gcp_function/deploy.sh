@@ -13,7 +13,9 @@
 #   DT_HANDLERS            [handlers]            DT_SECRET_NAME       [dt-signature-secret]
 #   DT_SIGNATURE_SECRET    if set, stored as a new version of the Secret Manager secret
 #   DT_SOURCE_DIR          a bundle you edited (make bundle-gcp DEST=...) [a fresh bundle]
-#   DT_RUNTIME             [python312]
+#   DT_RUNTIME             [python312] (checked against scripts/runtimes.tsv)
+#   DT_BUILD_SA_NAME       [dt-connector-build] the service account Cloud Build builds as
+#   DRY_RUN=1              print the gcloud commands instead of running them (no login needed)
 #   DT_ALERT_CHANNEL       notification channel for the dead-letter alert [none: console only]
 set -euo pipefail
 
@@ -22,17 +24,18 @@ if [ "${MODE:-http}" = direct ]; then
   exec bash "$(dirname "$0")/deploy-direct.sh"
 fi
 
-die() { echo "deploy-gcp: $*" >&2; exit 1; }
+DEPLOY_NAME=deploy-gcp
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=../scripts/deploy-lib.sh
+source "$ROOT/scripts/deploy-lib.sh"
 
-command -v gcloud >/dev/null 2>&1 \
-  || die "the Google Cloud CLI (gcloud) is not installed: https://cloud.google.com/sdk/docs/install"
-ACCOUNT="$(gcloud config get-value account 2>/dev/null || true)"
-[ -n "$ACCOUNT" ] && gcloud auth print-access-token >/dev/null 2>&1 \
-  || die "gcloud has no usable credentials: run 'gcloud auth login' first"
-PROJECT="${GOOGLE_CLOUD_PROJECT:-$(gcloud config get-value project 2>/dev/null || true)}"
+require_cli gcloud "the Google Cloud CLI (gcloud) is not installed: https://cloud.google.com/sdk/docs/install"
+ACCOUNT="$(query "you@example.com" gcloud config get-value account 2>/dev/null || true)"
+[ -n "$ACCOUNT" ] || die "gcloud has no account: run 'gcloud auth login' first"
+check_login "gcloud has no usable credentials: run 'gcloud auth login' first" gcloud auth print-access-token
+PROJECT="${GOOGLE_CLOUD_PROJECT:-$(query "my-project" gcloud config get-value project 2>/dev/null || true)}"
 [ -n "$PROJECT" ] || die "no project: set GOOGLE_CLOUD_PROJECT or run 'gcloud config set project PROJECT_ID'"
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 REGION="${DT_GCP_REGION:-europe-west1}"
 RUNTIME="${DT_RUNTIME:-python312}"
 TOPIC="${DT_TOPIC:-dt-events}"
@@ -45,46 +48,62 @@ HANDLERS="${DT_HANDLERS:-handlers}"
 SECRET_NAME="${DT_SECRET_NAME:-dt-signature-secret}"
 SA_NAME="dt-connector"
 SA="${SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
+BUILD_SA_NAME="${DT_BUILD_SA_NAME:-dt-connector-build}"
+BUILD_SA="${BUILD_SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
 G=(--project="$PROJECT" --quiet)
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON=python3
 
-echo "deploy-gcp: project $PROJECT, region $REGION, account $ACCOUNT"
+check_runtime gcp "$RUNTIME"
+echo "deploy-gcp: project $PROJECT, region $REGION, account $ACCOUNT, runtime $RUNTIME"
 
-gcloud services enable cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com \
+run gcloud services enable cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com \
   artifactregistry.googleapis.com eventarc.googleapis.com pubsub.googleapis.com \
-  firestore.googleapis.com secretmanager.googleapis.com "${G[@]}"
+  firestore.googleapis.com secretmanager.googleapis.com iam.googleapis.com "${G[@]}"
 
 # Firestore (native mode) database, and the TTL policy that garbage-collects old claims.
-gcloud firestore databases describe --database='(default)' "${G[@]}" >/dev/null 2>&1 \
-  || gcloud firestore databases create --database='(default)' --location="$REGION" --type=firestore-native "${G[@]}"
-gcloud firestore fields ttls update expiresAt --collection-group="$DEDUP" --enable-ttl --async "${G[@]}"
+exists gcloud firestore databases describe --database='(default)' "${G[@]}" \
+  || run gcloud firestore databases create --database='(default)' --location="$REGION" --type=firestore-native "${G[@]}"
+run gcloud firestore fields ttls update expiresAt --collection-group="$DEDUP" --enable-ttl --async "${G[@]}"
 
 # Topic, dead-letter topic, and a subscription that keeps dead letters for inspection.
-gcloud pubsub topics describe "$TOPIC" "${G[@]}" >/dev/null 2>&1 || gcloud pubsub topics create "$TOPIC" "${G[@]}"
-gcloud pubsub topics describe "$DEAD_TOPIC" "${G[@]}" >/dev/null 2>&1 || gcloud pubsub topics create "$DEAD_TOPIC" "${G[@]}"
-gcloud pubsub subscriptions describe "$DEAD_SUB" "${G[@]}" >/dev/null 2>&1 \
-  || gcloud pubsub subscriptions create "$DEAD_SUB" --topic="$DEAD_TOPIC" --message-retention-duration=7d \
+exists gcloud pubsub topics describe "$TOPIC" "${G[@]}" || run gcloud pubsub topics create "$TOPIC" "${G[@]}"
+exists gcloud pubsub topics describe "$DEAD_TOPIC" "${G[@]}" || run gcloud pubsub topics create "$DEAD_TOPIC" "${G[@]}"
+exists gcloud pubsub subscriptions describe "$DEAD_SUB" "${G[@]}" \
+  || run gcloud pubsub subscriptions create "$DEAD_SUB" --topic="$DEAD_TOPIC" --message-retention-duration=7d \
        --expiration-period=never "${G[@]}"
 
 # The signature secret, in Secret Manager.
-if ! gcloud secrets describe "$SECRET_NAME" "${G[@]}" >/dev/null 2>&1; then
+if ! exists gcloud secrets describe "$SECRET_NAME" "${G[@]}"; then
   [ -n "${DT_SIGNATURE_SECRET:-}" ] || die "secret '$SECRET_NAME' does not exist: run again with DT_SIGNATURE_SECRET set to your connector's signature secret"
-  gcloud secrets create "$SECRET_NAME" --replication-policy=automatic "${G[@]}"
+  run gcloud secrets create "$SECRET_NAME" --replication-policy=automatic "${G[@]}"
 fi
 if [ -n "${DT_SIGNATURE_SECRET:-}" ]; then
-  printf '%s' "$DT_SIGNATURE_SECRET" | gcloud secrets versions add "$SECRET_NAME" --data-file=- "${G[@]}"
+  printf '%s' "$DT_SIGNATURE_SECRET" | run gcloud secrets versions add "$SECRET_NAME" --data-file=- "${G[@]}"
 fi
 
 # A service account for both functions and for the Eventarc trigger.
-gcloud iam service-accounts describe "$SA" "${G[@]}" >/dev/null 2>&1 \
-  || gcloud iam service-accounts create "$SA_NAME" --display-name="DT Data Connector receiver" "${G[@]}"
+exists gcloud iam service-accounts describe "$SA" "${G[@]}" \
+  || run gcloud iam service-accounts create "$SA_NAME" --display-name="DT Data Connector receiver" "${G[@]}"
 for role in roles/datastore.user roles/pubsub.publisher roles/eventarc.eventReceiver; do
-  gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$SA" --role="$role" \
+  run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$SA" --role="$role" \
     --condition=None --quiet >/dev/null
 done
-gcloud secrets add-iam-policy-binding "$SECRET_NAME" --member="serviceAccount:$SA" \
+run gcloud secrets add-iam-policy-binding "$SECRET_NAME" --member="serviceAccount:$SA" \
   --role=roles/secretmanager.secretAccessor "${G[@]}" >/dev/null
+
+# The service account Cloud Build builds the functions as. A new project's default build
+# account may lack the permissions (Google: grant roles/cloudbuild.builds.builder), so the
+# build gets its own: build steps, build logs, the image in Artifact Registry, the uploaded
+# source in Cloud Storage.
+exists gcloud iam service-accounts describe "$BUILD_SA" "${G[@]}" \
+  || run gcloud iam service-accounts create "$BUILD_SA_NAME" --display-name="DT Data Connector build" "${G[@]}"
+for role in roles/cloudbuild.builds.builder roles/logging.logWriter roles/artifactregistry.writer \
+    roles/storage.objectViewer; do
+  run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$BUILD_SA" --role="$role" \
+    --condition=None --quiet >/dev/null
+done
+BUILD=(--build-service-account="projects/$PROJECT/serviceAccounts/$BUILD_SA")
 
 # The deployable folder: core/, gcp_function/, handlers.py, main.py, requirements.txt.
 if [ -n "${DT_SOURCE_DIR:-}" ]; then
@@ -98,31 +117,34 @@ fi
 ENV_VARS="DT_PUBSUB_TOPIC=projects/$PROJECT/topics/$TOPIC,DT_DEDUP_COLLECTION=$DEDUP,DT_STATE_COLLECTION=$STATE,DT_HANDLERS=$HANDLERS"
 
 # ingest: DT must get an answer within 10 s.
-gcloud functions deploy dt-ingest --gen2 --region="$REGION" --runtime="$RUNTIME" \
+run gcloud functions deploy dt-ingest --gen2 --region="$REGION" --runtime="$RUNTIME" \
   --source="$SOURCE" --entry-point=ingest --trigger-http --allow-unauthenticated \
-  --service-account="$SA" --memory=256Mi --timeout=10s --max-instances=100 \
+  --service-account="$SA" "${BUILD[@]}" --memory=256Mi --timeout=10s --max-instances=100 \
   --set-env-vars="$ENV_VARS" --set-secrets="DT_SIGNATURE_SECRET=$SECRET_NAME:latest" "${G[@]}"
 
 # process: raising makes Pub/Sub redeliver (--retry). The worker lease equals the function
 # timeout: a delivery killed by the timeout leaves a lease that has already run out, so the
 # redelivery is not refused as "in flight" (which would spend Pub/Sub's few attempts).
-gcloud functions deploy dt-process --gen2 --region="$REGION" --runtime="$RUNTIME" \
+run gcloud functions deploy dt-process --gen2 --region="$REGION" --runtime="$RUNTIME" \
   --source="$SOURCE" --entry-point=process --trigger-topic="$TOPIC" --retry \
-  --service-account="$SA" --trigger-service-account="$SA" --memory=256Mi --timeout=240s \
+  --service-account="$SA" --trigger-service-account="$SA" "${BUILD[@]}" --memory=256Mi --timeout=240s \
   --set-env-vars="$ENV_VARS,DT_WORKER_LEASE_S=240" "${G[@]}"
-gcloud functions add-invoker-policy-binding dt-process --region="$REGION" \
+run gcloud functions add-invoker-policy-binding dt-process --region="$REGION" \
   --member="serviceAccount:$SA" "${G[@]}" >/dev/null
 
 # Bounded redelivery: the trigger's subscription (created by Eventarc) gets a dead-letter
 # policy and a retry backoff. Pub/Sub's service agent must publish/subscribe for it.
-TRIGGER="$(gcloud functions describe dt-process --region="$REGION" --format='value(eventTrigger.trigger)' "${G[@]}")"
-SUBSCRIPTION="$(gcloud eventarc triggers describe "$TRIGGER" --format='value(transport.pubsub.subscription)' "${G[@]}")"
+# Dry-run placeholders: the trigger and subscription names below, project number 123456789012.
+TRIGGER="$(query "projects/$PROJECT/locations/$REGION/triggers/dt-process-000000" gcloud functions describe dt-process --region="$REGION" \
+  --format='value(eventTrigger.trigger)' "${G[@]}")"
+SUBSCRIPTION="$(query "eventarc-$REGION-dt-process-000000-sub-000" gcloud eventarc triggers describe "$TRIGGER" \
+  --format='value(transport.pubsub.subscription)' "${G[@]}")"
 [ -n "$SUBSCRIPTION" ] || die "could not find the subscription of trigger $TRIGGER"
-PROJECT_NUMBER="$(gcloud projects describe "$PROJECT" --format='value(projectNumber)')"
+PROJECT_NUMBER="$(query "123456789012" gcloud projects describe "$PROJECT" --format='value(projectNumber)')"
 PUBSUB_AGENT="serviceAccount:service-${PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
-gcloud pubsub topics add-iam-policy-binding "$DEAD_TOPIC" --member="$PUBSUB_AGENT" --role=roles/pubsub.publisher "${G[@]}" >/dev/null
-gcloud pubsub subscriptions add-iam-policy-binding "$SUBSCRIPTION" --member="$PUBSUB_AGENT" --role=roles/pubsub.subscriber "${G[@]}" >/dev/null
-gcloud pubsub subscriptions update "$SUBSCRIPTION" --dead-letter-topic="$DEAD_TOPIC" \
+run gcloud pubsub topics add-iam-policy-binding "$DEAD_TOPIC" --member="$PUBSUB_AGENT" --role=roles/pubsub.publisher "${G[@]}" >/dev/null
+run gcloud pubsub subscriptions add-iam-policy-binding "$SUBSCRIPTION" --member="$PUBSUB_AGENT" --role=roles/pubsub.subscriber "${G[@]}" >/dev/null
+run gcloud pubsub subscriptions update "$SUBSCRIPTION" --dead-letter-topic="$DEAD_TOPIC" \
   --max-delivery-attempts="$MAX_ATTEMPTS" --min-retry-delay=10s --max-retry-delay=600s "${G[@]}"
 
 # --- metrics and alerts --------------------------------------------------------------------
@@ -130,7 +152,6 @@ gcloud pubsub subscriptions update "$SUBSCRIPTION" --dead-letter-topic="$DEAD_TO
 # metrics count them (and extract latencies and lags as distributions), and an alert
 # policy fires when the dead-letter subscription holds anything. DT_ALERT_CHANNEL: an
 # optional notification channel (projects/P/notificationChannels/ID) the alert notifies.
-type run >/dev/null 2>&1 || run() { "$@"; }
 METRICS_DIR="$(mktemp -d)"
 log_metric() {  # name "label ..." [distribution]
   local name="$1" labels="$2" kind="${3:-}" file="$METRICS_DIR/$1.yaml" label
@@ -193,13 +214,14 @@ cat >"$METRICS_DIR/dead-letter-policy.json" <<POLICY
   }]$CHANNELS
 }
 POLICY
-EXISTING="$(run gcloud alpha monitoring policies list --filter="displayName=\"$ALERT_NAME\"" --format='value(name)' "${G[@]}" 2>/dev/null || true)"
+EXISTING="$(query "" gcloud alpha monitoring policies list --filter="displayName=\"$ALERT_NAME\"" --format='value(name)' "${G[@]}" 2>/dev/null || true)"
 if [ -z "$EXISTING" ]; then
   run gcloud alpha monitoring policies create --policy-from-file="$METRICS_DIR/dead-letter-policy.json" "${G[@]}"
 fi
 rm -rf "$METRICS_DIR"
 
-URL="$(gcloud functions describe dt-ingest --region="$REGION" --format='value(serviceConfig.uri)' "${G[@]}")"
+URL="$(query "https://dt-ingest-000000000000.$REGION.run.app" gcloud functions describe dt-ingest --region="$REGION" \
+  --format='value(serviceConfig.uri)' "${G[@]}")"
 cat <<EOF
 
 deploy-gcp: done.

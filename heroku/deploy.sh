@@ -6,26 +6,32 @@
 # Optional: HEROKU_APP (default: a name Heroku picks), HEROKU_REGION (us|eu),
 # HEROKU_TEAM, HEROKU_REDIS_PLAN (default mini), HEROKU_DYNO_SIZE (default basic),
 # DT_HANDLERS (default handlers: the example handlers.py in the bundle).
+# DRY_RUN=1 prints the heroku and git push commands instead of running them (no login needed).
+# The Python version is heroku/bundle/.python-version, checked against scripts/runtimes.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-fail() { echo "deploy-heroku: $*" >&2; exit 1; }
+DEPLOY_NAME=deploy-heroku
+# shellcheck source=../scripts/deploy-lib.sh
+source scripts/deploy-lib.sh
+fail() { die "$@"; }
 
-command -v heroku >/dev/null 2>&1 || fail "the Heroku CLI is not installed: https://devcenter.heroku.com/articles/heroku-cli"
+require_cli heroku "the Heroku CLI is not installed: https://devcenter.heroku.com/articles/heroku-cli"
 command -v git >/dev/null 2>&1 || fail "git is not installed (Heroku deploys by git push)"
-heroku auth:whoami >/dev/null 2>&1 || fail "not logged in to Heroku: run 'heroku login' (or set HEROKU_API_KEY)"
+check_login "not logged in to Heroku: run 'heroku login' (or set HEROKU_API_KEY)" heroku auth:whoami
+check_runtime heroku "$(tr -d '[:space:]' < heroku/bundle/.python-version)"
 
 PYTHON="${PYTHON:-.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON=python3
 
 APP="${HEROKU_APP:-}"
-if [ -n "$APP" ] && heroku apps:info --app "$APP" >/dev/null 2>&1; then
+if [ -n "$APP" ] && exists heroku apps:info --app "$APP"; then
   echo "deploy-heroku: using existing app $APP"
 else
   args=(--no-remote --json)
   [ -n "${HEROKU_REGION:-}" ] && args+=(--region "$HEROKU_REGION")
   [ -n "${HEROKU_TEAM:-}" ] && args+=(--team "$HEROKU_TEAM")
-  created="$(heroku create ${APP:+"$APP"} "${args[@]}")"
+  created="$(query '{"name": "dtconnector-dry-run"}' heroku create ${APP:+"$APP"} "${args[@]}")"
   APP="$(printf '%s' "$created" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["name"])')"
   echo "deploy-heroku: created app $APP"
 fi
@@ -33,21 +39,21 @@ fi
 # The signature secret: required, unless the app already has one.
 if [ -n "${DT_SIGNATURE_SECRET:-}" ]; then
   SECRET_ARGS=("DT_SIGNATURE_SECRET=$DT_SIGNATURE_SECRET")
-elif [ -n "$(heroku config:get DT_SIGNATURE_SECRET --app "$APP")" ]; then
+elif [ -n "$(query "" heroku config:get DT_SIGNATURE_SECRET --app "$APP")" ]; then
   SECRET_ARGS=()
 else
   fail "set DT_SIGNATURE_SECRET to your Data Connector's signature secret (the app has none yet)"
 fi
 
-if heroku addons --app "$APP" --json | "$PYTHON" -c '
+if query "[]" heroku addons --app "$APP" --json | "$PYTHON" -c '
 import json, sys
 sys.exit(0 if any(a["addon_service"]["name"] == "heroku-redis" for a in json.load(sys.stdin)) else 1)'; then
   echo "deploy-heroku: Key-Value Store already attached"
 else
-  heroku addons:create "heroku-redis:${HEROKU_REDIS_PLAN:-mini}" --as REDIS --app "$APP" --wait
+  run heroku addons:create "heroku-redis:${HEROKU_REDIS_PLAN:-mini}" --as REDIS --app "$APP" --wait
 fi
 
-heroku config:set --app "$APP" ${SECRET_ARGS[@]+"${SECRET_ARGS[@]}"} \
+run heroku config:set --app "$APP" ${SECRET_ARGS[@]+"${SECRET_ARGS[@]}"} \
   DT_HANDLERS="${DT_HANDLERS:-handlers}" DT_LOG_LEVEL="${DT_LOG_LEVEL:-INFO}" >/dev/null
 
 # Push the bundle (core/, heroku/, handlers.py, Procfile, requirements.txt, ...) from a
@@ -60,13 +66,13 @@ trap 'rm -rf "$work"' EXIT
   git init --quiet --initial-branch=main
   git add --all
   git -c user.name=dtconnector -c user.email=deploy@dtconnector.invalid commit --quiet -m "dtconnector bundle"
-  heroku git:remote --app "$APP" --remote heroku >/dev/null
-  git push --force heroku main
+  run heroku git:remote --app "$APP" --remote heroku >/dev/null
+  run git push --force heroku main
 )
 
-heroku ps:scale web=1:"${HEROKU_DYNO_SIZE:-basic}" worker=1:"${HEROKU_DYNO_SIZE:-basic}" --app "$APP"
+run heroku ps:scale web=1:"${HEROKU_DYNO_SIZE:-basic}" worker=1:"${HEROKU_DYNO_SIZE:-basic}" --app "$APP"
 
-url="$(heroku apps:info --app "$APP" --shell | sed -n 's/^web_url=//p')"
+url="$(query "web_url=https://$APP-000000000000.herokuapp.com/" heroku apps:info --app "$APP" --shell | sed -n 's/^web_url=//p')"
 cat <<MSG
 deploy-heroku: done.
   Data Connector URL:  ${url}   (any path; set the same signature secret on the connector)

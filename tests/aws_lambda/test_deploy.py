@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ def stubs(tmp_path):
     for name in ("sam", "aws"):
         (bin_dir / name).write_text(STUB)
         (bin_dir / name).chmod(0o755)
+    (bin_dir / "python3.12").symlink_to(sys.executable)  # the template's runtime, for sam build
     return bin_dir
 
 
@@ -93,3 +95,36 @@ def test_missing_sam_cli_is_reported(tmp_path):
     result, _ = run(tmp_path, empty, AWS_REGION="eu-west-1", DT_SIGNATURE_SECRET="x")
     assert result.returncode != 0
     assert "SAM CLI" in result.stderr
+
+
+DOCKER_UP = "#!/bin/sh\n[ \"$1\" = info ] && exit 0\nexit 1\n"
+DOCKER_DOWN = "#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n"
+
+
+@pytest.mark.parametrize("docker, expected", [(DOCKER_UP, "container"), (DOCKER_DOWN, "stop"), (None, "stop")])
+def test_without_python312_docker_builds_in_a_container_or_the_script_says_what_to_install(
+        tmp_path, stubs, docker, expected):
+    (stubs / "python3.12").unlink()
+    if docker:
+        (stubs / "docker").write_text(docker)
+        (stubs / "docker").chmod(0o755)
+    result, calls = run(tmp_path, stubs, AWS_REGION="eu-west-1", DT_SIGNATURE_SECRET="x", PYTHON=sys.executable)
+    builds = [c for c in calls if c[:2] == ["sam", "build"]]
+    if expected == "container":
+        assert result.returncode == 0, result.stderr
+        assert "--use-container" in builds[0]
+    else:
+        assert result.returncode != 0 and not builds
+        assert "python3.12" in result.stderr and "Docker" in result.stderr and "Install Python 3.12" in result.stderr
+
+
+def test_python312_on_path_builds_locally(tmp_path, stubs):
+    result, calls = run(tmp_path, stubs, AWS_REGION="eu-west-1", DT_SIGNATURE_SECRET="x")
+    assert result.returncode == 0, result.stderr
+    assert "--use-container" not in [c for c in calls if c[:2] == ["sam", "build"]][0]
+
+
+def test_a_runtime_past_end_of_life_is_refused(tmp_path, stubs):
+    result, calls = run(tmp_path, stubs, AWS_REGION="eu-west-1", DT_SIGNATURE_SECRET="x", DT_TODAY="2029-01-10")
+    assert result.returncode != 0 and "python3.12" in result.stderr and "end of life" in result.stderr
+    assert not [c for c in calls if c[0] == "sam"]

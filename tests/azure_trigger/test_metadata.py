@@ -90,7 +90,7 @@ def test_requirements_cover_every_third_party_import():
         for line in (BUNDLE / "requirements.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
-    assert names == {"azure-functions", "azure-data-tables", "azure-storage-queue", "pyjwt"}
+    assert names == {"azure-functions", "azure-data-tables", "azure-storage-queue", "azure-identity", "pyjwt"}
 
 
 def test_funcignore_keeps_the_code_and_drops_local_secrets():

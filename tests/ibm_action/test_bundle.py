@@ -119,6 +119,43 @@ def test_deploy_script_names_every_required_setting(tmp_path):
     assert out.returncode == 2 and "CLOUDANT_APIKEY" in out.stderr
 
 
+# A recording `ibmcloud`: every `get` of a resource says "not found"; `fn runtimes` answers
+# with IBM's documented example (https://cloud.ibm.com/docs/codeengine?topic=codeengine-cli),
+# `--all` adds a deprecated python-3.9; the function URL comes from the jsonpath output.
+FAKE_IBMCLOUD = """#!/bin/sh
+echo "$*" >> {log}
+case "$*" in
+  *"fn runtimes --all"*) printf 'Name ID Family Default\\nPython 3.9 python-3.9 python false\\nPython 3.11 python-3.11 python true\\nPython 3.13 python-3.13 python false\\n' ;;
+  *"fn runtimes"*) printf 'Name ID Family Default\\nPython 3.11 python-3.11 python true\\nNode.js 22 nodejs-22 nodejs true\\nPython 3.13 python-3.13 python false\\n' ;;
+  *"--output jsonpath={{.endpoint}}"*) echo https://dtconnector-ingest.abc.eu-de.codeengine.appdomain.cloud ;;
+  *" get "*) exit 1 ;;
+esac
+exit 0
+"""
+
+
+def _ibm_env(tmp_path, **extra):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "ibmcloud"
+    fake.write_text(FAKE_IBMCLOUD.format(log=tmp_path / "calls.log"))
+    fake.chmod(0o755)
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin", "DT_SIGNATURE_SECRET": "s", "CLOUDANT_URL": "https://example.invalid",
+            "CLOUDANT_APIKEY": "k", "PYTHON": sys.executable, "DT_TODAY": "2026-11-29", **extra}
+
+
+@pytest.mark.parametrize("runtime, message", [
+    ("python-3.9", "is deprecated on Code Engine"),
+    ("python-3.7", "is not offered by Code Engine"),
+    ("python-3.11", "reached end of life on 2026-10-31"),
+])
+def test_deploy_stops_on_a_deprecated_gone_or_ended_runtime(tmp_path, runtime, message):
+    env = _ibm_env(tmp_path, DT_IBM_RUNTIME=runtime)
+    out = subprocess.run(["bash", str(ROOT / "ibm_action" / "deploy.sh")], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert " fn create " not in (tmp_path / "calls.log").read_text()
+
+
 def test_deploy_script_issues_code_engine_commands(tmp_path):
     """A recording fake `ibmcloud` (every `get` says "not found"): the commands that create
     the secret, the function and the daemon job, with secrets only in the env file."""
@@ -126,12 +163,7 @@ def test_deploy_script_issues_code_engine_commands(tmp_path):
     bin_dir.mkdir()
     log = tmp_path / "calls.log"
     fake = bin_dir / "ibmcloud"
-    fake.write_text(
-        "#!/bin/sh\n"
-        f'echo "$*" >> {log}\n'
-        'case "$*" in *" get "*) exit 1 ;; esac\n'
-        "exit 0\n"
-    )
+    fake.write_text(FAKE_IBMCLOUD.format(log=log))
     fake.chmod(0o755)
     env = {
         "PATH": f"{bin_dir}:/usr/bin:/bin",
@@ -139,12 +171,16 @@ def test_deploy_script_issues_code_engine_commands(tmp_path):
         "CLOUDANT_URL": "https://example.invalid",
         "CLOUDANT_APIKEY": "apikey-value",
         "PYTHON": sys.executable,
+        "DT_TODAY": "2026-11-29",
     }
     out = subprocess.run(["bash", str(ROOT / "ibm_action" / "deploy.sh")], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     calls = log.read_text()
     assert "ce secret create --name dtconnector-secrets --from-env-file" in calls
-    assert "ce fn create --name dtconnector-ingest --runtime python-3.11 --build-source" in calls
+    # the newest Python `fn runtimes` lists (IBM's example output: python-3.11 and python-3.13)
+    assert "ce fn create --name dtconnector-ingest --runtime python-3.13 --build-source" in calls
+    assert "ce fn get --name dtconnector-ingest --output jsonpath={.endpoint}" in calls
+    assert "https://dtconnector-ingest.abc.eu-de.codeengine.appdomain.cloud" in out.stdout
     assert "ce job create --name dtconnector-worker --build-source" in calls and "--mode daemon" in calls
     assert "ce jobrun submit --name dtconnector-worker-daemon --job dtconnector-worker" in calls
     assert "top-secret-value" not in calls and "apikey-value" not in calls
