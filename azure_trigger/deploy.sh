@@ -169,16 +169,39 @@ BUILD="$SETTINGS_DIR/app"
 # moves messages there: the worker's dt_dead_lettered_total records. DT_ALERT_ACTION_GROUP:
 # an optional action group (resource id) to notify.
 echo "==> dead-letter alert"
-AI_ID=$(query "<app-insights-id>" az monitor app-insights component show --app "$APP" --resource-group "$RG" --query id --output tsv 2>/dev/null || true)
+# Core `az resource` commands (the app-insights and scheduled-query groups are extensions).
+AI_ID=$(query "<app-insights-id>" az resource show --resource-group "$RG" --name "$APP" \
+  --resource-type Microsoft.Insights/components --query id --output tsv 2>/dev/null || true)
 if [[ -n "$AI_ID" ]]; then
-  ALERT_ARGS=()
-  [[ -z "${DT_ALERT_ACTION_GROUP:-}" ]] || ALERT_ARGS=(--action-groups "$DT_ALERT_ACTION_GROUP")
-  run az monitor scheduled-query create --name "dtconnector-dead-letters-$APP" --resource-group "$RG" \
-    --scopes "$AI_ID" --severity 1 --evaluation-frequency 5m --window-size 5m \
-    --description "Events were moved to the poison queue '$QUEUE-poison': their handlers kept failing." \
-    --condition "count 'DeadLetters' > 0" \
-    --condition-query DeadLetters="traces | where message has 'dt_dead_lettered_total'" \
-    "${ALERT_ARGS[@]}" --output none
+  ACTION_GROUPS='[]'
+  [[ -z "${DT_ALERT_ACTION_GROUP:-}" ]] || ACTION_GROUPS="[\"$DT_ALERT_ACTION_GROUP\"]"
+  ALERT_RULE=$(mktemp)
+  cat >"$ALERT_RULE" <<RULE
+{
+  "location": "$LOCATION",
+  "properties": {
+    "displayName": "dtconnector-dead-letters-$APP",
+    "description": "Events were moved to the poison queue '$QUEUE-poison': their handlers kept failing.",
+    "severity": 1,
+    "enabled": true,
+    "evaluationFrequency": "PT5M",
+    "windowSize": "PT5M",
+    "scopes": ["$AI_ID"],
+    "criteria": {"allOf": [{
+      "query": "traces | where message has 'dt_dead_lettered_total'",
+      "timeAggregation": "Count",
+      "operator": "GreaterThan",
+      "threshold": 0,
+      "failingPeriods": {"numberOfEvaluationPeriods": 1, "minFailingPeriodsToAlert": 1}
+    }]},
+    "actions": {"actionGroups": $ACTION_GROUPS}
+  }
+}
+RULE
+  run az resource create --resource-group "$RG" --name "dtconnector-dead-letters-$APP" \
+    --resource-type Microsoft.Insights/scheduledQueryRules --api-version 2023-03-15-preview \
+    --is-full-object --properties "@$ALERT_RULE" --output none
+  rm -f "$ALERT_RULE"
 else
   echo "WARNING: no Application Insights resource named $APP: metrics and the dead-letter alert need one" >&2
 fi

@@ -3,6 +3,7 @@ the record the worker logs when the host is about to poison a message."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -18,23 +19,25 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "azure_trigger" / "deploy.sh"
 
 
-def _alert_call(tmp_path) -> list[str]:
+def _alert_rule(tmp_path) -> tuple[list[str], dict]:
+    """The `az` call deploy.sh's alert block makes, and the rule it sends (the JSON file)."""
     if shutil.which("bash") is None:
         pytest.skip("bash is not installed")
     text = SCRIPT.read_text()
     start = text.index("# --- metrics and alerts")
-    block = text[start : text.index('HOST=$(az functionapp show', start)]
-    out = tmp_path / "calls"
+    block = text[start : text.index("HOST=$(query", start)]
+    out, rule = tmp_path / "calls", tmp_path / "rule.json"
     prelude = f"""
 set -euo pipefail
-APP=app1; RG=rg1; QUEUE=dt-events; DT_ALERT_ACTION_GROUP=/subscriptions/s/ag/1
+APP=app1; RG=rg1; QUEUE=dt-events; LOCATION=westeurope; DT_ALERT_ACTION_GROUP=/subscriptions/s/ag/1
+query() {{ echo /subscriptions/s/components/app1; }}
 run() {{
-  case "$*" in *"component show"*) echo /subscriptions/s/components/app1; return 0;; esac
   printf '%s\\n' "$@" >> {out}
+  for word in "$@"; do case "$word" in @*) cp "${{word#@}}" {rule};; esac; done
 }}
 """
     subprocess.run(["bash", "-c", prelude + block], check=True, timeout=60, capture_output=True)
-    return out.read_text().splitlines()
+    return out.read_text().splitlines(), json.loads(rule.read_text())
 
 
 class _Keep(logging.Handler):
@@ -47,13 +50,15 @@ class _Keep(logging.Handler):
 
 
 def test_dead_letter_alert_query_matches_the_workers_dead_letter_record(tmp_path):
-    args = _alert_call(tmp_path)
-    assert args[:4] == ["az", "monitor", "scheduled-query", "create"]
-    assert args[args.index("--scopes") + 1] == "/subscriptions/s/components/app1"
-    assert args[args.index("--action-groups") + 1] == "/subscriptions/s/ag/1"
-    assert args[args.index("--condition") + 1] == "count 'DeadLetters' > 0"
-    query = args[args.index("--condition-query") + 1].split("=", 1)[1]
-    needle = re.fullmatch(r"traces \| where message has '(\w+)'", query).group(1)
+    args, rule = _alert_rule(tmp_path)
+    assert args[:3] == ["az", "resource", "create"]
+    assert args[args.index("--resource-type") + 1] == "Microsoft.Insights/scheduledQueryRules"
+    props = rule["properties"]
+    assert props["scopes"] == ["/subscriptions/s/components/app1"]
+    assert props["actions"]["actionGroups"] == ["/subscriptions/s/ag/1"]
+    [criterion] = props["criteria"]["allOf"]
+    assert (criterion["timeAggregation"], criterion["operator"], criterion["threshold"]) == ("Count", "GreaterThan", 0)
+    needle = re.fullmatch(r"traces \| where message has '(\w+)'", criterion["query"]).group(1)
 
     logger = logging.getLogger("test_metrics_deploy.azure")
     keep = _Keep()
