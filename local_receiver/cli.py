@@ -175,13 +175,26 @@ def cmd_state(args: argparse.Namespace) -> int:
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
-    queue = SQLiteQueue(_open_existing(args.db))
+    from .retention import store_report
+
+    db = _open_existing(args.db)
+    queue = SQLiteQueue(db)
     if args.requeue:
         print(f"requeued {queue.requeue_dead_letters()} dead-lettered events")
         return 0
     for item in queue.dead_letters():
         item.pop("body")
         print(json.dumps(item))
+    print(f"store: {json.dumps(store_report(db).to_dict(time.time()), sort_keys=True)}", file=sys.stderr)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """The store's size by record kind and its oldest records (bounded-storage check)."""
+    from .retention import store_report
+
+    report = store_report(_open_existing(args.db))
+    print(json.dumps({"store": report.to_dict(time.time())}, indent=2, sort_keys=True))
     return 0
 
 
@@ -206,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--requeue", action="store_true")
     dead.add_argument("--db", default=DEFAULT_DB)
     dead.set_defaults(func=cmd_dead_letters)
+
+    stats = sub.add_parser("stats", help="print the store's size (records by kind) and its oldest records")
+    stats.add_argument("--db", default=DEFAULT_DB)
+    stats.set_defaults(func=cmd_stats)
 
     try:
         from emulator.cli import add_send_parser
