@@ -20,7 +20,8 @@ import pytest
 
 from tests.dt import event_body, event_id_of, signed
 
-TTL_S = 1.5
+#: Long enough for the slowest stand-in to deliver and drain one window inside it.
+TTL_S = 4.0
 WINDOWS = 3
 PER_WINDOW = 4
 DEVICES = ("ret-a", "ret-b")
