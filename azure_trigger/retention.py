@@ -56,16 +56,28 @@ class TableSweeper:
         return result
 
 
+def _rows(table, fields: list[str]) -> list:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        with translated("table scan"):
+            return list(table._client.list_entities(select=fields))
+    except StoreError as exc:
+        if isinstance(exc.__cause__, ResourceNotFoundError):  # no table yet: nothing stored
+            return []
+        raise
+
+
 def store_report(claims: TableClaimStore, state_table) -> StoreReport:
     """Rows by kind and the earliest claim expiry: a full scan, for operators only."""
     from core.worker import WORKER_NAMESPACE
 
     counts = {"claims": 0, "ledger": 0, "device_state": 0}
     earliest: float | None = None
-    for entity in claims.table._client.list_entities(select=["PartitionKey", "expires_at"]):
+    for entity in _rows(claims.table, ["PartitionKey", "expires_at"]):
         kind = "ledger" if entity["PartitionKey"].startswith(WORKER_NAMESPACE + "_") else "claims"
         counts[kind] += 1
         at = float(entity["expires_at"])
         earliest = at if earliest is None else min(earliest, at)
-    counts["device_state"] = sum(1 for _ in state_table._client.list_entities(select=["PartitionKey"]))
+    counts["device_state"] = len(_rows(state_table, ["PartitionKey"]))
     return StoreReport(counts, {} if earliest is None else {"claims (earliest expiry)": earliest})
