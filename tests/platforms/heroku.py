@@ -180,6 +180,12 @@ class HerokuHarness(Harness):
     def dead_letters(self) -> list[str]:
         return [d["eventId"] for d in self.queue.dead_letters()]
 
+    def stored_records(self) -> dict[str, int]:
+        from heroku.report import store_report
+
+        counts = store_report(self._runtime.redis(), self.prefix).counts
+        return {"events": counts["claims"] + counts["ledger"] + counts["dead_letters"], "state": counts["device_state"]}
+
     def dead_client(self):
         """A client built like the real one, for a loopback port where nothing listens."""
         from heroku.connection import connect
