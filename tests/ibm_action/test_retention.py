@@ -93,3 +93,13 @@ def test_the_once_job_sweeps_and_stats_reports_the_store(ibm, capsys):
     assert "claims (earliest expiry)" in store["oldest"]
     assert worker_module.main(["--dead-letters"]) == 0
     assert '"total": ' in capsys.readouterr().err
+
+
+def test_an_id_after_its_window_is_queued_again_even_before_the_sweep(ibm):
+    from tests.dt import event_body, event_id_of, signed
+    from core.keys import store_key
+
+    body = event_body()
+    _put(ibm, store_key(event_id_of(body)), Claim(COMPLETED, time.time() - 1, "v"), "done")
+    assert ibm.deliver(body, signed(body)).status == 202  # a forgotten completion: a new event
+    assert ibm.queue_depth() == 1
