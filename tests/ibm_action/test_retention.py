@@ -19,13 +19,13 @@ def _docs(ibm):
     return ibm._worker.app().events
 
 
-def _put(ibm, doc_id: str, claim: Claim | None = None, state: str | None = None, updated_at: float | None = None):
-    body: dict = {}
+def _put(ibm, doc_id: str, claim: Claim | None = None, state: str | None = None, updated_at: float | None = None, body: str = "{}"):
+    doc: dict = {}
     if claim is not None:
-        body["claim"] = claim_to_json(claim)
+        doc["claim"] = claim_to_json(claim)
     if state is not None:
-        body["outbox"] = {"state": state, "eventId": doc_id, "body": "{}", "attempts": 1, "updatedAt": updated_at or time.time()}
-    assert _docs(ibm).create(doc_id, body)
+        doc["outbox"] = {"state": state, "eventId": doc_id, "body": body, "attempts": 1, "updatedAt": updated_at or time.time()}
+    assert _docs(ibm).create(doc_id, doc)
 
 
 def _ids(ibm) -> set[str]:
@@ -100,6 +100,6 @@ def test_an_id_after_its_window_is_queued_again_even_before_the_sweep(ibm):
     from core.keys import store_key
 
     body = event_body()
-    _put(ibm, store_key(event_id_of(body)), Claim(COMPLETED, time.time() - 1, "v"), "done")
+    _put(ibm, store_key(event_id_of(body)), Claim(COMPLETED, time.time() - 1, "v"), "done", body=body.decode())
     assert ibm.deliver(body, signed(body)).status == 202  # a forgotten completion: a new event
     assert ibm.queue_depth() == 1
