@@ -81,3 +81,30 @@ def store_report(claims: TableClaimStore, state_table) -> StoreReport:
         earliest = at if earliest is None else min(earliest, at)
     counts["device_state"] = len(_rows(state_table, ["PartitionKey"]))
     return StoreReport(counts, {} if earliest is None else {"claims (earliest expiry)": earliest})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m azure_trigger.retention``: print the store's size (JSON), with the app's
+    settings in the environment (AzureWebJobsStorage or DT_STORAGE_CONNECTION, tables)."""
+    import json
+    import sys
+    import time
+
+    from core.config import ConfigError
+
+    from .clients import AzureConfig, table_client
+    from .table_store import TableClaimStore, TableDeviceStateStore
+
+    try:
+        config = AzureConfig.from_env()
+    except ConfigError as exc:
+        print(f"azure_trigger.retention: {exc}", file=sys.stderr)
+        return 2
+    claims = TableClaimStore(table_client(config.connection, config.dedup_table))
+    state = TableDeviceStateStore(table_client(config.connection, config.state_table))
+    print(json.dumps({"store": store_report(claims, state.table).to_dict(time.time())}, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -56,3 +56,14 @@ def test_store_report_counts_rows(azure):
     report = store_report(azure.claim_store, azure.state_store.table)
     assert report.counts == {"claims": 1, "ledger": 1, "device_state": 0}
     assert report.oldest == {"claims (earliest expiry)": now + 5}
+
+
+def test_stats_command_prints_the_store_size(azure, capsys):
+    import json
+
+    from azure_trigger import retention
+
+    azure.claim_store.create("e1", Claim(COMPLETED, time.time() + 5, "v"))
+    assert retention.main([]) == 0
+    store = json.loads(capsys.readouterr().out)["store"]
+    assert store["records"]["claims"] == 1 and store["total"] == 1
