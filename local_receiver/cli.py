@@ -175,17 +175,13 @@ def cmd_state(args: argparse.Namespace) -> int:
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
-    from .retention import store_report
-
-    db = _open_existing(args.db)
-    queue = SQLiteQueue(db)
+    queue = SQLiteQueue(_open_existing(args.db))
     if args.requeue:
         print(f"requeued {queue.requeue_dead_letters()} dead-lettered events")
         return 0
     for item in queue.dead_letters():
         item.pop("body")
         print(json.dumps(item))
-    print(f"store: {json.dumps(store_report(db).to_dict(time.time()), sort_keys=True)}", file=sys.stderr)
     return 0
 
 

@@ -123,11 +123,3 @@ def test_stats_command_prints_the_store_size(tmp_path, capsys):
     assert out["records"]["claims"] == 1
     assert out["total"] == 1
     assert "claims (earliest expiry)" in out["oldest"]
-
-
-def test_dead_letters_command_reports_the_store_size(tmp_path, capsys):
-    path = tmp_path / "events.db"
-    Database(path).close()
-    assert cli.main(["dead-letters", "--db", str(path)]) == 0
-    err = capsys.readouterr().err
-    assert err.startswith("store: ") and json.loads(err[len("store: "):])["total"] == 0
