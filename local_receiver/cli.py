@@ -3,6 +3,7 @@
     dtconnector serve [--host 127.0.0.1] [--port 8080] [--db PATH] [--dev]
     dtconnector state [--device ID] [--db PATH]
     dtconnector dead-letters [--requeue] [--db PATH]
+    dtconnector stats [--db PATH]                     (store size: records by kind, oldest)
     dtconnector send --url URL [--secret S] ...      (the DT Cloud emulator)
 """
 
