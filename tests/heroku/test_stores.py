@@ -67,7 +67,7 @@ def test_redis_expires_a_claim_when_nobody_needs_it_any_more(h):
     assert h.claim_store.create("k-past", Claim(IN_PROGRESS, now - 5, "v1", ("mod.h",)))
     assert h.claim_store.get("k-past").done == ("mod.h",)
     assert h.claim_store.create("k-past-done", Claim(COMPLETED, now - 5, "v1"))
-    assert 0 < client.pttl(h.prefix + "c:k-past-done") <= EXPIRY_MARGIN_S * 1000
+    assert 0 < client.pttl(h.prefix + "c:k-past-done") <= EXPIRY_MARGIN_S * 1000 + 50  # ms rounding, clocks
     client.close()
 
 
