@@ -64,31 +64,23 @@ def run(name: str, windows: int, per_window: int, ttl_s: float, secret: str) -> 
     import importlib
 
     from core.handlers import registry
+    from tests.platforms.base import harness_factory, running
 
     result = LongRun(name, ttl_s=ttl_s)
     stand_in = importlib.import_module(f"tests.platforms.{name}").STAND_IN
+    registry.clear()
     try:
-        stand_in.start()
-    except BaseException as exc:  # pytest.skip(reason)
-        result.error = f"stand-in could not start: {exc}"
-        return result
-    harness = None
-    try:
-        from tests.dt import BASE_ENV
-
-        registry.clear()
-        env = {**BASE_ENV, "DT_SIGNATURE_SECRET": secret, "DT_LOG_LEVEL": "WARNING", "DT_DEDUP_TTL_S": str(ttl_s)}
-        with contextlib.redirect_stdout(io.StringIO()):
-            harness = stand_in.harness(env)
-            result.ttl_never_fires = harness.ttl_never_fires
-            _run(harness, result, windows, per_window, secret)
-    except Exception as exc:  # report and go on with the other platforms
+        with running(stand_in), harness_factory(stand_in.harness) as make:
+            with contextlib.redirect_stdout(io.StringIO()):  # the entry points' JSON log lines
+                harness = make(DT_SIGNATURE_SECRET=secret, DT_LOG_LEVEL="WARNING", DT_DEDUP_TTL_S=str(ttl_s))
+                result.ttl_never_fires = harness.ttl_never_fires
+                _run(harness, result, windows, per_window, secret)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a failure, or pytest.skip's exception: the stand-in cannot run here
         result.error = f"{type(exc).__name__}: {exc}"[:300]
     finally:
-        if harness is not None:
-            harness.close()
         registry.clear()
-        stand_in.stop()
     return result
 
 
