@@ -98,10 +98,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     try:
         settings = Settings.from_env(**overrides)
+        app = LocalApp(args.db, settings)  # reads DT_DEAD_LETTER_RETENTION_S, DT_SWEEP_INTERVAL_S
     except ConfigError as exc:
         print(f"dtconnector: {exc}", file=sys.stderr)
         return 2
-    app = LocalApp(args.db, settings)
     try:
         app.take_ownership()
     except AlreadyRunning as exc:

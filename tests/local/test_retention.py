@@ -123,3 +123,10 @@ def test_stats_command_prints_the_store_size(tmp_path, capsys):
     assert out["records"]["claims"] == 1
     assert out["total"] == 1
     assert "claims (earliest expiry)" in out["oldest"]
+
+
+def test_a_bad_retention_setting_stops_serve_with_a_clear_message(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DT_SIGNATURE_SECRET", "s" * 40)
+    monkeypatch.setenv("DT_DEAD_LETTER_RETENTION_S", "two weeks")
+    assert cli.main(["serve", "--db", str(tmp_path / "events.db"), "--port", "0"]) == 2
+    assert "DT_DEAD_LETTER_RETENTION_S must be a number" in capsys.readouterr().err
