@@ -3,7 +3,10 @@
 Claims table (``DT_DEDUP_TABLE``), partition key ``eventId`` (S), one item per key:
     status (S), version (S), done (L of S),
     expiresAt (N)       epoch seconds rounded up: the table's TTL attribute, so DynamoDB
-                        deletes old items eventually (lazily, up to days late),
+                        deletes old items eventually (lazily, up to days late). It is
+                        `core.retention.removable_at`: the claim's expiry when COMPLETED,
+                        a day later for an unfinished one (its recorded progress is what
+                        a redelivery needs), so the TTL never removes a needed record,
     expiresAtExact (N)  the exact expiry that core compares in code.
 Every write is conditional: create needs ``attribute_not_exists(eventId)``, replace and
 delete need ``version = :v``. A failed condition answers False.
@@ -24,6 +27,7 @@ import math
 from decimal import Decimal
 
 from core.ports import Claim, DeviceState
+from core.retention import removable_at
 
 from .errors import ConditionFailed, translated
 
@@ -46,7 +50,7 @@ class DynamoClaimStore:
             "status": {"S": claim.status},
             "version": {"S": claim.version},
             "done": {"L": [{"S": name} for name in claim.done]},
-            "expiresAt": {"N": str(math.ceil(claim.expires_at))},
+            "expiresAt": {"N": str(math.ceil(removable_at(claim)))},
             "expiresAtExact": {"N": _number(claim.expires_at)},
         }
 

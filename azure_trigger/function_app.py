@@ -6,6 +6,9 @@
 - `process`: Storage queue trigger on the queue named by the `DT_QUEUE_NAME` app setting.
   Runs core's Worker; raising makes the host retry the message, and after
   `extensions.queues.maxDequeueCount` (host.json) it moves it to `<queue>-poison`.
+- `sweep`: timer trigger (`SWEEP_SCHEDULE`). Table Storage has no TTL, so this removes
+  the dedup and ledger rows that nobody needs any more (azure_trigger.retention), in
+  bounded batches: storage stays bounded by the dedup window.
 
 Clients, the Receiver and the Worker are built once per container, on first use, and
 the Azure storage SDKs are imported only then. `reset()` drops them (tests).
@@ -28,6 +31,9 @@ from core.logs import configure as configure_logs, event_log, log
 # A queue message holds at most 64 KiB of base64, i.e. 48 KiB of body.
 AZURE_MAX_BODY_BYTES = 48 * 1024
 QUEUE_SETTING = "DT_QUEUE_NAME"
+# Every 10 minutes (NCRONTAB with seconds); a run removes at most SWEEP_MAX_BATCHES batches.
+SWEEP_SCHEDULE = "0 */10 * * * *"
+SWEEP_MAX_BATCHES = 50
 # Methods that reach `ingest`. Only POST is processed: the others are let through so core
 # answers 405 with `Allow: POST`, where the host's router would answer a bare 404.
 HTTP_METHODS = ("POST", "GET", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -164,3 +170,18 @@ def process(msg: func.QueueMessage) -> None:
         # DT_MAX_ATTEMPTS must equal (both 5 by default).
         app.delivery_failed(dead_lettered=(msg.dequeue_count or 0) >= app.settings.max_attempts)
         raise
+
+
+@app.function_name(name="sweep")
+@app.timer_trigger(arg_name="timer", schedule=SWEEP_SCHEDULE, run_on_startup=False, use_monitor=True)
+def sweep(timer: func.TimerRequest) -> None:
+    import time
+
+    from core.retention import sweep_until_done
+
+    from .retention import TableSweeper
+
+    result = sweep_until_done(
+        TableSweeper(context().claims), time.time(), max_batches=SWEEP_MAX_BATCHES, pause_s=0.05, wait=time.sleep
+    )
+    event_log(logging.INFO, "removed expired records", more=result.more, **result.removed)

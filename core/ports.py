@@ -38,7 +38,7 @@ class Claim:
     """One dedup record: who is handling an event id, and until when.
 
     `expires_at` (epoch seconds) is compared in code because every store here deletes
-    expired items lazily or never. `done` lists the user handlers that already completed
+    expired items lazily, some time after they expire (see `core.retention`). `done` lists the user handlers that already completed
     (worker side), so a redelivery runs only the ones that did not.
     """
 

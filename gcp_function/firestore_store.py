@@ -23,14 +23,16 @@ import random
 import time
 
 from core.keys import store_key
-from core.ports import COMPLETED, Claim, DeviceState, StoreError
+from core.ports import Claim, DeviceState, StoreError
+from core.retention import UNFINISHED_GRACE_S, removable_at
 
 #: Per-call budget (seconds) incl. the SDK's own retries. Ingest makes 2-4 calls and must
 #: answer DT within 10 s.
 CALL_DEADLINE_S = 3.0
 #: An unfinished claim is garbage-collected this long after its lease ends, so a worker's
-#: recorded progress survives until Pub/Sub's redeliveries of that message are over.
-IN_PROGRESS_GRACE_S = 24 * 3600.0
+#: recorded progress survives until Pub/Sub's redeliveries of that message are over
+#: (core.retention's rule, shared by every platform).
+IN_PROGRESS_GRACE_S = UNFINISHED_GRACE_S
 #: Rounds of read-compare-write before giving up under heavy contention on one document.
 MAX_CAS_ROUNDS = 50
 
@@ -103,7 +105,7 @@ class FirestoreClaimStore:
 
     @staticmethod
     def _doc(claim: Claim) -> dict:
-        gc_at = claim.expires_at if claim.status == COMPLETED else claim.expires_at + IN_PROGRESS_GRACE_S
+        gc_at = removable_at(claim, IN_PROGRESS_GRACE_S)
         return {
             "status": claim.status,
             "version": claim.version,

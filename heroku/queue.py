@@ -78,6 +78,20 @@ redis.call('LPUSH', KEYS[2], ARGV[2])
 return 1
 """
 
+# Dead letters are appended newest last: pop from the left while the oldest is past its
+# retention. KEYS: dead. ARGV: cutoff (epoch seconds), limit.
+_EXPIRE_DEAD = """
+local n = 0
+while n < tonumber(ARGV[2]) do
+  local first = redis.call('LINDEX', KEYS[1], 0)
+  if not first then break end
+  if tonumber(cjson.decode(first)['deadAt']) > tonumber(ARGV[1]) then break end
+  redis.call('LPOP', KEYS[1])
+  n = n + 1
+end
+return n
+"""
+
 # KEYS: delayed, queue. ARGV: now.
 _PROMOTE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 500)
@@ -160,6 +174,7 @@ class RedisQueue:
         self._retry = client.register_script(_RETRY)
         self._ack = client.register_script(_ACK)
         self._dead = client.register_script(_DEAD)
+        self._expire_dead = client.register_script(_EXPIRE_DEAD)
         self._promote = client.register_script(_PROMOTE)
         self._recover = client.register_script(_RECOVER)
         self._release = client.register_script(_RELEASE)
@@ -279,6 +294,16 @@ class RedisQueue:
             return self._dead(keys=keys, args=[message.raw, record], client=self.client) == 1
         except RedisError as exc:
             raise _queue_error("dead-letter", exc) from exc
+
+    def expire_dead_letters(self, retention_s: float, limit: int = 200) -> int:
+        """Remove up to `limit` dead letters older than `retention_s` (core.retention's
+        ``DT_DEAD_LETTER_RETENTION_S``): claims expire by themselves, the dead list does not."""
+        try:
+            return int(
+                self._expire_dead(keys=[self.dead_key], args=[self._clock() - retention_s, limit], client=self.client)
+            )
+        except RedisError as exc:
+            raise _queue_error("dead-letter expiry", exc) from exc
 
     # -- inspection -----------------------------------------------------------------------
     def depth(self) -> int:

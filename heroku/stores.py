@@ -2,9 +2,10 @@
 
 Claims are small JSON strings (``{"s","e","v","d"}``) under ``<prefix>c:<key>``. `create`
 is one ``SET NX PXAT``; `replace` and `delete` are Lua scripts that compare the stored
-version first, so each is one atomic round trip. Redis expires the key an hour after the
-claim's own `expires_at` (core compares `expires_at` itself; the margin keeps an abandoned
-worker lease, and the handlers it recorded as done, for the redelivery to find).
+version first, so each is one atomic round trip. Redis expires the key at
+`core.retention.removable_at`: a completed claim when its dedup window ends, an unfinished
+one a day after its lease (an abandoned worker lease keeps the handlers it recorded as
+done for the redelivery to find). So Redis holds about one dedup window of claims.
 
 Device state is one hash per device (``<prefix>s:<deviceId>``), one field per event type.
 Each value starts with the version as a fixed-width decimal string, so the Lua
@@ -22,11 +23,13 @@ from typing import Callable
 from redis.exceptions import RedisError
 
 from core.ports import Claim, DeviceState, StoreError
+from core.retention import removable_at
 
 from .connection import describe
 
-#: How long Redis keeps a claim after its `expires_at` has passed.
-EXPIRY_MARGIN_S = 3600.0
+#: The shortest time Redis keeps a claim just written (one already past its expiry is
+#: still written, and then reported expired by core, rather than vanishing on the spot).
+EXPIRY_MARGIN_S = 1.0
 
 _REPLACE = """
 local current = redis.call('GET', KEYS[1])
@@ -88,7 +91,7 @@ class RedisClaimStore:
         return self._prefix + key
 
     def _expire_at_ms(self, claim: Claim) -> int:
-        return math.ceil((max(claim.expires_at, self._clock()) + EXPIRY_MARGIN_S) * 1000)
+        return math.ceil(max(removable_at(claim), self._clock() + EXPIRY_MARGIN_S) * 1000)
 
     def create(self, key: str, claim: Claim) -> bool:
         try:

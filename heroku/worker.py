@@ -32,6 +32,7 @@ import uuid
 
 from core.logs import event_log, log
 from core.ports import StoreError
+from core.retention import DEFAULT_DEAD_LETTER_RETENTION_S, dead_letter_retention_s
 from core.worker import EventInFlight, PoisonMessage, RetryLater
 
 from .queue import Message, RedisQueue
@@ -66,6 +67,7 @@ class QueueWorker:
         heartbeat_ttl_s: float = DEFAULT_HEARTBEAT_TTL_S,
         shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S,
         worker_id: str | None = None,
+        dead_letter_retention_s: float = DEFAULT_DEAD_LETTER_RETENTION_S,
     ):
         self.worker = worker
         self.queue = queue
@@ -74,6 +76,7 @@ class QueueWorker:
         self.in_flight_delay_s = in_flight_delay_s
         self.heartbeat_ttl_s = max(heartbeat_ttl_s, 1.0)
         self.shutdown_grace_s = shutdown_grace_s
+        self.dead_letter_retention_s = dead_letter_retention_s
         self.id = worker_id or f"{os.environ.get('DYNO', 'worker')}.{uuid.uuid4().hex[:12]}"
         self._stopping = threading.Event()
         self._in_job = False
@@ -93,6 +96,7 @@ class QueueWorker:
             in_flight_delay_s=min(settings.worker_lease_s, 30.0),
             heartbeat_ttl_s=_env_float("DT_HEARTBEAT_TTL_S", DEFAULT_HEARTBEAT_TTL_S),
             shutdown_grace_s=_env_float("DT_SHUTDOWN_GRACE_S", DEFAULT_SHUTDOWN_GRACE_S),
+            dead_letter_retention_s=dead_letter_retention_s(),
         )
 
     # -- signals (main thread only) -----------------------------------------------------
@@ -130,6 +134,7 @@ class QueueWorker:
         try:
             self.queue.recover()
             self.queue.promote_due()
+            self.queue.expire_dead_letters(self.dead_letter_retention_s)
             maintained = time.monotonic()
             sampled = self._sample_backlog()
             failures = 0
@@ -138,6 +143,7 @@ class QueueWorker:
                     if time.monotonic() - maintained >= MAINTENANCE_EVERY_S:
                         self.queue.recover()
                         self.queue.promote_due()
+                        self.queue.expire_dead_letters(self.dead_letter_retention_s)
                         maintained = time.monotonic()
                         if maintained - sampled >= BACKLOG_EVERY_S:
                             sampled = self._sample_backlog()
@@ -240,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 for item in queue.dead_letters():
                     print(json.dumps(item))
+            from .report import store_report
+
+            report = store_report(runtime.redis(), runtime.prefix()).to_dict(time.time())
+            print(f"store: {json.dumps(report, sort_keys=True)}", file=sys.stderr)
             return 0
         runner = QueueWorker.from_env()
     except ConfigError as exc:

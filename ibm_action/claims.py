@@ -15,9 +15,11 @@ never get outbox fields, so the worker ignores them in the changes feed.
 
 from __future__ import annotations
 
-from core.ports import Claim
+from core.ports import COMPLETED, IN_PROGRESS, Claim
 
 from .cloudant import DELETE, Docs
+
+DONE = "done"  # ibm_action.outbox.DONE (that module imports this one)
 
 
 def claim_to_json(claim: Claim) -> dict:
@@ -67,6 +69,13 @@ class CloudantClaimStore:
             current = claim_from_json(doc.get("claim")) if doc else None
             if current is None or current.version != expected_version:
                 return None
+            if current.status == COMPLETED and claim.status == IN_PROGRESS:
+                # Only an expired completion is ever taken over: it was forgotten (past the
+                # dedup window, as if the sweeper had removed it already), so the same id
+                # is a new event and its processed outbox entry must not count as queued.
+                box = doc.get("outbox")
+                if isinstance(box, dict) and box.get("state") == DONE:
+                    del doc["outbox"]
             doc["claim"] = claim_to_json(claim)
             return doc
 

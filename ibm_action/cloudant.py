@@ -248,6 +248,34 @@ class Docs:
                 return
             bookmark = new_bookmark
 
+    def find_page(self, selector: dict, fields: list[str], limit: int, sort: list[dict] | None = None) -> list[dict]:
+        """The first `limit` documents matching a Mango selector (one request)."""
+        kwargs: dict = {"sort": sort} if sort else {}
+        result = self._call(
+            "a query",
+            lambda: self.service.post_find(db=self.db, selector=selector, fields=fields, limit=limit, **kwargs),
+        )
+        return result.get("docs", [])
+
+    def delete_many(self, docs: list[dict]) -> list[str]:
+        """Delete each of `docs` ({_id, _rev}) in one `_bulk_docs` request, each only if its
+        `_rev` is still current (a document changed since it was read stays). Returns the
+        ids deleted."""
+        from ibmcloudant.cloudant_v1 import BulkDocs
+
+        if not docs:
+            return []
+        body = BulkDocs.from_dict({"docs": [{"_id": d["_id"], "_rev": d["_rev"], "_deleted": True} for d in docs]})
+        results = self._call("a bulk delete", lambda: self.service.post_bulk_docs(db=self.db, bulk_docs=body))
+        deleted = [r["id"] for r in results if r.get("ok") and not r.get("error")]
+        for d in docs:
+            self.cache.put(d["_id"], None)
+        return deleted
+
+    def info(self) -> dict:
+        """The database's information: `doc_count`, `doc_del_count` (tombstones), sizes."""
+        return self._call("reading database information", lambda: self.service.get_database_information(db=self.db))
+
     def key_range(self, start: str, end: str) -> list[dict]:
         """Documents whose ids sort between `start` and `end` (inclusive)."""
         result = self._call(

@@ -5,6 +5,11 @@ subscription) that follows the events database's changes feed and runs core's `W
     python -m ibm_action.worker --once       drain what is pending, then exit
     python -m ibm_action.worker --dead-letters [--requeue]
                                              (exit status: how many are dead-lettered, for a cron check)
+    python -m ibm_action.worker --stats      the store's size and oldest records
+
+Bounded storage: the worker also removes documents nobody needs any more
+(`ibm_action.retention`): every `DT_SWEEP_INTERVAL_S` (default 600) while following the
+feed, and after each ``--once`` run.
 
 Delivery, the way a queue with redelivery and a dead-letter queue would do it:
 - The feed is read from a checkpoint kept in the `_local/<DT_WORKER_CHECKPOINT>` document
@@ -46,6 +51,7 @@ from core import logs
 from core.config import ConfigError, Settings, number_setting
 from core.logs import event_log
 from core.ports import StoreError
+from core.retention import dead_letter_retention_s, sweep_until_done
 from core.worker import EventInFlight, PoisonMessage, RetryLater, Worker
 
 from .outbox import DEAD, DONE, INDEX_FIELDS, INDEX_NAME, PENDING, is_pending, outbox_of
@@ -56,6 +62,7 @@ DEFAULT_LONGPOLL_S = 60.0
 DEFAULT_BATCH = 100
 DEFAULT_CHECKPOINT = "dt-worker"
 MAX_EXIT_COUNT = 125
+DEFAULT_SWEEP_INTERVAL_S = 600.0
 
 
 @dataclass
@@ -145,6 +152,11 @@ class FeedRunner:
         self._since = "0"
         self._checkpoint_rev: str | None = None
         self._later: dict[str, float] = {}  # doc id -> when its retry is due
+        from .retention import CloudantSweeper
+
+        self.sweeper = CloudantSweeper(app.events, dead_letter_retention_s(env))
+        self.sweep_interval_s = number_setting(env, "DT_SWEEP_INTERVAL_S", DEFAULT_SWEEP_INTERVAL_S)
+        self._next_sweep = 0.0
 
     # --- set-up ------------------------------------------------------------------------
 
@@ -153,6 +165,20 @@ class FeedRunner:
         self.app.events.ensure_database()
         self.app.state_docs.ensure_database()
         self.app.events.ensure_index(INDEX_NAME, INDEX_FIELDS)
+        from .retention import EXPIRY_INDEX_FIELDS, EXPIRY_INDEX_NAME
+
+        self.app.events.ensure_index(EXPIRY_INDEX_NAME, EXPIRY_INDEX_FIELDS)
+
+    def sweep(self, stop: threading.Event | None = None) -> None:
+        """Remove what nobody needs any more, in bounded batches paced so ingest's
+        writes go first (see `ibm_action.retention`)."""
+        # One batch (four queries, one bulk write) a second: within the Lite plan's 5
+        # queries per second, and ingest's writes go first.
+        result = sweep_until_done(
+            self.sweeper, self._clock(), pause_s=1.0, wait=stop.wait if stop is not None else time.sleep
+        )
+        if result.total:
+            event_log(logging.INFO, "removed expired records", more=result.more, **result.removed)
 
     def _load_checkpoint(self) -> None:
         doc = self.app.events.get_local(self.checkpoint)
@@ -248,6 +274,9 @@ class FeedRunner:
         self._sweep()
         while not stop.is_set():
             try:
+                if self._clock() >= self._next_sweep:
+                    self._next_sweep = self._clock() + self.sweep_interval_s
+                    self.sweep(stop)
                 self._run_due()
                 wait = self.longpoll_s
                 if self._later:
@@ -267,9 +296,16 @@ def _print_dead_letters(runner: FeedRunner, requeue: bool) -> int:
     if requeue:
         print(f"requeued {len(letters)} dead-lettered events", file=sys.stderr)
         return 0
+    print(f"store: {json.dumps(_report(runner), sort_keys=True)}", file=sys.stderr)
     # A cron check alerts on a non-zero status: the number of dead letters, capped where
     # shells start to reserve codes (errors exit 1 or 2 with a message on stderr).
     return min(len(letters), MAX_EXIT_COUNT)
+
+
+def _report(runner: FeedRunner) -> dict:
+    from .retention import store_report
+
+    return store_report(runner.app.events, runner.app.state_docs).to_dict(time.time())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="drain what is pending, then exit")
     parser.add_argument("--dead-letters", action="store_true", help="list dead-lettered events (JSON lines)")
     parser.add_argument("--requeue", action="store_true", help="with --dead-letters: put them back in the outbox")
+    parser.add_argument("--stats", action="store_true", help="print the store's size and oldest records (JSON)")
     args = parser.parse_args(argv)
 
     logs.configure(os.environ.get("DT_LOG_LEVEL", "INFO"))
@@ -284,9 +321,13 @@ def main(argv: list[str] | None = None) -> int:
         runner = FeedRunner(app())
         if args.dead_letters:
             return _print_dead_letters(runner, args.requeue)
+        if args.stats:
+            print(json.dumps({"store": _report(runner)}, indent=2, sort_keys=True))
+            return 0
         runner.prepare()
         if args.once:
             runner.drain()
+            runner.sweep()
             return 0
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

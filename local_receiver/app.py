@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from core.config import Settings
+from core.config import Settings, number_setting
+from core.retention import dead_letter_retention_s
 from core.receiver import Receiver
 from core.worker import Worker
 
 from .metrics import PrometheusRecorder, backlog_gauges
 from .queue_runner import QueueRunner
+from .retention import DEFAULT_SWEEP_INTERVAL_S, BackgroundSweeper, SQLiteSweeper
 from .sqlite_store import Database, SQLiteClaimStore, SQLiteQueue, SQLiteStateStore
 
 DEFAULT_DB = ".dtconnector/events.db"
@@ -50,6 +52,11 @@ class LocalApp:
             lease_s=self.settings.worker_lease_s,
             retry_base_s=retry_base_s,
         )
+        # Bounded storage: expired records are removed in the background (local_receiver.retention).
+        self.sweeper = SQLiteSweeper(self.db, dead_letter_retention_s())
+        self.background_sweeper = BackgroundSweeper(
+            self.sweeper, clock, number_setting(os.environ, "DT_SWEEP_INTERVAL_S", DEFAULT_SWEEP_INTERVAL_S)
+        )
         self._lock_file = None
         self._stop = threading.Event()
         self._worker_thread: threading.Thread | None = None
@@ -77,6 +84,7 @@ class LocalApp:
             target=self.runner.run_forever, args=(self._stop,), name="dtconnector-worker", daemon=True
         )
         self._worker_thread.start()
+        self.background_sweeper.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
@@ -84,6 +92,7 @@ class LocalApp:
             self.queue.changed.notify_all()
         if self._worker_thread is not None:
             self._worker_thread.join(timeout)
+        self.background_sweeper.stop()
         self.db.close()
         if self._lock_file is not None:
             self._lock_file.close()

@@ -3,7 +3,7 @@
     dtconnector serve [--host 127.0.0.1] [--port 8080] [--db PATH] [--dev]
     dtconnector state [--device ID] [--db PATH]
     dtconnector dead-letters [--requeue] [--db PATH]
-    dtconnector stats [--url URL]                    (metrics of a running receiver)
+    dtconnector stats [--url URL] [--db PATH] [--json]  (metrics of a running receiver; store size)
     dtconnector send --url URL [--secret S] ...      (the DT Cloud emulator)
 """
 
@@ -98,10 +98,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     try:
         settings = Settings.from_env(**overrides)
+        app = LocalApp(args.db, settings)  # reads DT_DEAD_LETTER_RETENTION_S, DT_SWEEP_INTERVAL_S
     except ConfigError as exc:
         print(f"dtconnector: {exc}", file=sys.stderr)
         return 2
-    app = LocalApp(args.db, settings)
     try:
         app.take_ownership()
     except AlreadyRunning as exc:

@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS device_state (
     labels     TEXT NOT NULL,
     PRIMARY KEY (device_id, event_type)
 );
+CREATE INDEX IF NOT EXISTS claims_expiry ON claims (expires_at);  -- the sweeper's range scan
 """
 
 

@@ -1,8 +1,11 @@
-"""`dtconnector stats`: a terminal summary of a running receiver's metrics, read from its
-``GET /metrics`` (the counters live in the serving process, since it started).
+"""`dtconnector stats`: what an operator checks on a local receiver, in one command.
 
-`print_metrics` is the metrics part on its own, so other summaries (the store's size, its
-oldest record) can be printed next to it by the same command.
+- its metrics, read from a running receiver's ``GET /metrics`` (the counters live in the
+  serving process, since it started): `print_metrics`;
+- its store's size, read from the SQLite file: records by kind and the oldest of each, so
+  growth past the dedup window shows (`local_receiver.retention.store_report`).
+
+``--url`` alone asks for the metrics, ``--db`` alone for the store, neither for both.
 """
 
 from __future__ import annotations
@@ -91,18 +94,55 @@ def fetch(url: str, timeout_s: float = 5.0) -> str:
         return response.read().decode("utf-8")
 
 
+def print_store(report: dict, out: TextIO = sys.stdout) -> None:
+    """Print the store part of `dtconnector stats` (a `StoreReport.to_dict`)."""
+    w = out.write
+    w(f"stored records         {report['total']}\n")
+    for kind, count in report["records"].items():
+        w(f"  {kind}: {count}\n")
+    for kind, oldest in report["oldest"].items():
+        w(f"oldest {kind}: {_seconds(oldest['ageS'])} ago\n")
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
-    try:
-        text = fetch(args.url)
-    except OSError as exc:
-        print(f"dtconnector: cannot read {args.url.rstrip('/')}/metrics ({exc}); is `dtconnector serve` running?",
-              file=sys.stderr)
-        return 1
-    print_metrics(text)
-    return 0
+    import json
+    import time
+
+    want_metrics = args.url is not None or args.db is None
+    want_store = args.db is not None or args.url is None
+    url = args.url or DEFAULT_URL
+    result: dict = {}
+    status = 0
+    if want_store:
+        from .cli import DEFAULT_DB, _open_existing
+        from .retention import store_report
+
+        result["store"] = store_report(_open_existing(args.db or DEFAULT_DB)).to_dict(time.time())
+    if want_metrics:
+        try:
+            text = fetch(url)
+        except OSError as exc:
+            print(f"dtconnector: cannot read {url.rstrip('/')}/metrics ({exc}); is `dtconnector serve` running?",
+                  file=sys.stderr)
+            status = 1
+        else:
+            result["metrics"] = text
+    if args.json:
+        if "metrics" in result:
+            result["metrics"] = {name: [[labels, value] for labels, value in samples]
+                                 for name, samples in parse(result["metrics"]).items()}
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return status
+    if "metrics" in result:
+        print_metrics(result["metrics"])
+    if "store" in result:
+        print_store(result["store"])
+    return status
 
 
 def add_stats_parser(sub) -> None:
-    stats = sub.add_parser("stats", help="summarise a running receiver's metrics (since it started)")
-    stats.add_argument("--url", default=DEFAULT_URL, help=f"the receiver's address (default {DEFAULT_URL})")
+    stats = sub.add_parser("stats", help="a receiver's metrics (since it started) and its store's size")
+    stats.add_argument("--url", help=f"the running receiver's address (default {DEFAULT_URL})")
+    stats.add_argument("--db", help="the receiver's SQLite file (default .dtconnector/events.db)")
+    stats.add_argument("--json", action="store_true", help="one JSON object instead of text")
     stats.set_defaults(func=cmd_stats)

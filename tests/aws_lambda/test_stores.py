@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from core.ports import COMPLETED, Claim, DeviceState, QueueError, StoreError
+from core.ports import COMPLETED, IN_PROGRESS, Claim, DeviceState, QueueError, StoreError
+from core.retention import UNFINISHED_GRACE_S
 
 
 def raw_item(harness, table: str, key: dict) -> dict:
@@ -19,6 +20,15 @@ def test_claim_has_an_integer_ttl_and_the_exact_expiry(harness):
     assert float(item["expiresAtExact"]["N"]) == 1893456000.25
     assert item["done"] == {"L": [{"S": "a.b"}]}
     assert harness.claim_store.get("k1").expires_at == 1893456000.25
+
+
+def test_an_unfinished_claim_outlives_its_lease_in_the_ttl(harness):
+    # An abandoned worker lease carries the handlers already done: DynamoDB's TTL must
+    # not remove it before the queue's redeliveries are over.
+    harness.claim_store.create("w_k1", Claim(IN_PROGRESS, 1893456000.25, "v1", ("a.b",)))
+    item = raw_item(harness, harness.dedup_table, {"eventId": {"S": "w_k1"}})
+    assert int(item["expiresAt"]["N"]) == 1893456001 + int(UNFINISHED_GRACE_S)
+    assert harness.claim_store.get("w_k1").expires_at == 1893456000.25
 
 
 def test_state_version_is_an_exact_number_and_data_is_json(harness):

@@ -70,7 +70,7 @@ def test_bundle_has_what_the_functions_host_needs_at_its_root(bundle):
 def test_bundle_entry_imports_from_the_bundle_in_a_clean_interpreter(bundle):
     info = json.loads(_run(bundle, _PROBE))
     assert info["same_app"] is True
-    assert info["names"] == ["ingest", "process"]
+    assert info["names"] == ["ingest", "process", "sweep"]
     for key in ("function_app", "entry", "core"):
         assert Path(info[key]).resolve().is_relative_to(bundle.resolve()), (key, info[key])
 

@@ -27,8 +27,15 @@ def _bindings(name: str) -> list[dict]:
     return json.loads(functions_by_name()[name].get_function_json())["bindings"]
 
 
-def test_app_has_exactly_ingest_and_process():
-    assert set(functions_by_name()) == {"ingest", "process"}
+def test_app_has_exactly_ingest_process_and_sweep():
+    assert set(functions_by_name()) == {"ingest", "process", "sweep"}
+
+
+def test_sweep_is_a_timer_trigger_in_the_same_app():
+    [trigger] = _bindings("sweep")
+    assert trigger["type"] == "timerTrigger" and trigger["direction"] == "IN"
+    assert trigger["schedule"] == "0 */10 * * * *"  # NCRONTAB with seconds: every 10 minutes
+    assert not trigger.get("runOnStartup")
 
 
 def test_ingest_is_an_anonymous_catch_all_http_trigger_that_takes_post():

@@ -9,7 +9,8 @@ import pytest
 import redis
 
 from core.claims import Claims
-from core.ports import IN_PROGRESS, Claim, DeviceState, QueueError, StoreError
+from core.ports import COMPLETED, IN_PROGRESS, Claim, DeviceState, QueueError, StoreError
+from core.retention import UNFINISHED_GRACE_S
 from heroku.connection import connect
 from heroku.stores import EXPIRY_MARGIN_S, encode_version
 
@@ -52,15 +53,21 @@ def test_state_of_other_types_and_devices_is_untouched(h):
     assert got["co2"].labels == {"room": "é"}
 
 
-def test_redis_keeps_a_claim_an_hour_past_its_expiry(h):
+def test_redis_expires_a_claim_when_nobody_needs_it_any_more(h):
     client = redis.Redis.from_url(h.url)
     now = time.time()
+    # Completed: gone when its dedup window ends.
+    assert h.claim_store.create("k-done", Claim(COMPLETED, now + 10, "v1"))
+    assert 8_000 < client.pttl(h.prefix + "c:k-done") <= 10_000
+    # Unfinished: kept a day past its lease, for the redelivery that needs its progress.
     assert h.claim_store.create("k-ttl", Claim(IN_PROGRESS, now + 10, "v1"))
     pttl = client.pttl(h.prefix + "c:k-ttl")
-    assert (10 + EXPIRY_MARGIN_S - 2) * 1000 < pttl <= (10 + EXPIRY_MARGIN_S + 1) * 1000
+    assert (10 + UNFINISHED_GRACE_S - 2) * 1000 < pttl <= (10 + UNFINISHED_GRACE_S + 1) * 1000
     # A claim already past its expiry is still stored (and reported expired by core):
     assert h.claim_store.create("k-past", Claim(IN_PROGRESS, now - 5, "v1", ("mod.h",)))
     assert h.claim_store.get("k-past").done == ("mod.h",)
+    assert h.claim_store.create("k-past-done", Claim(COMPLETED, now - 5, "v1"))
+    assert 0 < client.pttl(h.prefix + "c:k-past-done") <= EXPIRY_MARGIN_S * 1000 + 50  # ms rounding, clocks
     client.close()
 
 

@@ -292,6 +292,21 @@ class AwsHarness(Harness):
         with mock.patch.object(BaseClient, "_make_api_call", failing):
             yield
 
+    # -- bounded storage: DynamoDB's TTL (moto never deletes expired items) ----------------
+    ttl_never_fires = True
+
+    def _items(self, table: str) -> list[dict]:
+        pages = self.dynamodb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True)
+        return [item for page in pages for item in page["Items"]]
+
+    def stored_records(self) -> dict[str, int]:
+        return {"events": len(self._items(self.dedup_table)), "state": len(self._items(self.state_table))}
+
+    def record_expiries(self) -> list[float]:
+        ttl = self.dynamodb.describe_time_to_live(TableName=self.dedup_table)["TimeToLiveDescription"]
+        assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expiresAt"}, ttl
+        return [float(item["expiresAt"]["N"]) for item in self._items(self.dedup_table)]
+
     def close(self) -> None:
         import aws_lambda.handler as handler
 

@@ -233,6 +233,19 @@ class AzureHarness(Harness):
             return []
         return [json.loads(base64.b64decode(m.content))["event"]["eventId"] for m in peeked]
 
+    # -- bounded storage ----------------------------------------------------------------
+    def sweep(self) -> None:
+        from azure.functions.timer import TimerRequest
+
+        call(self.functions["sweep"], TimerRequest())  # the timer trigger, as the host fires it
+
+    def stored_records(self) -> dict[str, int]:
+        from azure_trigger.retention import store_report
+
+        ctx = self.module.context()
+        counts = store_report(ctx.claims, ctx.state.table).counts
+        return {"events": counts["claims"] + counts["ledger"] + len(self.dead_letters()), "state": counts["device_state"]}
+
     # -- failures -----------------------------------------------------------------------
     @contextlib.contextmanager
     def broken(self, part: str):

@@ -91,6 +91,26 @@ class Harness(abc.ABC):
         observation counts, per (name, dimensions)."""
         raise NotImplementedError
 
+    # -- bounded storage (core.retention); tests/contract/test_retention.py ---------------
+
+    #: True where the stand-in never deletes expired records itself (moto's DynamoDB TTL,
+    #: the Firestore emulator's TTL policy): the suite then checks `record_expiries` instead.
+    ttl_never_fires: bool = False
+
+    def sweep(self) -> None:
+        """Run the platform's own cleanup of expired records once, as its schedule would
+        (a no-op where the store's native TTL does it)."""
+
+    def stored_records(self) -> dict[str, int]:
+        """How many records the store holds: ``events`` (claims, ledger entries, outbox
+        documents, dead letters) and ``state`` (device state records)."""
+        raise NotImplementedError
+
+    def record_expiries(self) -> list[float]:
+        """For `ttl_never_fires` platforms: each stored event record's native-TTL expiry
+        (epoch seconds); raises if a record has none or the store's TTL is not enabled."""
+        raise NotImplementedError
+
     def device_state(self, device_id: str) -> dict[str, DeviceState]:
         return {s.event_type: s for s in self.state_store.get_device(device_id)}
 

@@ -290,6 +290,25 @@ class GcpHarness(Harness):
     def new_container(self) -> None:
         self._activate().reset()
 
+    # -- bounded storage: Firestore's TTL policy (the emulator never applies one) ----------
+    ttl_never_fires = True
+
+    def _documents(self, collection: str) -> list[dict]:
+        from google.cloud import firestore
+
+        return [snap.to_dict() for snap in firestore.Client().collection(collection).stream()]
+
+    def stored_records(self) -> dict[str, int]:
+        return {
+            "events": len(self._documents(self.env["DT_DEDUP_COLLECTION"])),
+            "state": len(self._documents(self.env["DT_STATE_COLLECTION"])),
+        }
+
+    def record_expiries(self) -> list[float]:
+        # The emulator has no TTL policies to describe: deploy.sh's `gcloud firestore fields
+        # ttls update expiresAt` is checked by tests/gcp_function (test_deploy_*).
+        return [doc["expiresAt"].timestamp() for doc in self._documents(self.env["DT_DEDUP_COLLECTION"])]
+
     # -- ingest ------------------------------------------------------------------------
     def deliver(self, body, headers, method="POST", path="/") -> Reply:
         self._activate()

@@ -193,6 +193,12 @@ class HerokuHarness(Harness):
 
         return parse_l2met(self.stdout.getvalue().splitlines())
 
+    def stored_records(self) -> dict[str, int]:
+        from heroku.report import store_report
+
+        counts = store_report(self._runtime.redis(), self.prefix).counts
+        return {"events": counts["claims"] + counts["ledger"] + counts["dead_letters"], "state": counts["device_state"]}
+
     def dead_client(self):
         """A client built like the real one, for a loopback port where nothing listens."""
         from heroku.connection import connect

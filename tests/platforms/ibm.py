@@ -161,6 +161,16 @@ class IBMHarness(Harness):
     def dead_letters(self) -> list[str]:
         return [d["eventId"] for d in self.ingest.outbox.dead_letters()]
 
+    def sweep(self) -> None:
+        self.runner().sweep()  # what the worker job runs on its interval and after --once
+
+    def stored_records(self) -> dict[str, int]:
+        from ibm_action.retention import store_report
+
+        app = self._worker.app()
+        counts = store_report(app.events, app.state_docs).counts
+        return {"events": counts["events"] + counts["ledger"], "state": counts["device_state"]}
+
     @contextlib.contextmanager
     def broken(self, part: str):
         # The real SDK pointed at a closed loopback port: requests raises ConnectionError

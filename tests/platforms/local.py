@@ -76,6 +76,18 @@ class LocalHarness(Harness):
 
         return parse_prometheus(self.app.metrics.exposition())
 
+    def sweep(self) -> None:
+        from core.retention import sweep_until_done
+
+        sweep_until_done(self.app.sweeper, self.app.db.clock())
+
+    def stored_records(self) -> dict[str, int]:
+        counts = self.app.db.query(
+            "SELECT (SELECT count(*) FROM claims) + (SELECT count(*) FROM queue)"
+            " + (SELECT count(*) FROM dead_letters), (SELECT count(*) FROM device_state)"
+        )[0]
+        return {"events": counts[0], "state": counts[1]}
+
     def close(self) -> None:
         self.app.db.close()
 
