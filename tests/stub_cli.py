@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 STUB = """#!/bin/bash
@@ -33,6 +34,9 @@ def run_script(script: Path, tmp_path: Path, names: list[str], answers: list[tup
     for name in names:
         (bin_dir / name).write_text(STUB)
         (bin_dir / name).chmod(0o755)
+    python312 = bin_dir / "python3.12"  # the SAM template's runtime, which deploy-aws checks for
+    if not python312.exists():
+        python312.symlink_to(sys.executable)
     log, answers_file = tmp_path / "calls.log", tmp_path / "answers.json"
     (tmp_path / "calls.log.files").mkdir(exist_ok=True)
     answers_file.write_text(json.dumps(answers))

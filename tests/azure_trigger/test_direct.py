@@ -68,7 +68,7 @@ def test_event_hub_mode_registers_a_batch_trigger_with_a_bounded_retry_policy():
 def test_http_mode_app_is_unchanged_and_unknown_kinds_are_refused():
     from tests.platforms.azure import functions_by_name
 
-    assert set(functions_by_name()) == {"ingest", "process"}
+    assert set(functions_by_name()) == {"ingest", "process", "sweep"}
     with pytest.raises(ValueError, match="DT_AZURE_DIRECT"):
         direct_app.build("carrier-pigeon")
 
