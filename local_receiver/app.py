@@ -70,6 +70,10 @@ class LocalApp:
         self.queue.make_all_visible()
         self.claims.expire_in_progress()
 
+    def health(self) -> dict:
+        """What ``GET /healthz`` reports: the queue's depth and the dead letters."""
+        return {"status": "ok", "queued": self.queue.depth(), "deadLetters": len(self.queue.dead_letters())}
+
     def start_worker(self) -> None:
         self._worker_thread = threading.Thread(
             target=self.runner.run_forever, args=(self._stop,), name="dtconnector-worker", daemon=True
