@@ -105,7 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     from core.asgi import ReceiverASGI
 
-    from .serving import Limits, bind, serve
+    from core.serving import Limits, bind, serve
 
     try:
         sock = bind(args.host, args.port)

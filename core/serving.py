@@ -1,5 +1,7 @@
-"""Production HTTP for `dtconnector serve`: uvicorn (httptools parser, uvloop) plus the few
-limits uvicorn does not enforce itself.
+"""Production HTTP for the long-running receivers (`dtconnector serve`, the Heroku web
+dyno): uvicorn (httptools parser, uvloop) plus the few limits uvicorn does not enforce.
+
+Imported only by those two entry points (uvicorn is their dependency, not core's).
 
 uvicorn gives strict HTTP/1.1 framing (llhttp refuses ``Content-Length`` with
 ``Transfer-Encoding``, duplicate lengths, ``5_17``; chunked bodies are decoded) and an idle
@@ -23,6 +25,7 @@ import os
 import resource
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -39,6 +42,7 @@ class Limits:
     body_timeout_s: float = 10.0
     keepalive_timeout_s: float = 15.0
     max_connections: int = 1000
+    threads: int = 16  # for handlers that block on the network (Redis): `ReceiverASGI(offload=True)`
 
     @classmethod
     def from_env(cls) -> "Limits":
@@ -49,6 +53,7 @@ class Limits:
             body_timeout_s=float(env("DT_HTTP_BODY_TIMEOUT_S", cls.body_timeout_s)),
             keepalive_timeout_s=float(env("DT_HTTP_KEEPALIVE_TIMEOUT_S", cls.keepalive_timeout_s)),
             max_connections=int(env("DT_HTTP_MAX_CONNECTIONS", cls.max_connections)),
+            threads=int(env("DT_HTTP_THREADS", cls.threads)),
         )
 
     def connection_bound(self) -> int:
@@ -183,6 +188,7 @@ def serve(app, sock: socket.socket, limits: Limits) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(limits.threads, thread_name_prefix="dtconnector-http"))
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, lambda: setattr(server, "should_exit", True))
         await server.serve(sockets=[sock])
