@@ -74,6 +74,19 @@ class LocalApp:
         """What ``GET /healthz`` reports: the queue's depth and the dead letters."""
         return {"status": "ok", "queued": self.queue.depth(), "deadLetters": len(self.queue.dead_letters())}
 
+    def asgi(self):
+        """This receiver as an ASGI app, to mount in Starlette/FastAPI (`examples/mount_starlette.py`).
+        Call `take_ownership` and `start_worker` first, `stop` at shutdown."""
+        from core.asgi import ReceiverASGI
+
+        return ReceiverASGI(self.receiver.handle, self.health, self.settings.max_body_bytes)
+
+    def wsgi(self):
+        """This receiver as a WSGI app, to mount in Flask or Django (`examples/mount_flask.py`)."""
+        from core.wsgi import ReceiverWSGI
+
+        return ReceiverWSGI(self.receiver.handle, self.health, self.settings.max_body_bytes)
+
     def start_worker(self) -> None:
         self._worker_thread = threading.Thread(
             target=self.runner.run_forever, args=(self._stop,), name="dtconnector-worker", daemon=True
