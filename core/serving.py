@@ -33,6 +33,7 @@ from typing import Iterator
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+_MAX_HEAD_BYTES = 64 * 1024  # request line + headers; DT's are under 2 KiB. llhttp has no cap
 _FD_RESERVE = 48  # descriptors kept for SQLite, logs, the listening socket, the worker
 
 
@@ -69,6 +70,11 @@ _TIMEOUT_408 = (
     b'connection: close\r\n\r\n{"error":"request_timeout","reason":"request too slow"}'
 )
 
+_HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\ncontent-length: 65\r\n"
+    b'connection: close\r\n\r\n{"error":"headers_too_large","reason":"request head over 64 KiB"}'
+)
+
 
 class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with header/body deadlines and a connection bound."""
@@ -79,6 +85,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._deadline: asyncio.TimerHandle | None = None
         self._opened = time.monotonic()
+        self._reading_head = True  # bytes now belong to a request line or headers
+        self._head_bytes = 0
         super().connection_made(transport)
         self._arm(self.limits.header_timeout_s)  # a connect that never sends a byte
         if len(self.connections) > self.bound:
@@ -88,16 +96,27 @@ class GuardedProtocol(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        if self._reading_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        # Still inside the head after this chunk (so none of it was body): cap its size.
+        if self._reading_head and self._head_bytes > _MAX_HEAD_BYTES and not self.transport.is_closing():
+            self.transport.write(_HEAD_TOO_LARGE)
+            self.transport.close()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._arm(self.limits.header_timeout_s)
 
     def on_headers_complete(self) -> None:
+        self._reading_head = False
         super().on_headers_complete()
         self._arm(self.limits.body_timeout_s)
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._reading_head, self._head_bytes = True, 0  # what follows is the next request
         super().on_message_complete()
 
     def on_response_complete(self) -> None:

@@ -135,3 +135,9 @@ def test_every_4xx_closes_the_connection(server):
 def test_413_from_the_header_closes_the_connection(server):
     data, closed = exchange(server.port, post_head({"Content-Length": "10000000"}))
     assert statuses(data) == [413] and closed
+
+
+def test_a_request_head_over_64_kib_is_431_and_closed(server):
+    headers = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(100))
+    data, closed = exchange(server.port, b"POST / HTTP/1.1\r\nHost: x\r\n" + headers)
+    assert statuses(data) == [431] and closed
