@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.dt import event_body, signed
-from tests.heroku.test_processes import bundle, dyno_env, procfile, stop, wait_for  # noqa: F401 (fixture)
+from tests.heroku.test_processes import bundle, dyno_env, healthy, procfile, stop, wait_for  # noqa: F401 (fixture)
 from tests.http_probes import exchange, open_connections, post_head, read_until_closed, statuses
 from tests.platforms.heroku import free_port
 
@@ -27,17 +27,8 @@ def web(h, bundle):  # noqa: F811
     command = procfile(bundle)["web"].replace("0.0.0.0", "127.0.0.1")
     proc = subprocess.Popen(["bash", "-c", "exec " + command], cwd=bundle, env=dyno_env(h, PORT=str(port), **FAST),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-    def healthy():
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-
     try:
-        wait_for(healthy, 30, "the web dyno to answer /healthz", proc)
+        wait_for(lambda: healthy(port), 30, "the web dyno to answer /healthz", proc)
         yield port
     finally:
         stop(proc)

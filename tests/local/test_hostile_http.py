@@ -18,6 +18,7 @@ from tests.http_probes import (
     open_connections,
     post_head,
     raise_own_fd_limit,
+    read_until_closed,
     statuses,
 )
 
@@ -57,20 +58,14 @@ def test_a_connection_that_never_sends_a_byte_is_closed(server):
 def test_stalled_body_gets_408_and_the_connection_is_closed(server):
     with open_connections(server.port, 20, post_head({"Content-Length": "100000"}) + b"{") as socks:
         for s in socks:
-            data, closed = exchange_on(s, 3.0)
+            data, closed = read_until_closed(s, 3.0)
             assert closed and statuses(data) == [408]
-
-
-def exchange_on(sock: socket.socket, timeout: float):
-    from tests.http_probes import read_until_closed
-
-    return read_until_closed(sock, timeout)
 
 
 def test_idle_keep_alive_connection_is_closed_after_its_timeout(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        data, closed = exchange_on(s, 3.0)
+        data, closed = read_until_closed(s, 3.0)
     assert closed and statuses(data) == [200]
 
 
