@@ -45,22 +45,22 @@ class Server:
     """A server process (group) that prints its URL on stderr."""
 
     def __init__(self, argv: list[str], pattern: str, cwd: str, suffix: str = ""):
-        self.proc = subprocess.Popen(argv, env=_env(), cwd=cwd, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+        # stderr goes to a file, read for the URL: a pipe nobody reads would fill and block
+        # the server, and a closed one would break its next log line.
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(argv, env=_env(), cwd=cwd, stdout=subprocess.DEVNULL, stderr=self.log,
+                                     text=True, start_new_session=True)
         deadline = time.monotonic() + 30
         self.url = None
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            m = re.search(pattern, line)
+        while time.monotonic() < deadline and self.url is None and self.proc.poll() is None:
+            time.sleep(0.05)
+            self.log.seek(0)
+            m = re.search(pattern, self.log.read())
             if m:
                 self.url = m.group(1) + suffix
-                break
         if self.url is None:
             self.stop()
             raise RuntimeError(f"server did not start: {' '.join(argv)}")
-        self.proc.stderr.close()  # nothing more to read; a full pipe must not block the server
 
     def health(self) -> dict:
         with urllib.request.urlopen(self.url + "healthz", timeout=10) as r:
@@ -74,6 +74,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        self.log.close()
 
 
 def anchor(tmp: str) -> Server:
