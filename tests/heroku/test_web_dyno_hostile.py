@@ -4,6 +4,7 @@ starve it: slow headers, stalled bodies, idle connects, sockets never closed aft
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import subprocess
@@ -13,25 +14,35 @@ import pytest
 
 from tests.dt import event_body, signed
 from tests.heroku.test_processes import bundle, dyno_env, healthy, procfile, stop, wait_for  # noqa: F401 (fixture)
-from tests.http_probes import exchange, open_connections, post_head, read_until_closed, statuses
+from tests.http_probes import exchange, open_connections, post_head, raise_own_fd_limit, read_until_closed, statuses
 from tests.platforms.heroku import free_port
 
 pytestmark = pytest.mark.slow
 
+# Starved, the old web process answered after 10-20 s; a shared, loaded test machine can
+# add a few hundred ms to any answer.
+POST_DEADLINE_S = 2.0
 FAST = {"DT_HTTP_HEADER_TIMEOUT_S": "2", "DT_HTTP_BODY_TIMEOUT_S": "2", "DT_HTTP_KEEPALIVE_TIMEOUT_S": "2"}
 
 
-@pytest.fixture
-def web(h, bundle):  # noqa: F811
+@contextlib.contextmanager
+def web_dyno(h, bundle, shell_prefix: str = "", **env):  # noqa: F811
     port = free_port()
     command = procfile(bundle)["web"].replace("0.0.0.0", "127.0.0.1")
-    proc = subprocess.Popen(["bash", "-c", "exec " + command], cwd=bundle, env=dyno_env(h, PORT=str(port), **FAST),
+    proc = subprocess.Popen(["bash", "-c", shell_prefix + "exec " + command], cwd=bundle,
+                            env=dyno_env(h, PORT=str(port), **{**FAST, **env}),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: healthy(port), 30, "the web dyno to answer /healthz", proc)
         yield port
     finally:
         stop(proc)
+
+
+@pytest.fixture
+def web(h, bundle):  # noqa: F811
+    with web_dyno(h, bundle) as port:
+        yield port
 
 
 def _timed_post(port: int) -> tuple[int, float]:
@@ -52,7 +63,7 @@ def test_slow_and_idle_clients_do_not_delay_a_post(web):
     with open_connections(web, 8, slow_headers), open_connections(web, 8, stalled_body), open_connections(web, 50):
         time.sleep(0.2)
         status, seconds = _timed_post(web)
-    assert status == 202 and seconds < 1.0, seconds
+    assert status == 202 and seconds < POST_DEADLINE_S, seconds
 
 
 def test_clients_that_never_close_after_connection_close_do_not_delay_a_post(web):
@@ -63,7 +74,7 @@ def test_clients_that_never_close_after_connection_close_do_not_delay_a_post(web
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             socks.append(s)  # read nothing, close nothing
         status, seconds = _timed_post(web)
-        assert status == 202 and seconds < 1.0, seconds
+        assert status == 202 and seconds < POST_DEADLINE_S, seconds
     finally:
         for s in socks:
             s.close()
@@ -77,3 +88,15 @@ def test_a_413_closes_the_connection(web):
 def test_slow_clients_are_cut_off(web):
     with open_connections(web, 5, b"POST / HTTP/1.1\r\nHost: x\r\n") as socks:
         assert all(read_until_closed(s, 5.0)[1] for s in socks)
+
+
+def test_healthz_and_a_post_answer_within_a_second_while_idle_connections_exhaust_the_fd_limit(h, bundle):  # noqa: F811
+    raise_own_fd_limit(4096)
+    slow = {"DT_HTTP_HEADER_TIMEOUT_S": "60", "DT_HTTP_KEEPALIVE_TIMEOUT_S": "60"}
+    with web_dyno(h, bundle, "ulimit -n 1024; ", **slow) as port, open_connections(port, 1100):
+        time.sleep(0.5)
+        start = time.monotonic()
+        assert healthy(port)
+        assert time.monotonic() - start < 1.0
+        status, seconds = _timed_post(port)
+        assert status == 202 and seconds < POST_DEADLINE_S, seconds
