@@ -109,13 +109,29 @@ def _wait_drained(server: Server, limit_s: float = 120) -> float:
     return round(time.monotonic() - t0, 2)
 
 
+def _group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by every live process of a process group
+    (gunicorn's master and workers; our one process). 0 where /proc is absent."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # field 5 of stat, the process group
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def _measure(server: Server, events, seconds: float) -> dict:
     wrk_load.run(server.url, events[-300:], 1)  # warm-up: connections, caches, WAL
+    cpu_before = _group_cpu_s(server.proc.pid)
     result = wrk_load.run(server.url, events[:-300], seconds, connections=CONCURRENCY)
+    cpu = _group_cpu_s(server.proc.pid) - cpu_before
     acks = sum(v for k, v in result["statuses"].items() if k in ("200", "202"))
     return {"acks_per_s": acks / result["seconds"], "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
             "non_2xx": result["requests"] - acks, "errors": result["errors"], "seconds": result["seconds"],
-            "acks": acks}
+            "acks": acks, "cpu_us_per_ack": cpu / acks * 1e6 if acks else 0.0}
 
 
 def run(quick: bool = False, count: int | None = None, rounds: int | None = None) -> dict:

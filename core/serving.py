@@ -201,6 +201,7 @@ def serve(app, sock: socket.socket, limits: Limits) -> None:
         timeout_keep_alive=limits.keepalive_timeout_s,  # type: ignore[arg-type]  # call_later takes floats
         backlog=2048,
         server_header=False,
+        proxy_headers=False,  # we never use the client address: skip the middleware
         date_header=False,
     )
     server = _Server(config)
