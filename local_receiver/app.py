@@ -17,6 +17,10 @@ from .queue_runner import QueueRunner
 from .sqlite_store import Database, SQLiteClaimStore, SQLiteQueue, SQLiteStateStore
 
 DEFAULT_DB = ".dtconnector/events.db"
+#: Past this many events enqueued but not yet handled, each new request first yields the
+#: CPU for a moment (`core.asgi.ReceiverASGI`'s `behind`), so the worker thread keeps pace
+#: with the acknowledgements instead of being starved of the GIL by a busy event loop.
+PACE_BACKLOG = 200
 
 
 class AlreadyRunning(RuntimeError):
@@ -74,12 +78,16 @@ class LocalApp:
         """What ``GET /healthz`` reports: the queue's depth and the dead letters."""
         return {"status": "ok", "queued": self.queue.depth(), "deadLetters": len(self.queue.dead_letters())}
 
+    def behind(self) -> bool:
+        """The worker lags the acknowledgements by more than `PACE_BACKLOG` events."""
+        return self.queue.enqueued - self.runner.settled > PACE_BACKLOG
+
     def asgi(self):
         """This receiver as an ASGI app, to mount in Starlette/FastAPI (`examples/mount_starlette.py`).
         Call `take_ownership` and `start_worker` first, `stop` at shutdown."""
         from core.asgi import ReceiverASGI
 
-        return ReceiverASGI(self.receiver.handle, self.health, self.settings.max_body_bytes)
+        return ReceiverASGI(self.receiver.handle, self.health, self.settings.max_body_bytes, behind=self.behind)
 
     def wsgi(self):
         """This receiver as a WSGI app, to mount in Flask or Django (`examples/mount_flask.py`)."""
