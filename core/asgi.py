@@ -29,7 +29,6 @@ Health = Callable[[], "tuple[int, dict] | dict"]
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _GONE = object()
-PACE_S = 0.005
 
 
 def _error(status: int, error: str, reason: str) -> Response:
@@ -93,26 +92,14 @@ class ReceiverASGI:
 
     ``offload``: run ``handle`` in a thread (the default: a store on the network must not
     block the event loop). ``dtconnector serve`` runs it inline, because its SQLite write
-    is a few microseconds of CPU and a thread hop costs more than that. ``behind``: see
-    `local_receiver.app.PACE_BACKLOG`.
+    is a few microseconds of CPU and a thread hop costs more than that.
     """
 
-    def __init__(
-        self,
-        handle: Handle,
-        health: Health,
-        max_body_bytes: int,
-        *,
-        offload: bool = True,
-        behind: Callable[[], bool] | None = None,
-    ):
+    def __init__(self, handle: Handle, health: Health, max_body_bytes: int, *, offload: bool = True):
         self.handle = handle
         self.health = health
         self.max_body_bytes = max_body_bytes
         self.offload = offload
-        # `behind()` true: an in-process worker lags; yield the CPU (and the GIL) to it for
-        # PACE_S before handling, a bounded delay whatever the handlers' speed.
-        self.behind = behind
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -151,8 +138,6 @@ class ReceiverASGI:
             return Response(413, {"error": "payload_too_large", "limit": self.max_body_bytes})
         if body is _GONE:
             return None
-        if self.behind is not None and self.behind():
-            await asyncio.sleep(PACE_S)
         return await self._call(self.handle, Request(method, body, Headers(pairs), path))
 
     async def _read_body(self, receive: Receive) -> Any:

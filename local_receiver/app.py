@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.config import Settings
+from core.http import Request, Response
 from core.receiver import Receiver
 from core.worker import Worker
 
@@ -17,10 +18,12 @@ from .queue_runner import QueueRunner
 from .sqlite_store import Database, SQLiteClaimStore, SQLiteQueue, SQLiteStateStore
 
 DEFAULT_DB = ".dtconnector/events.db"
-#: Past this many events enqueued but not yet handled, each new request first yields the
-#: CPU for a moment (`core.asgi.ReceiverASGI`'s `behind`), so the worker thread keeps pace
-#: with the acknowledgements instead of being starved of the GIL by a busy event loop.
+#: Past this many events enqueued but not yet handled, each new event first sleeps
+#: PACE_S (`LocalApp.handle`): on the server's event loop that stalls ingest for a moment
+#: and hands the GIL to the worker thread, which a busy loop otherwise starves. Bounded per
+#: request, so slow handlers slow acknowledgements down but never past DT's deadline.
 PACE_BACKLOG = 200
+PACE_S = 0.001
 
 
 class AlreadyRunning(RuntimeError):
@@ -82,18 +85,24 @@ class LocalApp:
         """The worker lags the acknowledgements by more than `PACE_BACKLOG` events."""
         return self.queue.enqueued - self.runner.settled > PACE_BACKLOG
 
+    def handle(self, request: Request) -> Response:
+        """`Receiver.handle`, paced against the worker (see `PACE_BACKLOG`)."""
+        if request.method == "POST" and self.behind():
+            time.sleep(PACE_S)
+        return self.receiver.handle(request)
+
     def asgi(self):
         """This receiver as an ASGI app, to mount in Starlette/FastAPI (`examples/mount_starlette.py`).
         Call `take_ownership` and `start_worker` first, `stop` at shutdown."""
         from core.asgi import ReceiverASGI
 
-        return ReceiverASGI(self.receiver.handle, self.health, self.settings.max_body_bytes, behind=self.behind)
+        return ReceiverASGI(self.handle, self.health, self.settings.max_body_bytes)
 
     def wsgi(self):
         """This receiver as a WSGI app, to mount in Flask or Django (`examples/mount_flask.py`)."""
         from core.wsgi import ReceiverWSGI
 
-        return ReceiverWSGI(self.receiver.handle, self.health, self.settings.max_body_bytes)
+        return ReceiverWSGI(self.handle, self.health, self.settings.max_body_bytes)
 
     def start_worker(self) -> None:
         self._worker_thread = threading.Thread(

@@ -112,7 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"dtconnector: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    asgi = ReceiverASGI(app.receiver.handle, app.health, settings.max_body_bytes, offload=False, behind=app.behind)
+    asgi = ReceiverASGI(app.handle, app.health, settings.max_body_bytes, offload=False)
     app.start_worker()
     host, port = sock.getsockname()[:2]
     url = f"http://{host}:{port}/"

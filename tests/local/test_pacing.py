@@ -1,13 +1,10 @@
 """The worker's pace: `LocalApp.behind` turns on once the worker lags the enqueues by more
-than PACE_BACKLOG events and off once it catches up; while on, the ASGI app yields first."""
+than PACE_BACKLOG events and off once it catches up; while on, `LocalApp.handle` sleeps a moment first."""
 
 from __future__ import annotations
 
-import asyncio
-
-from core.asgi import PACE_S, ReceiverASGI
-from core.http import Response
-from local_receiver.app import PACE_BACKLOG, LocalApp
+from core.http import Headers
+from local_receiver.app import PACE_BACKLOG, PACE_S, LocalApp
 
 
 def test_behind_follows_the_backlog(tmp_path):
@@ -24,30 +21,20 @@ def test_behind_follows_the_backlog(tmp_path):
         app.stop()
 
 
-def test_the_asgi_app_yields_before_handling_only_while_behind(monkeypatch):
+def test_handle_sleeps_first_only_while_behind(tmp_path, monkeypatch):
+    import local_receiver.app as app_module
+    from core.http import Request
+    from tests.dt import event_body, signed
+
     slept: list[float] = []
-
-    async def fake_sleep(seconds):
-        slept.append(seconds)
-
-    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
-    behind = [False]
-    app = ReceiverASGI(lambda r: Response(202, {}), lambda: {}, 1000, offload=False, behind=lambda: behind[0])
-
-    async def post() -> None:
-        scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"content-length", b"2")]}
-        messages = iter([{"type": "http.request", "body": b"{}", "more_body": False}])
-
-        async def receive():
-            return next(messages)
-
-        async def send(message):
-            pass
-
-        await app(scope, receive, send)
-
-    asyncio.run(post())
-    assert slept == []
-    behind[0] = True
-    asyncio.run(post())
-    assert slept == [PACE_S]
+    monkeypatch.setattr(app_module.time, "sleep", slept.append)
+    app = LocalApp(tmp_path / "e.db", retry_base_s=0)
+    try:
+        body = event_body()
+        assert app.handle(Request("POST", body, Headers(signed(body)))).status in (202, 401, 503)
+        assert slept == []
+        app.queue.enqueued += PACE_BACKLOG + 1
+        app.handle(Request("POST", body, Headers(signed(body))))
+        assert slept == [PACE_S]
+    finally:
+        app.stop()
