@@ -53,6 +53,7 @@ fuzz: $(VENV)/.test-deps
 	DT_FUZZ_EXAMPLES=10000 $(BIN)/python -m pytest tests -k fuzz -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-deps
+	@command -v wrk >/dev/null 2>&1 || ([ "$$(id -u)" = 0 ] && (apt-get install -y -qq wrk || (apt-get update -qq && apt-get install -y -qq wrk)) >/dev/null) || echo "bench: wrk not found; the receiver section will skip"
 	$(BIN)/python -m bench
 
 bundle-%: $(VENV)/.run-deps

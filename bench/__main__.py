@@ -71,29 +71,38 @@ def render(m: dict, vp: dict | None, rl: dict | None, cs: dict | None, quick: bo
             f" the floor, {vp['ours_vs_pyjwt']}× the obvious PyJWT path).",
             "",
         ]
-    if rl:
-        med = rl["median"]
-        v, o = med["verify-only"], med["dtconnector serve"]
+    if rl and "skipped" in rl:
+        out += ["## 2. Local receiver under load", "", f"Skipped: {rl['skipped']}.", ""]
+    elif rl:
+        a, o, sus = rl["median"]["anchor"], rl["median"]["ours"], rl["sustained"]
+        t = rl["targets"]
         out += [
-            "## 2. Local receiver under load",
+            "## 2. Local receiver under load, against DT's documented Flask receiver",
             "",
-            f"{rl['count']} unique signed events per run, concurrency {rl['concurrency']}, keep-alive connections,"
-            f" median of {rl['runs']} interleaved runs. The load generator (`dtconnector send`) and each server run"
-            " in their own processes. `verify-only` is DT's docs' example shape (verify, decode, answer 200) under"
-            " the same `ReceiverServer`; `dtconnector serve` verifies, parses, claims the eventId and enqueues it"
-            " durably in SQLite (one transaction), logs a JSON line, and runs its worker (parse, ledger, device"
-            " state, a second log line) in the same process. *Server CPU* is the server process's CPU time per"
-            " event, the worker's catch-up included.",
+            f"wrk, concurrency {rl['concurrency']}, keep-alive, unique events signed before the load;"
+            f" {rl['rounds']} interleaved rounds of {rl['seconds']} s each, medians. *Anchor*: DT's documented"
+            " Flask receiver (`bench/anchor_flask.py`: PyJWT verify, SHA-256 body checksum, 200; no dedup, no"
+            " queue) under gunicorn with 2 sync workers. *Ours*: `dtconnector serve` (uvicorn + httptools +"
+            " uvloop, one process): verify, parse, claim the eventId and enqueue durably in SQLite, JSON log"
+            " line, and the worker (handlers, ledger, device state) in the same process.",
             "",
-            "| receiver | events/s | ack p50 ms | ack p99 ms | server CPU µs/event | worker catch-up after the run |",
+            "| receiver | acks/s | p50 ms | p99 ms | non-2xx | server CPU µs/ack |",
             "|---|---:|---:|---:|---:|---:|",
-            f"| verify-only | {v['events_per_s']:.0f} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} |"
-            f" {_num(v['server_cpu_us_per_event'])} | – |",
-            f"| dtconnector serve | {o['events_per_s']:.0f} | {o['p50_ms']:.1f} | {o['p99_ms']:.1f} |"
-            f" {_num(o['server_cpu_us_per_event'])} | {o['drain_after_s']} s |",
+            f"| anchor (Flask, gunicorn 2 sync) | {a['acks_per_s']:.0f} | {a['p50_ms']:.1f} | {a['p99_ms']:.1f} |"
+            f" {a['non_2xx']:.0f} | {a['cpu_us_per_ack']:.0f} |",
+            f"| dtconnector serve | {o['acks_per_s']:.0f} | {o['p50_ms']:.1f} | {o['p99_ms']:.1f} | {o['non_2xx']:.0f} |"
+            f" {o['cpu_us_per_ack']:.0f} |",
             "",
-            f"Target: ≥ 0.8× the verify-only throughput and p99 < 50 ms — **{_ok(rl['target_met'])}**"
-            f" (ratio {rl['throughput_ratio']}, p99 {o['p99_ms']:.1f} ms).",
+            "*Server CPU* is the CPU time of the server's whole process group per acknowledgement (gunicorn's"
+            " master and two workers; our one process, its worker thread's handlers included).",
+            "",
+            f"Sustained run of ours, {sus['seconds']} s: **{sus['acks_per_s']:.0f} acks/s**, handlers"
+            f" **{sus['handled_per_s']:.0f}/s** during the load ({sus['handler_ratio']}× the ack rate), backlog"
+            f" {sus['backlog_at_end']} at the end, drained in {sus['drain_s']} s; p99 {sus['p99_ms']:.1f} ms.",
+            "",
+            f"Targets: acks/s ≥ 1.5× anchor — **{_ok(t['acks_vs_anchor'])}** ({rl['ratio']}×); p99 ≤ 15 ms —"
+            f" **{_ok(t['p99'])}** ({o['p99_ms']:.1f} ms); handlers ≥ 0.9× acks — **{_ok(t['handlers_keep_pace'])}**;"
+            f" backlog drained ≤ 2 s — **{_ok(t['drain'])}**.",
             "",
         ]
     if cs:
@@ -131,29 +140,19 @@ def render(m: dict, vp: dict | None, rl: dict | None, cs: dict | None, quick: bo
             " skips: decoding the token's header and claims (two more JSON documents), checking `exp`/`iat`, and"
             " validating the envelope and its RFC 3339 timestamp to the nanosecond."
         )
-    if rl and not rl["target_met"]:
-        v, o = rl["median"]["verify-only"], rl["median"]["dtconnector serve"]
-        cpu = budget = ""
-        if v["server_cpu_us_per_event"] and o["server_cpu_us_per_event"]:
-            cpu = (
-                f" The server CPU column is the limit: {o['server_cpu_us_per_event']:.0f} µs per event against"
-                f" {v['server_cpu_us_per_event']:.0f} µs, and a CPython process runs its threads one at a time"
-                " (one GIL), while on this machine the load generator takes most of the other core."
-            )
-            budget = f", some {0.25 * v['server_cpu_us_per_event']:.0f} µs"
+    if rl and "skipped" not in rl and not rl["target_met"]:
+        o, a = rl["median"]["ours"], rl["median"]["anchor"]
         notes.append(
-            f"- **Local receiver**: {rl['throughput_ratio']}× the verify-only throughput (target 0.8×), p99"
-            f" {o['p99_ms']:.0f} ms (target 50 ms).{cpu} Both servers pay the same HTTP handling"
-            " (`http.server`, most of the verify-only row); on top of it `dtconnector serve` parses the event,"
-            " commits its claim and message (one SQLite transaction, one commit), writes two log lines, and its"
-            " worker parses the event again, keeps the ledger and the device state and acknowledges the message."
-            f" Reaching 0.8× would leave all of that 25 % of the verify-only cost{budget}. Tried and"
-            " measured slower here: the worker in a second process (two processes writing one SQLite file pay"
-            " for cache invalidation and lock waits), and group commit across request threads (the thread"
-            f" handoffs cost more than the commits saved). At concurrency {rl['concurrency']} a closed-loop"
-            f" sender sees latency ≈ {rl['concurrency']} / throughput, so p99 follows throughput; the"
-            f" verify-only server's own p99 was {v['p99_ms']:.0f} ms in this run. Check the load average above"
-            " before comparing runs."
+            f"- **Local receiver**: {rl['ratio']}× the anchor's acks/s (target 1.5×), p99 {o['p99_ms']:.0f} ms"
+            f" (target 15 ms; the anchor's own p99 was {a['p99_ms']:.0f} ms). At concurrency"
+            f" {rl['concurrency']} a closed-loop sender sees latency ≈ {rl['concurrency']} / throughput, so p99"
+            " follows throughput and the machine's load (see the load average above). Ours runs in one process"
+            f" (one SQLite owner, one GIL) and spends {o['cpu_us_per_ack']:.0f} µs of CPU per event, handlers"
+            f" included, against the anchor's {a['cpu_us_per_ack']:.0f} µs spread over two worker processes: on"
+            " two cores the anchor can use both, ours one (the other is shared with wrk). Verify + parse alone is"
+            " section 1's figure; the worker parses the event again. Closing the gap needs more than one process"
+            " taking requests: the Redis receiver (`heroku.asgi`) scales that way; on SQLite one process owns"
+            " the file."
         )
     if cs and cs["target_met"] is False:
         jwt_row = next((r for r in cs["rows"] if r["module"].startswith("jwt")), None)
@@ -177,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (small counts, few repetitions)")
     parser.add_argument("--only", default="verify,receiver,coldstart,metrics", help="comma-separated sections")
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="where to write the report ('-': nowhere)")
-    parser.add_argument("--count", type=int, default=None, help="events per receiver run (default 20000)")
+    parser.add_argument("--count", type=int, default=None, help="events signed for the interleaved runs (default 40000)")
     parser.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",")}
@@ -191,11 +190,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<55} {us:8.1f} µs  {ratio:5.2f}× floor")
         print(f"  target ours ≤ 2× floor: {_ok(vp['target_met'])} ({vp['ours_vs_floor']}×)")
     if "receiver" in only:
-        print("\n(2) local receiver vs verify-only receiver, concurrency 32 ...", flush=True)
+        print("\n(2) dtconnector serve vs DT's Flask receiver (gunicorn, 2 sync), wrk concurrency 32 ...", flush=True)
         rl = receiver_load.run(args.quick, count=args.count)
-        for kind, r in rl["median"].items():
-            print(f"  {kind:<20} {r['events_per_s']:8.0f} events/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms")
-        print(f"  target ≥ 0.8× throughput and p99 < 50 ms: {_ok(rl['target_met'])} (ratio {rl['throughput_ratio']})")
+        if "skipped" in rl:
+            print(f"  skipped: {rl['skipped']}")
+        else:
+            for kind, r in rl["median"].items():
+                print(f"  {kind:<8} {r['acks_per_s']:8.0f} acks/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms")
+            sus = rl["sustained"]
+            print(f"  sustained {sus['seconds']} s: {sus['acks_per_s']:.0f} acks/s, handlers {sus['handled_per_s']:.0f}/s"
+                  f" ({sus['handler_ratio']}×), backlog {sus['backlog_at_end']}, drained in {sus['drain_s']} s")
+            print(f"  targets: {rl['targets']} (ratio {rl['ratio']})")
     if "coldstart" in only:
         print("\n(3) cold start (import ms, fresh interpreter) ...", flush=True)
         cs = coldstart.run(args.quick)

@@ -24,7 +24,7 @@ PLATFORMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "gcp": (("gcp_function.main",), ("functions_framework", "google.cloud.firestore", "google.cloud.pubsub_v1")),
     "azure": (("azure_trigger.function_app",), ("azure.functions", "azure.data.tables", "azure.storage.queue")),
     "ibm": (("ibm_action.__main__",), ("ibmcloudant",)),
-    "heroku": (("heroku.app",), ("flask", "redis", "rq")),
+    "heroku": (("heroku.web",), ("uvicorn", "uvicorn.protocols.http.httptools_impl", "redis")),  # Procfile web
 }
 
 _PROBE = """

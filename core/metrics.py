@@ -43,6 +43,8 @@ DEAD_LETTERED = "dt_dead_lettered_total"
 STALE_STATE_SKIPPED = "dt_stale_state_skipped_total"
 END_TO_END_LAG = "dt_end_to_end_lag_seconds"
 QUEUE_BACKLOG = "dt_queue_backlog"
+#: What ``GET /metrics`` answers with (Prometheus text exposition format 0.0.4).
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: name -> (kind, unit, help). Kinds: counter (count), histogram (observe), gauge (gauge).
 METRICS: dict[str, tuple[str, str, str]] = {

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.config import Settings, number_setting
+from core.http import Request, Response
 from core.retention import dead_letter_retention_s
 from core.receiver import Receiver
 from core.worker import Worker
@@ -20,6 +21,12 @@ from .retention import DEFAULT_SWEEP_INTERVAL_S, BackgroundSweeper, SQLiteSweepe
 from .sqlite_store import Database, SQLiteClaimStore, SQLiteQueue, SQLiteStateStore
 
 DEFAULT_DB = ".dtconnector/events.db"
+#: Past this many events enqueued but not yet handled, each new event first sleeps
+#: PACE_S (`LocalApp.handle`): on the server's event loop that stalls ingest for a moment
+#: and hands the GIL to the worker thread, which a busy loop otherwise starves. Bounded per
+#: request, so slow handlers slow acknowledgements down but never past DT's deadline.
+PACE_BACKLOG = 200
+PACE_S = 0.001
 
 
 class AlreadyRunning(RuntimeError):
@@ -78,6 +85,39 @@ class LocalApp:
             raise AlreadyRunning(f"another dtconnector is already serving {self.db.path}") from None
         self.queue.make_all_visible()
         self.claims.expire_in_progress()
+
+    def health(self) -> dict:
+        """What ``GET /healthz`` reports: the queue's depth and the dead letters."""
+        return {"status": "ok", "queued": self.queue.depth(), "deadLetters": len(self.queue.dead_letters())}
+
+    def behind(self) -> bool:
+        """The worker lags the acknowledgements by more than `PACE_BACKLOG` events."""
+        return self.queue.enqueued - self.runner.settled > PACE_BACKLOG
+
+    def handle(self, request: Request) -> Response:
+        """`Receiver.handle`, paced against the worker (see `PACE_BACKLOG`)."""
+        if request.method == "POST" and self.behind():
+            time.sleep(PACE_S)
+        return self.receiver.handle(request)
+
+    def asgi(self):
+        """This receiver as an ASGI app, to mount in Starlette/FastAPI (`examples/mount_starlette.py`).
+        Call `take_ownership` and `start_worker` first, `stop` at shutdown."""
+        from core.asgi import ReceiverASGI
+
+        return ReceiverASGI(
+            self.handle, self.health, self.settings.max_body_bytes,
+            metrics=self.metrics.exposition, record=self.receiver.record,
+        )
+
+    def wsgi(self):
+        """This receiver as a WSGI app, to mount in Flask or Django (`examples/mount_flask.py`)."""
+        from core.wsgi import ReceiverWSGI
+
+        return ReceiverWSGI(
+            self.handle, self.health, self.settings.max_body_bytes,
+            metrics=self.metrics.exposition, record=self.receiver.record,
+        )
 
     def start_worker(self) -> None:
         self._worker_thread = threading.Thread(

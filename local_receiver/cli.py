@@ -15,7 +15,6 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -81,8 +80,6 @@ def _configure_logging(level: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import ReceiverServer
-
     _configure_logging(os.environ.get("DT_LOG_LEVEL", "INFO"))
     overrides = {}
     notes = []
@@ -107,39 +104,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except AlreadyRunning as exc:
         print(f"dtconnector: {exc}", file=sys.stderr)
         return 1
-    server = ReceiverServer(
-        (args.host, args.port),
-        app.receiver.handle,
-        lambda: {"status": "ok", "queued": app.queue.depth(), "deadLetters": len(app.queue.dead_letters())},
-        settings.max_body_bytes,
-        metrics=app.metrics.exposition,
-        record=app.receiver.record,
+    from core.asgi import ReceiverASGI
+
+    from core.serving import Limits, bind, serve
+
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as exc:
+        print(f"dtconnector: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    asgi = ReceiverASGI(
+        app.handle, app.health, settings.max_body_bytes, offload=False,
+        metrics=app.metrics.exposition, record=app.receiver.record,
     )
-    app.runner.idle = server.idle  # the worker yields to requests being answered
     app.start_worker()
-
-    def shutdown(signum, frame):  # SIGTERM/SIGINT: stop taking requests, finish the handler
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
+    host, port = sock.getsockname()[:2]
+    url = f"http://{host}:{port}/"
 
     prog = _prog()
     secret_hint = (
         f'"$(cat {args.secret_file})"' if "secrets" in overrides else '"$DT_SIGNATURE_SECRET"'
     )
     lines = [
-        f"dtconnector: receiving DT events at {server.url} (database {args.db})",
-        f"  health:        curl {server.url}healthz",
-        f"  send events:   {prog} send --url {server.url} --secret {secret_hint} --count 20",
+        f"dtconnector: receiving DT events at {url} (database {args.db})",
+        f"  health:        curl {url}healthz",
+        f"  send events:   {prog} send --url {url} --secret {secret_hint} --count 20",
         f"  device state:  {prog} state --db {args.db}",
         *(f"  note: {n}" for n in notes),
     ]
     print("\n".join(lines), file=sys.stderr, flush=True)
     try:
-        server.serve_forever(poll_interval=0.2)
+        serve(asgi, sock, Limits.from_env())
     finally:
-        server.server_close()
+        sock.close()
         app.stop()
     return 0
 
@@ -231,7 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`dtconnector state | head`): stop quietly. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again (Python's docs).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -15,11 +15,11 @@ import math
 import threading
 from typing import Callable
 
-from core.metrics import METRICS, QUEUE_BACKLOG, Recorder
+from core.metrics import METRICS, PROMETHEUS_CONTENT_TYPE, QUEUE_BACKLOG, Recorder
 
 #: Histogram buckets (seconds): from ack latencies of milliseconds to an hour of lag.
 BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = PROMETHEUS_CONTENT_TYPE
 
 _INF = 'le="+Inf"'
 _Key = tuple[str, tuple[tuple[str, str], ...]]

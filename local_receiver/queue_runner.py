@@ -37,6 +37,7 @@ class QueueRunner:
         # 10 s deadline and a queued event does not. Both share one GIL and one SQLite lock.
         self.idle = idle
         self.max_defer_s = max_defer_s
+        self.settled = 0  # messages acknowledged or dead-lettered by this runner
 
     def run_once(self) -> bool:
         """Process one visible message. False when none is visible."""
@@ -51,12 +52,14 @@ class QueueRunner:
                 event_log(logging.ERROR, "dead-lettered", eventId=message.event_id, attempts=message.attempts)
                 self.queue.dead_letter(message, error)
                 self.worker.delivery_failed(dead_lettered=True)
+                self.settled += 1
             else:
                 self.worker.delivery_failed(dead_lettered=False)
                 delay = min(self.retry_base_s * 2 ** (message.attempts - 1), self.retry_max_s)
                 self.queue.retry_later(message, delay, error)
         else:
             self.queue.ack(message)
+            self.settled += 1
         return True
 
     def drain(self, limit: int = 1_000_000) -> int:

@@ -347,6 +347,7 @@ class SQLiteQueue:
 
     def __init__(self, db: Database):
         self._db = db
+        self.enqueued = 0  # messages enqueued by this process (the worker's pace is measured against it)
 
     @property
     def changed(self) -> threading.Condition:
@@ -375,6 +376,7 @@ class SQLiteQueue:
 
     def _notify(self) -> None:
         with self._db.changed:
+            self.enqueued += 1
             self._db.changed.notify_all()
 
     def reserve(self, lease_s: float) -> QueuedMessage | None:

@@ -19,7 +19,7 @@ def test_procfile_declares_web_on_port_and_worker():
     assert all(re.fullmatch(r"[a-z][a-z0-9_-]*: \S.*", line) for line in lines), lines
     kinds = dict(line.split(": ", 1) for line in lines)
     assert set(kinds) == {"web", "worker"}
-    assert kinds["web"].startswith("gunicorn heroku.app:app ") and "--bind 0.0.0.0:$PORT" in kinds["web"]
+    assert kinds["web"] == "python -m heroku.web --host 0.0.0.0 --port $PORT"
     assert kinds["worker"] == "python -m heroku.worker"
 
 
@@ -39,7 +39,7 @@ def test_python_version_and_requirements():
     assert re.fullmatch(r"3\.1[0-9]\n", (BUNDLE / ".python-version").read_text())
     lines = [line for line in (BUNDLE / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
     names = {re.split(r"[<>=\[ ]", line)[0].lower() for line in lines}
-    assert names == {"pyjwt", "flask", "gunicorn", "redis"}
+    assert names == {"pyjwt", "flask", "gunicorn", "redis", "uvicorn", "httptools", "uvloop"}
 
 
 def test_deploy_script_is_valid_bash_and_stops_without_the_cli(tmp_path):

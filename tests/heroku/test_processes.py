@@ -77,6 +77,15 @@ def dyno_env(h, **extra) -> dict[str, str]:
     return env
 
 
+def healthy(port: int) -> bool:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", "/healthz")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
@@ -90,15 +99,7 @@ def test_gunicorn_serves_the_app_with_the_procfile_command(h, bundle):
     proc = subprocess.Popen(["bash", "-c", "exec " + command], cwd=bundle, env=dyno_env(h, PORT=str(port)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        def healthy():
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/healthz")
-                return conn.getresponse().status == 200
-            except OSError:
-                return False
-
-        wait_for(healthy, 30, "gunicorn to answer /healthz", proc)
+        wait_for(lambda: healthy(port), 30, "the web process to answer /healthz", proc)
         body = event_body()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         conn.request("POST", "/dt/events", body=body, headers=signed(body))

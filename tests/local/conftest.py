@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -42,9 +43,13 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
 
-    def start(self, timeout: float = 20.0) -> "Server":
+    def start(self, timeout: float = 20.0, nofile: int | None = None) -> "Server":
+        """`nofile`: the server's file-descriptor limit (``ulimit -n``), when given."""
         args = [sys.executable, "-m", "local_receiver.cli", "serve", "--port", "0", "--db", str(self.workdir / "events.db")]
-        self.proc = subprocess.Popen(args, env=self.env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
+        self.proc = subprocess.Popen(
+            args, env=self.env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, preexec_fn=limit
+        )
         deadline = time.monotonic() + timeout
         self.banner = []
         while time.monotonic() < deadline:

@@ -1,0 +1,214 @@
+"""The receiver as a standard ASGI 3 application: serve it with any ASGI server, or mount
+it on a path in Starlette/FastAPI (``Mount("/dt", app=...)``) or Django's ASGI router.
+
+No framework needed: the server hands us headers and body chunks, we hand core's
+`Request` to a ``handle`` callable and send its `Response` back. What the server may let
+through is refused here, so the framing rules hold under any server:
+
+- a body must be framed: ``Content-Length`` (one value, ASCII digits only) or
+  ``Transfer-Encoding: chunked`` alone (the server de-chunks; the checksum is verified
+  over the exact decoded bytes). None: 411; both, two lengths, or ``5_17``: 400;
+- over ``max_body_bytes``: 413 from the header before reading, or as soon as a chunked
+  body passes the limit;
+- every 4xx answer carries ``Connection: close``: the unread rest of a refused request
+  must never be parsed as the next request on that connection.
+
+Given ``metrics`` (Prometheus text), ``GET /metrics`` serves it; given ``record``
+(`Receiver.record`), the answers refused here, before ``handle``, are counted too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable
+
+from .http import Headers, Request, Response
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+Handle = Callable[[Request], Response]
+Health = Callable[[], "tuple[int, dict] | dict"]
+Metrics = Callable[[], str]
+Record = Callable[[Response, float], None]
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_GONE = object()
+
+
+def _error(status: int, error: str, reason: str) -> Response:
+    return Response(status, {"error": error, "reason": reason})
+
+
+def framing_error(method: str, content_lengths: list[str], transfer_encodings: list[str], limit: int) -> Response | None:
+    """The answer to a request whose body framing we refuse, or None when it is sound.
+
+    Shared by the ASGI and WSGI adapters: the same request gets the same answer."""
+    if transfer_encodings:
+        if content_lengths:
+            return _error(400, "bad_request", "Content-Length together with Transfer-Encoding")
+        if [t.strip().lower() for t in ",".join(transfer_encodings).split(",")] != ["chunked"]:
+            return _error(400, "bad_request", "unsupported Transfer-Encoding")
+        return None
+    if len(content_lengths) > 1:
+        return _error(400, "bad_request", "more than one Content-Length")
+    if not content_lengths:
+        if method in _BODY_METHODS:
+            return Response(411, {"error": "length_required", "reason": "Content-Length or chunked body required"})
+        return None
+    value = content_lengths[0].strip()
+    if not (value.isascii() and value.isdigit()):
+        return _error(400, "bad_request", "invalid Content-Length")
+    if int(value) > limit:
+        return Response(413, {"error": "payload_too_large", "limit": limit})
+    return None
+
+
+def local_path(scope: Scope) -> str:
+    """The request path below the mount point (Starlette keeps `path` whole and sets
+    `root_path`; other routers strip it): ``/healthz`` whichever way we are mounted."""
+    path = scope.get("path") or "/"
+    root = scope.get("root_path") or ""
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    return path
+
+
+def is_health_probe(method: str, path: str) -> bool:
+    return method in ("GET", "HEAD") and path.rstrip("/") == "/healthz"
+
+
+def is_metrics_scrape(method: str, path: str) -> bool:
+    return method == "GET" and path.rstrip("/") == "/metrics"
+
+
+def metrics_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    from .metrics import PROMETHEUS_CONTENT_TYPE
+
+    return [(b"content-type", PROMETHEUS_CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+
+
+def health_response(health: Health) -> Response:
+    result = health()
+    status, payload = result if isinstance(result, tuple) else (200, result)
+    return Response(status, payload)
+
+
+def response_headers(response: Response, body: bytes) -> list[tuple[bytes, bytes]]:
+    headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in response.all_headers().items()]
+    headers.append((b"content-length", str(len(body)).encode("ascii")))
+    if 400 <= response.status < 500:
+        headers.append((b"connection", b"close"))
+    return headers
+
+
+class ReceiverASGI:
+    """ASGI app around ``handle`` (a `Receiver.handle`) and ``health`` (for ``/healthz``).
+
+    ``offload``: run ``handle`` in a thread (the default: a store on the network must not
+    block the event loop). ``dtconnector serve`` runs it inline, because its SQLite write
+    is a few microseconds of CPU and a thread hop costs more than that.
+    """
+
+    def __init__(
+        self,
+        handle: Handle,
+        health: Health,
+        max_body_bytes: int,
+        *,
+        offload: bool = True,
+        metrics: Metrics | None = None,
+        record: Record | None = None,
+    ):
+        self.handle = handle
+        self.health = health
+        self.max_body_bytes = max_body_bytes
+        self.offload = offload
+        self.metrics = metrics
+        self.record = record
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        if self.metrics is not None and is_metrics_scrape(scope["method"], local_path(scope)):
+            text = (await self._call(lambda _: self.metrics(), None)).encode("utf-8")
+            await send({"type": "http.response.start", "status": 200, "headers": metrics_headers(text)})
+            await send({"type": "http.response.body", "body": text})
+            return
+        response = await self._respond(scope, receive)
+        if response is None:  # the client went away mid-body: nobody to answer
+            return
+        body = b"" if scope["method"] == "HEAD" else response.body.encode("utf-8")
+        await send({"type": "http.response.start", "status": response.status, "headers": response_headers(response, body)})
+        await send({"type": "http.response.body", "body": body})
+
+    def _refused(self, response: Response, started: float) -> Response:
+        """An answer given here, before `handle` (which counts its own answers)."""
+        if self.record is not None:
+            self.record(response, started)
+        return response
+
+    async def _respond(self, scope: Scope, receive: Receive) -> Response | None:
+        started = time.perf_counter()
+        method = scope["method"]
+        content_lengths: list[str] = []
+        transfer_encodings: list[str] = []
+        pairs = []
+        for name, value in scope["headers"]:
+            text = value.decode("latin-1")
+            if name == b"content-length":
+                content_lengths.append(text)
+            elif name == b"transfer-encoding":
+                transfer_encodings.append(text)
+            pairs.append((name.decode("latin-1"), text))
+        refused = framing_error(method, content_lengths, transfer_encodings, self.max_body_bytes)
+        if refused is not None:
+            return self._refused(refused, started)
+        path = local_path(scope)
+        if is_health_probe(method, path):
+            return await self._call(health_response, self.health)
+        body = await self._read_body(receive)
+        if body is None:
+            return self._refused(Response(413, {"error": "payload_too_large", "limit": self.max_body_bytes}), started)
+        if body is _GONE:
+            return None
+        return await self._call(self.handle, Request(method, body, Headers(pairs), path))
+
+    async def _read_body(self, receive: Receive) -> Any:
+        """The whole body; None once it passes the limit (a chunked body has no length);
+        `_GONE` when the client disconnected first."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return _GONE
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _call(self, fn: Callable, arg: Any) -> Response:
+        if not self.offload:
+            return fn(arg)
+        return await asyncio.get_running_loop().run_in_executor(None, fn, arg)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Answer the lifespan protocol (when served alone; a mounted app gets none)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+

@@ -1,0 +1,230 @@
+"""Production HTTP for the long-running receivers (`dtconnector serve`, the Heroku web
+dyno): uvicorn (httptools parser, uvloop) plus the few limits uvicorn does not enforce.
+
+Imported only by those two entry points (uvicorn is their dependency, not core's).
+
+uvicorn gives strict HTTP/1.1 framing (llhttp refuses ``Content-Length`` with
+``Transfer-Encoding``, duplicate lengths, ``5_17``; chunked bodies are decoded) and an idle
+keep-alive timeout. It has no header read timeout, no body read timeout, and no timeout
+for a connection that never sends a byte, and its ``limit_concurrency`` answers 503 to
+everybody once idle sockets fill it. `GuardedProtocol` adds, per connection:
+
+- a header deadline from the moment a connection opens or a request's first byte
+  arrives, until its headers end (slowloris, zero-byte connects);
+- a body deadline from the end of the headers until the body is complete (a stalled
+  body): 408, and the connection is closed;
+- a bound on open connections below the process's file-descriptor limit: over it, the
+  oldest connection that has no request being handled is closed to make room, so 1,000
+  idle sockets cannot keep ``/healthz`` or DT's POST waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+_MAX_HEAD_BYTES = 64 * 1024  # request line + headers; DT's are under 2 KiB. llhttp has no cap
+_FD_RESERVE = 48  # descriptors kept for SQLite, logs, the listening socket, the worker
+
+
+@dataclass(frozen=True)
+class Limits:
+    header_timeout_s: float = 5.0
+    body_timeout_s: float = 10.0
+    keepalive_timeout_s: float = 15.0
+    max_connections: int = 1000
+    threads: int = 16  # for handlers that block on the network (Redis): `ReceiverASGI(offload=True)`
+
+    @classmethod
+    def from_env(cls) -> "Limits":
+        """From DT_HTTP_* variables (read once at start, never from a request)."""
+        env = os.environ.get
+        return cls(
+            header_timeout_s=float(env("DT_HTTP_HEADER_TIMEOUT_S", cls.header_timeout_s)),
+            body_timeout_s=float(env("DT_HTTP_BODY_TIMEOUT_S", cls.body_timeout_s)),
+            keepalive_timeout_s=float(env("DT_HTTP_KEEPALIVE_TIMEOUT_S", cls.keepalive_timeout_s)),
+            max_connections=int(env("DT_HTTP_MAX_CONNECTIONS", cls.max_connections)),
+            threads=int(env("DT_HTTP_THREADS", cls.threads)),
+        )
+
+    def connection_bound(self) -> int:
+        """`max_connections`, lowered to fit the file-descriptor limit (``ulimit -n``)."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return self.max_connections
+        return max(1, min(self.max_connections, soft - _FD_RESERVE))
+
+
+_TIMEOUT_408 = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: 55\r\n"
+    b'connection: close\r\n\r\n{"error":"request_timeout","reason":"request too slow"}'
+)
+
+_HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\ncontent-length: 65\r\n"
+    b'connection: close\r\n\r\n{"error":"headers_too_large","reason":"request head over 64 KiB"}'
+)
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with header/body deadlines and a connection bound."""
+
+    limits: Limits = Limits()
+    bound: int = 1000
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._deadline: asyncio.TimerHandle | None = None
+        self._opened = time.monotonic()
+        self._reading_head = True  # bytes now belong to a request line or headers
+        self._head_bytes = 0
+        super().connection_made(transport)
+        self._arm(self.limits.header_timeout_s)  # a connect that never sends a byte
+        if len(self.connections) > self.bound:
+            self._make_room()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._reading_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        # Still inside the head after this chunk (so none of it was body): cap its size.
+        if self._reading_head and self._head_bytes > _MAX_HEAD_BYTES and not self.transport.is_closing():
+            self.transport.write(_HEAD_TOO_LARGE)
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm(self.limits.header_timeout_s)
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        super().on_headers_complete()
+        self._arm(self.limits.body_timeout_s)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._reading_head, self._head_bytes = True, 0  # what follows is the next request
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        self._opened = time.monotonic()  # idle from now on: evictable, oldest first
+        super().on_response_complete()
+
+    # -- deadlines ----------------------------------------------------------------------
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started:
+            self.transport.write(_TIMEOUT_408)
+        self.transport.close()
+
+    # -- the connection bound ----------------------------------------------------------
+
+    def _busy(self) -> bool:
+        """A request of this connection is being handled (not merely being read)."""
+        cycle = self.cycle
+        return cycle is not None and not cycle.response_complete and not cycle.more_body
+
+    def _make_room(self) -> None:
+        excess = len(self.connections) - self.bound
+        idle = sorted(
+            (c for c in self.connections if c is not self and isinstance(c, GuardedProtocol) and not c._busy()),
+            key=lambda c: c._opened,
+        )
+        for victim in idle[:excess]:
+            victim.connections.discard(victim)
+            victim.transport.close()
+        if len(self.connections) > self.bound:  # every other connection is mid-request
+            self.connections.discard(self)
+            self.transport.close()
+
+
+def protocol_for(limits: Limits) -> type[GuardedProtocol]:
+    return type("GuardedProtocol", (GuardedProtocol,), {"limits": limits, "bound": limits.connection_bound()})
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus its signal handling: `serve` stops it on SIGTERM/SIGINT
+    and returns, so the caller can stop the worker and exit 0."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before serving so the real port (for --port 0) is known."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)  # connects queue from now on, before the server loop starts
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(app, sock: socket.socket, limits: Limits) -> None:
+    """Serve the ASGI `app` on `sock` until SIGTERM/SIGINT."""
+    import signal
+
+    config = uvicorn.Config(
+        app,
+        http=protocol_for(limits),
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=limits.keepalive_timeout_s,  # type: ignore[arg-type]  # call_later takes floats
+        backlog=2048,
+        server_header=False,
+        proxy_headers=False,  # we never use the client address: skip the middleware
+        date_header=False,
+    )
+    server = _Server(config)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(limits.threads, thread_name_prefix="dtconnector-http"))
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, lambda: setattr(server, "should_exit", True))
+        await server.serve(sockets=[sock])
+
+    asyncio.run(main()) if not _has_uvloop() else _run_uvloop(main)
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _run_uvloop(main) -> None:
+    import uvloop
+
+    uvloop.run(main())

@@ -1,0 +1,32 @@
+"""Mount the DT receiver on /dt in an existing Starlette (or FastAPI) service, on SQLite.
+
+    DT_SIGNATURE_SECRET=... DT_HANDLERS=handlers uvicorn examples.mount_starlette:app
+
+DT's Data Connector then points at https://your-host/dt/ ; /dt/healthz reports the queue.
+For Redis (several web processes, a separate worker): ``from heroku.asgi import app as dt``.
+"""
+
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
+
+from local_receiver.app import LocalApp
+
+dt = LocalApp(".dtconnector/events.db")
+
+
+@asynccontextmanager
+async def lifespan(app):
+    dt.take_ownership()  # one process owns the SQLite file; it runs the handlers too
+    dt.start_worker()
+    yield
+    dt.stop()
+
+
+async def home(request):
+    return PlainTextResponse("my service")
+
+
+app = Starlette(routes=[Route("/", home), Mount("/dt", app=dt.asgi())], lifespan=lifespan)
