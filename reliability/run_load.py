@@ -4,8 +4,8 @@
                           [--only local,heroku,aws,azure,gcp,ibm] [--skip-tests] [--out RELIABILITY.md]
 
 - local: `dtconnector serve` in a subprocess on SQLite, over real HTTP.
-- heroku: gunicorn serving heroku.app:app plus a `python -m heroku.worker` process, on a
-  real redis-server, over real HTTP.
+- heroku: the Procfile's two processes, `python -m heroku.web` (uvicorn) and
+  `python -m heroku.worker`, on a real redis-server, over real HTTP.
 - aws, azure, gcp, ibm: each in-process stand-in through its test Harness (moto, Azurite,
   the Google emulators, pouchdb-server), threads calling the real entry points.
 
@@ -226,7 +226,7 @@ def run_local(events: int, concurrency: int, tmp: Path) -> Result:
 
 
 def run_heroku(events: int, concurrency: int, tmp: Path) -> Result:
-    result = Result("heroku", "gunicorn (2 workers x 8 threads) + 1 worker process, redis-server, over HTTP")
+    result = Result("heroku", "the Procfile's web process (heroku.web, uvicorn) + 1 worker process, redis-server, over HTTP")
     from tests.platforms.heroku import SERVER
 
     try:
@@ -244,9 +244,8 @@ def run_heroku(events: int, concurrency: int, tmp: Path) -> Result:
     procs = []
     try:
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "heroku.app:app", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-             "--worker-class", "gthread", "--threads", "8", "--timeout", "30", "--keep-alive", "5"],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp / "gunicorn.log", "wb"), start_new_session=True,
+            [sys.executable, "-m", "heroku.web", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp / "heroku-web.log", "wb"), start_new_session=True,
         ))
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "heroku.worker"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
