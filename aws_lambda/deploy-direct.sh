@@ -14,36 +14,29 @@
 #   DT_CREATE_OIDC_PROVIDER   "false" when the account already has a provider for that issuer
 #   DT_AWS_STACK              stack name (default: dtconnector-direct)
 #   DT_HANDLERS_FILE, DT_HANDLERS, DT_MAX_ATTEMPTS, DT_LOG_LEVEL, DT_SAM_BUILD_FLAGS  as in deploy.sh
+#   DRY_RUN=1                 print the sam/aws commands instead of running them
+#                             (scripts/deploy-lib.sh; no credentials needed)
+# The template's runtime is checked against scripts/runtimes.tsv and built as deploy.sh
+# does (python3.12 on PATH, or --use-container): scripts/deploy-aws-lib.sh.
 # With DT_PROJECT_ID and DT_SERVICE_ACCOUNT_KEY_ID/_SECRET/_EMAIL set, the connector is
 # created or updated in DT (`dtconnector connector apply --type AWS_SQS`); otherwise the
 # manual steps are printed.
 set -euo pipefail
-# Every cloud CLI goes through `run` (scripts/deploy-lib.sh prints instead under DRY_RUN=1;
-# sourced when present, as deploy.sh's `exec` does not carry shell functions over).
-DEPLOY_LIB="$(dirname "${BASH_SOURCE[0]}")/../scripts/deploy-lib.sh"
-# shellcheck source=/dev/null
-if [ -f "$DEPLOY_LIB" ]; then . "$DEPLOY_LIB"; fi
-type run >/dev/null 2>&1 || run() { "$@"; }
 
-die() {
-    echo "deploy-aws (direct): $*" >&2
-    exit 1
-}
-
+DEPLOY_NAME="deploy-aws (direct)"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=../scripts/deploy-lib.sh
+source "$ROOT/scripts/deploy-lib.sh"
+# shellcheck source=../scripts/deploy-aws-lib.sh
+source "$ROOT/scripts/deploy-aws-lib.sh"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON="$(command -v python3 || true)"
 [ -n "$PYTHON" ] || die "python3 is needed to assemble the bundle"
 
-command -v sam >/dev/null 2>&1 || die "the AWS SAM CLI ('sam') is not installed.
-  Install it: https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/install-sam-cli.html"
-
-REGION="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
-if [ -z "$REGION" ] && command -v aws >/dev/null 2>&1; then
-    REGION="$(aws configure get region 2>/dev/null || true)"
-fi
-[ -n "$REGION" ] || die "no AWS region: set AWS_REGION (e.g. AWS_REGION=eu-west-1 make deploy-aws MODE=direct)"
 [ -n "${DT_ORGANIZATION_ID:-}" ] || die "set DT_ORGANIZATION_ID to your DT organization id: DT's role trusts only tokens for it"
+require_cli sam "the AWS SAM CLI ('sam') is not installed.
+  Install it: https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/install-sam-cli.html"
+aws_region_and_login
 
 STACK="${DT_AWS_STACK:-dtconnector-direct}"
 AUDIENCE="${DT_AUDIENCE:-dtconnector-$STACK}"
@@ -61,8 +54,12 @@ if [ -n "${DT_HANDLERS_FILE:-}" ]; then
     cp "$DT_HANDLERS_FILE" "$SRC/handlers.py"
 fi
 
+# The template's runtime: within its end of life, and buildable here (as in deploy.sh).
+aws_build_flags "$ROOT/aws_lambda/template-direct.yaml"
+
 # shellcheck disable=SC2086  # DT_SAM_BUILD_FLAGS is a list of flags
-run sam build --template-file "$SRC/template.yaml" --build-dir "$WORK/build" ${DT_SAM_BUILD_FLAGS:-}
+run sam build --template-file "$SRC/template.yaml" --build-dir "$WORK/build" \
+    ${BUILD_FLAGS[@]+"${BUILD_FLAGS[@]}"} ${DT_SAM_BUILD_FLAGS:-}
 
 quoted() {
     printf '"%s"' "${1//\"/\\\"}"
@@ -91,15 +88,15 @@ run sam deploy \
     --no-fail-on-empty-changeset \
     --parameter-overrides "${PARAMS[@]}"
 
-output() {
-    run aws cloudformation describe-stacks --stack-name "$STACK" --region "$REGION" \
+output() {  # <output key> <dry-run placeholder>
+    query "$2" aws cloudformation describe-stacks --stack-name "$STACK" --region "$REGION" \
         --query "Stacks[0].Outputs[?OutputKey=='$1'].OutputValue" --output text
 }
 QUEUE_URL="<EventQueueUrl output>"
 ROLE_ARN="<DtRoleArn output>"
-if command -v aws >/dev/null 2>&1; then
-    QUEUE_URL="$(output EventQueueUrl)"
-    ROLE_ARN="$(output DtRoleArn)"
+if [ "$HAVE_AWS" = 1 ]; then
+    QUEUE_URL="$(output EventQueueUrl "https://sqs.$REGION.amazonaws.com/000000000000/$STACK-events")"
+    ROLE_ARN="$(output DtRoleArn "arn:aws:iam::000000000000:role/$STACK-dt-publisher")"
 fi
 
 if [ -n "${DT_PROJECT_ID:-}" ] && [ -n "${DT_SERVICE_ACCOUNT_KEY_ID:-}" ] \

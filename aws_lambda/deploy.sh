@@ -29,6 +29,8 @@ DEPLOY_NAME=deploy-aws
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=../scripts/deploy-lib.sh
 source "$ROOT/scripts/deploy-lib.sh"
+# shellcheck source=../scripts/deploy-aws-lib.sh
+source "$ROOT/scripts/deploy-aws-lib.sh"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON="$(command -v python3 || true)"
 [ -n "$PYTHON" ] || die "python3 is needed to assemble the bundle"
@@ -36,20 +38,7 @@ PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 require_cli sam "the AWS SAM CLI ('sam') is not installed.
   Install it: https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/install-sam-cli.html"
 
-HAVE_AWS=0
-if dry_run || command -v aws >/dev/null 2>&1; then HAVE_AWS=1; fi
-REGION="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
-if [ -z "$REGION" ] && [ "$HAVE_AWS" = 1 ]; then
-    REGION="$(query "eu-west-1" aws configure get region 2>/dev/null || true)"
-fi
-[ -n "$REGION" ] || die "no AWS region: set AWS_REGION (e.g. AWS_REGION=eu-west-1 make deploy-aws)"
-
-if [ "$HAVE_AWS" = 1 ]; then
-    check_login "no usable AWS credentials: run 'aws configure' or 'aws sso login', or set AWS_PROFILE" \
-        aws sts get-caller-identity --region "$REGION"
-elif ! "$PYTHON" -c "import boto3, sys; sys.exit(boto3.session.Session().get_credentials() is None)" 2>/dev/null; then
-    die "no AWS credentials found: configure them (aws configure / AWS_PROFILE / AWS_ACCESS_KEY_ID)"
-fi
+aws_region_and_login
 
 if [ -z "${DT_SIGNATURE_SECRET_ARN:-}" ] && [ -z "${DT_SIGNATURE_SECRET:-}" ]; then
     die "set DT_SIGNATURE_SECRET_ARN (a Secrets Manager secret, preferred) or DT_SIGNATURE_SECRET
@@ -75,23 +64,7 @@ if [ -n "${DT_HANDLERS_FILE:-}" ]; then
 fi
 
 # The template's runtime: within its end of life, and buildable here.
-RUNTIME="$(grep -m1 -oE 'Runtime: *python[0-9.]+' "$ROOT/aws_lambda/bundle/template.yaml" | grep -oE 'python[0-9.]+')"
-[ -n "$RUNTIME" ] || die "no python Runtime in aws_lambda/bundle/template.yaml"
-check_runtime aws "$RUNTIME"
-BUILD_FLAGS=()
-if [[ " ${DT_SAM_BUILD_FLAGS:-} " == *" --use-container "* ]] || "$RUNTIME" -c 'import sys' >/dev/null 2>&1; then
-    :  # sam build finds it on PATH (or was told to use a container)
-elif docker info >/dev/null 2>&1; then
-    echo "deploy-aws: $RUNTIME is not on PATH: building in a container (sam build --use-container)"
-    BUILD_FLAGS=(--use-container)
-elif dry_run; then
-    warn "$RUNTIME is not on PATH and Docker does not answer: a real deploy stops here; printing the container build"
-    BUILD_FLAGS=(--use-container)
-else
-    die "sam build needs $RUNTIME (the template's runtime) on PATH, or Docker to build in a container.
-  Install Python ${RUNTIME#python} (https://www.python.org/downloads/, or e.g. 'pyenv install ${RUNTIME#python}',
-  'uv python install ${RUNTIME#python}', 'apt install $RUNTIME'), or install and start Docker."
-fi
+aws_build_flags "$ROOT/aws_lambda/bundle/template.yaml"
 
 # shellcheck disable=SC2086  # DT_SAM_BUILD_FLAGS is a list of flags
 run sam build \

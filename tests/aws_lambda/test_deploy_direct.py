@@ -74,3 +74,19 @@ def test_organization_id_is_required(tmp_path):
     assert result.returncode != 0
     assert "DT_ORGANIZATION_ID" in result.stderr
     assert not any(c[0] == "sam" for c in calls)
+
+
+def test_a_runtime_past_end_of_life_is_refused(tmp_path):
+    result, calls = deploy(tmp_path, DT_TODAY="2029-01-10")  # python3.12's end of life on Lambda
+    assert result.returncode != 0 and "python3.12" in result.stderr and "end of life" in result.stderr
+    assert not any(c[0] == "sam" for c in calls)
+
+
+def test_dry_run_prints_every_command_without_credentials(tmp_path):
+    result, calls = run_script(SCRIPT, tmp_path, [], [], {**BASE, "DRY_RUN": "1"})
+    assert result.returncode == 0, result.stderr
+    printed = [line for line in result.stdout.splitlines() if line.startswith("DRY-RUN: ")]
+    assert [line.split()[1:3] for line in printed] == [
+        ["aws", "sts"], ["sam", "build"], ["sam", "deploy"], ["aws", "cloudformation"], ["aws", "cloudformation"]
+    ]
+    assert calls == []
