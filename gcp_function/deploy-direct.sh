@@ -17,30 +17,25 @@
 #   DT_WIF_POOL            [dt-connector]        DT_WIF_PROVIDER      [dt-oidc]
 #   DT_OIDC_ISSUER         [https://identity.disruptive-technologies.com]  DT's token issuer
 #   DT_AUDIENCE            [the provider's resource name, Google's default audience]
+#   DT_RUNTIME is checked against scripts/runtimes.tsv; DT_BUILD_SA_NAME [dt-connector-build]
+#   is the service account Cloud Build builds as, as in deploy.sh (scripts/deploy-gcp-lib.sh)
+#   DRY_RUN=1              print the gcloud commands instead of running them (no login needed)
 # With DT_PROJECT_ID and DT_SERVICE_ACCOUNT_KEY_ID/_SECRET/_EMAIL set, the connector is
 # created or updated in DT (`dtconnector connector apply --type GOOGLE_CLOUD_PUBSUB`);
 # otherwise the manual steps are printed.
 set -euo pipefail
-# Every cloud CLI goes through `run` (scripts/deploy-lib.sh prints instead under DRY_RUN=1;
-# sourced when present, as deploy.sh's `exec` does not carry shell functions over).
-DEPLOY_LIB="$(dirname "${BASH_SOURCE[0]}")/../scripts/deploy-lib.sh"
-# shellcheck source=/dev/null
-if [ -f "$DEPLOY_LIB" ]; then . "$DEPLOY_LIB"; fi
-type run >/dev/null 2>&1 || run() { "$@"; }
 
-die() { echo "deploy-gcp (direct): $*" >&2; exit 1; }
+DEPLOY_NAME="deploy-gcp (direct)"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=../scripts/deploy-lib.sh
+source "$ROOT/scripts/deploy-lib.sh"
+# shellcheck source=../scripts/deploy-gcp-lib.sh
+source "$ROOT/scripts/deploy-gcp-lib.sh"
 
-command -v gcloud >/dev/null 2>&1 \
-  || die "the Google Cloud CLI (gcloud) is not installed: https://cloud.google.com/sdk/docs/install"
-ACCOUNT="$(gcloud config get-value account 2>/dev/null || true)"
-[ -n "$ACCOUNT" ] && gcloud auth print-access-token >/dev/null 2>&1 \
-  || die "gcloud has no usable credentials: run 'gcloud auth login' first"
-PROJECT="${GOOGLE_CLOUD_PROJECT:-$(gcloud config get-value project 2>/dev/null || true)}"
-[ -n "$PROJECT" ] || die "no project: set GOOGLE_CLOUD_PROJECT or run 'gcloud config set project PROJECT_ID'"
 ORG="${DT_ORGANIZATION_ID:-}"
 [[ $ORG =~ ^[A-Za-z0-9_-]+$ ]] || die "set DT_ORGANIZATION_ID to your DT organization id: only DT's tokens for it may publish"
+gcp_login
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 REGION="${DT_GCP_REGION:-europe-west1}"
 RUNTIME="${DT_RUNTIME:-python312}"
 TOPIC="${DT_TOPIC:-dt-direct-events}"
@@ -59,23 +54,24 @@ G=(--project="$PROJECT" --quiet)
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON=python3
 
-echo "deploy-gcp (direct): project $PROJECT, region $REGION, account $ACCOUNT"
+check_runtime gcp "$RUNTIME"
+echo "deploy-gcp (direct): project $PROJECT, region $REGION, account $ACCOUNT, runtime $RUNTIME"
 
 run gcloud services enable cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com \
   artifactregistry.googleapis.com eventarc.googleapis.com pubsub.googleapis.com \
   firestore.googleapis.com iam.googleapis.com sts.googleapis.com "${G[@]}"
-PROJECT_NUMBER="$(run gcloud projects describe "$PROJECT" --format='value(projectNumber)')"
+PROJECT_NUMBER="$(query "123456789012" gcloud projects describe "$PROJECT" --format='value(projectNumber)')"
 [ -n "$PROJECT_NUMBER" ] || die "could not read the number of project $PROJECT"
 
 # Firestore (native mode): the worker's ledger (the only dedup here) and device state.
-run gcloud firestore databases describe --database='(default)' "${G[@]}" >/dev/null 2>&1 \
+exists gcloud firestore databases describe --database='(default)' "${G[@]}" \
   || run gcloud firestore databases create --database='(default)' --location="$REGION" --type=firestore-native "${G[@]}"
 run gcloud firestore fields ttls update expiresAt --collection-group="$DEDUP" --enable-ttl --async "${G[@]}"
 
 # The topic DT publishes to, the dead-letter topic, and a subscription keeping dead letters.
-run gcloud pubsub topics describe "$TOPIC" "${G[@]}" >/dev/null 2>&1 || run gcloud pubsub topics create "$TOPIC" "${G[@]}"
-run gcloud pubsub topics describe "$DEAD_TOPIC" "${G[@]}" >/dev/null 2>&1 || run gcloud pubsub topics create "$DEAD_TOPIC" "${G[@]}"
-run gcloud pubsub subscriptions describe "$DEAD_SUB" "${G[@]}" >/dev/null 2>&1 \
+exists gcloud pubsub topics describe "$TOPIC" "${G[@]}" || run gcloud pubsub topics create "$TOPIC" "${G[@]}"
+exists gcloud pubsub topics describe "$DEAD_TOPIC" "${G[@]}" || run gcloud pubsub topics create "$DEAD_TOPIC" "${G[@]}"
+exists gcloud pubsub subscriptions describe "$DEAD_SUB" "${G[@]}" \
   || run gcloud pubsub subscriptions create "$DEAD_SUB" --topic="$DEAD_TOPIC" --message-retention-duration=7d \
        --expiration-period=never "${G[@]}"
 
@@ -83,11 +79,11 @@ run gcloud pubsub subscriptions describe "$DEAD_SUB" "${G[@]}" >/dev/null 2>&1 \
 # `sub` (DT's organization id) becomes the principal's subject.
 PROVIDER_NAME="projects/$PROJECT_NUMBER/locations/global/workloadIdentityPools/$POOL/providers/$PROVIDER"
 AUDIENCE="${DT_AUDIENCE:-//iam.googleapis.com/$PROVIDER_NAME}"
-run gcloud iam workload-identity-pools describe "$POOL" --location=global "${G[@]}" >/dev/null 2>&1 \
+exists gcloud iam workload-identity-pools describe "$POOL" --location=global "${G[@]}" \
   || run gcloud iam workload-identity-pools create "$POOL" --location=global \
        --display-name="DT Data Connector" "${G[@]}"
-run gcloud iam workload-identity-pools providers describe "$PROVIDER" --workload-identity-pool="$POOL" \
-    --location=global "${G[@]}" >/dev/null 2>&1 \
+exists gcloud iam workload-identity-pools providers describe "$PROVIDER" --workload-identity-pool="$POOL" \
+    --location=global "${G[@]}" \
   || run gcloud iam workload-identity-pools providers create-oidc "$PROVIDER" --workload-identity-pool="$POOL" \
        --location=global --issuer-uri="$ISSUER" --allowed-audiences="$AUDIENCE" \
        --attribute-mapping="google.subject=assertion.sub" \
@@ -97,12 +93,15 @@ DT_PRINCIPAL="principal://iam.googleapis.com/projects/$PROJECT_NUMBER/locations/
 run gcloud pubsub topics add-iam-policy-binding "$TOPIC" --member="$DT_PRINCIPAL" --role=roles/pubsub.publisher "${G[@]}" >/dev/null
 
 # The worker's own service account: Firestore and receiving Eventarc events, nothing else.
-run gcloud iam service-accounts describe "$SA" "${G[@]}" >/dev/null 2>&1 \
+exists gcloud iam service-accounts describe "$SA" "${G[@]}" \
   || run gcloud iam service-accounts create "$SA_NAME" --display-name="DT direct-delivery worker" "${G[@]}"
 for role in roles/datastore.user roles/eventarc.eventReceiver; do
   run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$SA" --role="$role" \
     --condition=None --quiet >/dev/null
 done
+
+# The service account Cloud Build builds the worker as (scripts/deploy-gcp-lib.sh).
+gcp_build_service_account
 
 if [ -n "${DT_SOURCE_DIR:-}" ]; then
   SOURCE="$DT_SOURCE_DIR"
@@ -116,20 +115,13 @@ ENV_VARS="DT_DELIVERY=direct,DT_DEDUP_COLLECTION=$DEDUP,DT_STATE_COLLECTION=$STA
 # The worker only: raising makes Pub/Sub redeliver (--retry).
 run gcloud functions deploy dt-direct-process --gen2 --region="$REGION" --runtime="$RUNTIME" \
   --source="$SOURCE" --entry-point=process --trigger-topic="$TOPIC" --retry \
-  --service-account="$SA" --trigger-service-account="$SA" --memory=256Mi --timeout=240s \
+  --service-account="$SA" --trigger-service-account="$SA" "${BUILD[@]}" --memory=256Mi --timeout=240s \
   --set-env-vars="$ENV_VARS" "${G[@]}"
 run gcloud functions add-invoker-policy-binding dt-direct-process --region="$REGION" \
   --member="serviceAccount:$SA" "${G[@]}" >/dev/null
 
-# Bounded redelivery on the trigger's subscription, as in http mode.
-TRIGGER="$(run gcloud functions describe dt-direct-process --region="$REGION" --format='value(eventTrigger.trigger)' "${G[@]}")"
-SUBSCRIPTION="$(run gcloud eventarc triggers describe "$TRIGGER" --format='value(transport.pubsub.subscription)' "${G[@]}")"
-[ -n "$SUBSCRIPTION" ] || die "could not find the subscription of trigger $TRIGGER"
-PUBSUB_AGENT="serviceAccount:service-${PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
-run gcloud pubsub topics add-iam-policy-binding "$DEAD_TOPIC" --member="$PUBSUB_AGENT" --role=roles/pubsub.publisher "${G[@]}" >/dev/null
-run gcloud pubsub subscriptions add-iam-policy-binding "$SUBSCRIPTION" --member="$PUBSUB_AGENT" --role=roles/pubsub.subscriber "${G[@]}" >/dev/null
-run gcloud pubsub subscriptions update "$SUBSCRIPTION" --dead-letter-topic="$DEAD_TOPIC" \
-  --max-delivery-attempts="$MAX_ATTEMPTS" --min-retry-delay=10s --max-retry-delay=600s "${G[@]}"
+# Bounded redelivery on the trigger's subscription, as in http mode (scripts/deploy-gcp-lib.sh).
+gcp_dead_letter_policy dt-direct-process "$PROJECT_NUMBER"
 
 TOPIC_PATH="projects/$PROJECT/topics/$TOPIC"
 if [ -n "${DT_PROJECT_ID:-}" ] && [ -n "${DT_SERVICE_ACCOUNT_KEY_ID:-}" ] \

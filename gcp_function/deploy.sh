@@ -28,13 +28,10 @@ DEPLOY_NAME=deploy-gcp
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=../scripts/deploy-lib.sh
 source "$ROOT/scripts/deploy-lib.sh"
+# shellcheck source=../scripts/deploy-gcp-lib.sh
+source "$ROOT/scripts/deploy-gcp-lib.sh"
 
-require_cli gcloud "the Google Cloud CLI (gcloud) is not installed: https://cloud.google.com/sdk/docs/install"
-ACCOUNT="$(query "you@example.com" gcloud config get-value account 2>/dev/null || true)"
-[ -n "$ACCOUNT" ] || die "gcloud has no account: run 'gcloud auth login' first"
-check_login "gcloud has no usable credentials: run 'gcloud auth login' first" gcloud auth print-access-token
-PROJECT="${GOOGLE_CLOUD_PROJECT:-$(query "my-project" gcloud config get-value project 2>/dev/null || true)}"
-[ -n "$PROJECT" ] || die "no project: set GOOGLE_CLOUD_PROJECT or run 'gcloud config set project PROJECT_ID'"
+gcp_login
 
 REGION="${DT_GCP_REGION:-europe-west1}"
 RUNTIME="${DT_RUNTIME:-python312}"
@@ -48,8 +45,6 @@ HANDLERS="${DT_HANDLERS:-handlers}"
 SECRET_NAME="${DT_SECRET_NAME:-dt-signature-secret}"
 SA_NAME="dt-connector"
 SA="${SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
-BUILD_SA_NAME="${DT_BUILD_SA_NAME:-dt-connector-build}"
-BUILD_SA="${BUILD_SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
 G=(--project="$PROJECT" --quiet)
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON=python3
@@ -92,18 +87,8 @@ done
 run gcloud secrets add-iam-policy-binding "$SECRET_NAME" --member="serviceAccount:$SA" \
   --role=roles/secretmanager.secretAccessor "${G[@]}" >/dev/null
 
-# The service account Cloud Build builds the functions as. A new project's default build
-# account may lack the permissions (Google: grant roles/cloudbuild.builds.builder), so the
-# build gets its own: build steps, build logs, the image in Artifact Registry, the uploaded
-# source in Cloud Storage.
-exists gcloud iam service-accounts describe "$BUILD_SA" "${G[@]}" \
-  || run gcloud iam service-accounts create "$BUILD_SA_NAME" --display-name="DT Data Connector build" "${G[@]}"
-for role in roles/cloudbuild.builds.builder roles/logging.logWriter roles/artifactregistry.writer \
-    roles/storage.objectViewer; do
-  run gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$BUILD_SA" --role="$role" \
-    --condition=None --quiet >/dev/null
-done
-BUILD=(--build-service-account="projects/$PROJECT/serviceAccounts/$BUILD_SA")
+# The service account Cloud Build builds the functions as (scripts/deploy-gcp-lib.sh).
+gcp_build_service_account
 
 # The deployable folder: core/, gcp_function/, handlers.py, main.py, requirements.txt.
 if [ -n "${DT_SOURCE_DIR:-}" ]; then
@@ -132,20 +117,8 @@ run gcloud functions deploy dt-process --gen2 --region="$REGION" --runtime="$RUN
 run gcloud functions add-invoker-policy-binding dt-process --region="$REGION" \
   --member="serviceAccount:$SA" "${G[@]}" >/dev/null
 
-# Bounded redelivery: the trigger's subscription (created by Eventarc) gets a dead-letter
-# policy and a retry backoff. Pub/Sub's service agent must publish/subscribe for it.
-# Dry-run placeholders: the trigger and subscription names below, project number 123456789012.
-TRIGGER="$(query "projects/$PROJECT/locations/$REGION/triggers/dt-process-000000" gcloud functions describe dt-process --region="$REGION" \
-  --format='value(eventTrigger.trigger)' "${G[@]}")"
-SUBSCRIPTION="$(query "eventarc-$REGION-dt-process-000000-sub-000" gcloud eventarc triggers describe "$TRIGGER" \
-  --format='value(transport.pubsub.subscription)' "${G[@]}")"
-[ -n "$SUBSCRIPTION" ] || die "could not find the subscription of trigger $TRIGGER"
-PROJECT_NUMBER="$(query "123456789012" gcloud projects describe "$PROJECT" --format='value(projectNumber)')"
-PUBSUB_AGENT="serviceAccount:service-${PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
-run gcloud pubsub topics add-iam-policy-binding "$DEAD_TOPIC" --member="$PUBSUB_AGENT" --role=roles/pubsub.publisher "${G[@]}" >/dev/null
-run gcloud pubsub subscriptions add-iam-policy-binding "$SUBSCRIPTION" --member="$PUBSUB_AGENT" --role=roles/pubsub.subscriber "${G[@]}" >/dev/null
-run gcloud pubsub subscriptions update "$SUBSCRIPTION" --dead-letter-topic="$DEAD_TOPIC" \
-  --max-delivery-attempts="$MAX_ATTEMPTS" --min-retry-delay=10s --max-retry-delay=600s "${G[@]}"
+# Bounded redelivery: a dead-letter policy on the trigger's subscription (scripts/deploy-gcp-lib.sh).
+gcp_dead_letter_policy dt-process
 
 # --- metrics and alerts --------------------------------------------------------------------
 # The functions write one JSON line per metric (gcp_function/metrics.py); these log-based

@@ -45,8 +45,13 @@ def test_dt_principal_may_only_publish_to_its_topic(tmp_path):
     # Nothing project-wide or on a service account for any workload-identity principal.
     assert not any("principal" in (flag(c, "--member") or "") for c in bindings if c is not grant)
     # The worker's own account has no publish role (DT publishes, not us).
-    project_roles = {flag(c, "--role") for c in gcloud(calls, "projects", "add-iam-policy-binding")}
+    project_grants = gcloud(calls, "projects", "add-iam-policy-binding")
+    worker = "serviceAccount:dt-direct-worker@p.iam.gserviceaccount.com"
+    project_roles = {flag(c, "--role") for c in project_grants if flag(c, "--member") == worker}
     assert project_roles == {"roles/datastore.user", "roles/eventarc.eventReceiver"}
+    # The only other project grants: the build account's, as in http mode.
+    builder = "serviceAccount:dt-connector-build@p.iam.gserviceaccount.com"
+    assert {flag(c, "--member") for c in project_grants} == {worker, builder}
 
 
 def test_workload_identity_provider_trusts_dts_issuer_and_only_our_organization(tmp_path):
@@ -91,3 +96,32 @@ def test_organization_id_is_required(tmp_path):
     result, calls = deploy(tmp_path, DT_ORGANIZATION_ID="")
     assert result.returncode != 0 and "DT_ORGANIZATION_ID" in result.stderr
     assert not gcloud(calls, "pubsub")
+
+
+def test_builds_as_the_dedicated_build_service_account(tmp_path):
+    result, calls = deploy(tmp_path)
+    assert result.returncode == 0, result.stderr
+    [fn] = gcloud(calls, "functions", "deploy")
+    account = "dt-connector-build@p.iam.gserviceaccount.com"
+    assert flag(fn, "--build-service-account") == f"projects/p/serviceAccounts/{account}"
+    build_roles = {
+        flag(c, "--role")
+        for c in gcloud(calls, "projects", "add-iam-policy-binding")
+        if flag(c, "--member") == f"serviceAccount:{account}"
+    }
+    assert "roles/cloudbuild.builds.builder" in build_roles
+
+
+def test_a_runtime_past_end_of_life_is_refused(tmp_path):
+    result, calls = deploy(tmp_path, DT_TODAY="2029-04-02")  # python312's end of life on Cloud Run functions
+    assert result.returncode != 0 and "python312" in result.stderr and "end of life" in result.stderr
+    assert not gcloud(calls, "functions") and not gcloud(calls, "services")
+
+
+def test_dry_run_needs_no_login_and_prints_every_command(tmp_path):
+    result, calls = run_script(SCRIPT, tmp_path, [], [], {"MODE": "direct", "DT_ORGANIZATION_ID": "org-abc", "DRY_RUN": "1"})
+    assert result.returncode == 0, result.stderr
+    printed = [line for line in result.stdout.splitlines() if line.startswith("DRY-RUN: gcloud ")]
+    assert any(" functions deploy dt-direct-process " in line for line in printed)
+    assert any(" pubsub subscriptions update " in line for line in printed)
+    assert calls == []

@@ -347,7 +347,8 @@ def test_deploy_script_is_valid_bash_and_stops_clearly_without_gcloud(tmp_path):
 
 
 def test_deploy_script_uses_the_required_gcloud_commands():
-    text = (ROOT / "gcp_function" / "deploy.sh").read_text()
+    # deploy.sh and the steps it shares with deploy-direct.sh (scripts/deploy-gcp-lib.sh)
+    text = (ROOT / "gcp_function" / "deploy.sh").read_text() + (ROOT / "scripts" / "deploy-gcp-lib.sh").read_text()
     for needle in (
         "gcloud functions deploy dt-ingest --gen2",
         "--entry-point=ingest --trigger-http --allow-unauthenticated",
