@@ -21,29 +21,35 @@
 #   AZURE_NAMESPACE [dtconnector-<8 hex>]  DT_TOPIC / DT_EVENTHUB_NAME [dt-events]
 #   DT_DEDUP_TABLE [dtevents]  DT_STATE_TABLE [dtdevicestate]  DT_POISON_QUEUE [dt-direct-poison]
 #   DT_HANDLERS [handlers]  DT_MAX_ATTEMPTS [5]  PYTHON [python3]
+#   DT_AZURE_PLAN [flex] or consumption, DT_AZURE_PYTHON [3.12]: as in deploy.sh (Flex
+#   Consumption with identity-based storage; scripts/deploy-azure-lib.sh). The worker's
+#   identity (on Flex the app's user-assigned one, on Consumption a system-assigned one)
+#   gets the Data Receiver role on the topic / event hub.
+#   DRY_RUN=1               print the az/func commands instead of running them (no login needed)
 # With DT_PROJECT_ID and DT_SERVICE_ACCOUNT_KEY_ID/_SECRET/_EMAIL set, the connector is
 # created or updated in DT (`dtconnector connector apply`); otherwise the steps are printed.
 set -euo pipefail
-# Every cloud CLI goes through `run` (scripts/deploy-lib.sh prints instead under DRY_RUN=1;
-# sourced when present, as deploy.sh's `exec` does not carry shell functions over).
-DEPLOY_LIB="$(dirname "${BASH_SOURCE[0]}")/../scripts/deploy-lib.sh"
-# shellcheck source=/dev/null
-if [ -f "$DEPLOY_LIB" ]; then . "$DEPLOY_LIB"; fi
-type run >/dev/null 2>&1 || run() { "$@"; }
 
-die() { echo "deploy-azure (direct): $*" >&2; exit 1; }
+DEPLOY_NAME="deploy-azure (direct)"
+ROOT=$(cd "${BASH_SOURCE[0]%/*}/.." && pwd)
+# shellcheck source=../scripts/deploy-lib.sh
+source "$ROOT/scripts/deploy-lib.sh"
+# shellcheck source=../scripts/deploy-azure-lib.sh
+source "$ROOT/scripts/deploy-azure-lib.sh"
 
 KIND=${DT_AZURE_DIRECT:-servicebus}
 [[ $KIND == servicebus || $KIND == eventhub ]] || die "DT_AZURE_DIRECT must be servicebus or eventhub"
 ORG=${DT_ORGANIZATION_ID:-}
 [[ $ORG =~ ^[A-Za-z0-9_-]+$ ]] || die "set DT_ORGANIZATION_ID to your DT organization id: the federated credential trusts only its tokens"
-command -v az >/dev/null 2>&1 || die "the Azure CLI (az) is not installed: https://learn.microsoft.com/cli/azure/install-azure-cli"
-command -v func >/dev/null 2>&1 || die "Azure Functions Core Tools (func) is not installed (npm i -g azure-functions-core-tools@4)"
-SUBSCRIPTION=$(run az account show --query id -o tsv 2>/dev/null) || die "not logged in to Azure: run 'az login'"
+azure_plan_and_python
+require_cli az "the Azure CLI (az) is not installed: https://learn.microsoft.com/cli/azure/install-azure-cli"
+require_cli func "Azure Functions Core Tools (func) is not installed: https://learn.microsoft.com/azure/azure-functions/functions-run-local (npm i -g azure-functions-core-tools@4)"
+check_runtime azure "$PY_VERSION"
+SUBSCRIPTION=$(query "00000000-0000-0000-0000-000000000000" az account show --query id --output tsv 2>/dev/null) \
+  || die "not logged in to Azure: run 'az login' (and 'az account set --subscription ...')"
 [[ -n $SUBSCRIPTION ]] || die "not logged in to Azure: run 'az login'"
-TENANT=$(run az account show --query tenantId -o tsv)
+TENANT=$(query "33333333-3333-3333-3333-333333333333" az account show --query tenantId --output tsv)
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}
 SUFFIX=$(printf '%s' "$SUBSCRIPTION" | sha1sum | cut -c1-8)
 LOCATION=${AZURE_LOCATION:-westeurope}
@@ -67,7 +73,11 @@ echo "==> resource group $RG, storage $STORAGE (ledger, state, poison queue)"
 run az group create --name "$RG" --location "$LOCATION" --output none
 run az storage account create --name "$STORAGE" --resource-group "$RG" --location "$LOCATION" \
   --sku Standard_LRS --kind StorageV2 --min-tls-version TLS1_2 --allow-blob-public-access false --output none
-CONNECTION=$(run az storage account show-connection-string --name "$STORAGE" --resource-group "$RG" --query connectionString --output tsv)
+# The key is used here, by this script, to create the tables and the queue; masked in dry-run output.
+CONNECTION=$(query "DefaultEndpointsProtocol=https;AccountName=$STORAGE;AccountKey=dry-run-key" \
+  az storage account show-connection-string --name "$STORAGE" --resource-group "$RG" \
+  --query connectionString --output tsv)
+mask_value "$CONNECTION"
 for t in "$DEDUP_TABLE" "$STATE_TABLE"; do
   run az storage table create --name "$t" --connection-string "$CONNECTION" --output none
 done
@@ -80,10 +90,12 @@ if [[ $KIND == servicebus ]]; then
   run az servicebus topic subscription create --name "$SUBSCRIPTION_NAME" --topic-name "$ENTITY" \
     --namespace-name "$NAMESPACE" --resource-group "$RG" --max-delivery-count "$MAX_ATTEMPTS" \
     --lock-duration PT5M --output none
-  SCOPE=$(run az servicebus topic show --name "$ENTITY" --namespace-name "$NAMESPACE" --resource-group "$RG" --query id -o tsv)
+  SCOPE=$(query "/subscriptions/$SUBSCRIPTION/resourceGroups/$RG/providers/Microsoft.ServiceBus/namespaces/$NAMESPACE/topics/$ENTITY" \
+    az servicebus topic show --name "$ENTITY" --namespace-name "$NAMESPACE" --resource-group "$RG" --query id --output tsv)
   SENDER_ROLE="Azure Service Bus Data Sender"
   RECEIVER_ROLE="Azure Service Bus Data Receiver"
   CONNECTOR_TYPE=AZURE_SERVICE_BUS
+  CONNECTION_NAME=DT_SERVICEBUS
   TRIGGER_SETTINGS=("DT_SERVICEBUS__fullyQualifiedNamespace=$FQDN" "DT_SERVICEBUS_TOPIC=$ENTITY"
     "DT_SERVICEBUS_SUBSCRIPTION=$SUBSCRIPTION_NAME")
 else
@@ -91,21 +103,26 @@ else
   run az eventhubs namespace create --name "$NAMESPACE" --resource-group "$RG" --location "$LOCATION" --sku Standard --output none
   run az eventhubs eventhub create --name "$ENTITY" --namespace-name "$NAMESPACE" --resource-group "$RG" \
     --partition-count 2 --output none
-  SCOPE=$(run az eventhubs eventhub show --name "$ENTITY" --namespace-name "$NAMESPACE" --resource-group "$RG" --query id -o tsv)
+  SCOPE=$(query "/subscriptions/$SUBSCRIPTION/resourceGroups/$RG/providers/Microsoft.EventHub/namespaces/$NAMESPACE/eventhubs/$ENTITY" \
+    az eventhubs eventhub show --name "$ENTITY" --namespace-name "$NAMESPACE" --resource-group "$RG" --query id --output tsv)
   SENDER_ROLE="Azure Event Hubs Data Sender"
   RECEIVER_ROLE="Azure Event Hubs Data Receiver"
   CONNECTOR_TYPE=AZURE_EVENT_HUB
+  CONNECTION_NAME=DT_EVENTHUB
   TRIGGER_SETTINGS=("DT_EVENTHUB__fullyQualifiedNamespace=$FQDN" "DT_EVENTHUB_NAME=$ENTITY")
 fi
 [[ -n $SCOPE ]] || die "could not read the resource id of $ENTITY"
 
 echo "==> DT's identity: app registration, federated credential for $ISSUER / $ORG, $SENDER_ROLE on $ENTITY only"
 DISPLAY="dtconnector-dt-publisher-$NAMESPACE"
-CLIENT_ID=$(run az ad app list --display-name "$DISPLAY" --query "[0].appId" -o tsv)
-[[ -n $CLIENT_ID ]] || CLIENT_ID=$(run az ad app create --display-name "$DISPLAY" --query appId -o tsv)
+# `query`, creates included: the script uses their output (the ids). A dry run prints them;
+# no registration exists yet there, so the create path is printed, with placeholder ids.
+CLIENT_ID=$(query "" az ad app list --display-name "$DISPLAY" --query "[0].appId" --output tsv)
+[[ -n $CLIENT_ID ]] || CLIENT_ID=$(query "44444444-4444-4444-4444-444444444444" \
+  az ad app create --display-name "$DISPLAY" --query appId --output tsv)
 [[ -n $CLIENT_ID ]] || die "could not create the app registration $DISPLAY"
-SP_ID=$(run az ad sp show --id "$CLIENT_ID" --query id -o tsv 2>/dev/null || true)
-[[ -n $SP_ID ]] || SP_ID=$(run az ad sp create --id "$CLIENT_ID" --query id -o tsv)
+SP_ID=$(query "" az ad sp show --id "$CLIENT_ID" --query id --output tsv 2>/dev/null || true)
+[[ -n $SP_ID ]] || SP_ID=$(query "55555555-5555-5555-5555-555555555555" az ad sp create --id "$CLIENT_ID" --query id --output tsv)
 CREDENTIAL_DIR=$(mktemp -d)
 trap 'rm -rf "$CREDENTIAL_DIR"' EXIT
 ISSUER="$ISSUER" ORG="$ORG" AUDIENCE="$AUDIENCE" "$PYTHON" - "$CREDENTIAL_DIR/credential.json" <<'PY'
@@ -113,18 +130,21 @@ import json, os, sys
 json.dump({"name": "dt-data-connector", "issuer": os.environ["ISSUER"], "subject": os.environ["ORG"],
            "audiences": [os.environ["AUDIENCE"]], "description": "DT Data Connector"}, open(sys.argv[1], "w"))
 PY
-run az ad app federated-credential show --id "$CLIENT_ID" --federated-credential-id dt-data-connector --output none 2>/dev/null \
+exists az ad app federated-credential show --id "$CLIENT_ID" --federated-credential-id dt-data-connector \
   || run az ad app federated-credential create --id "$CLIENT_ID" --parameters "@$CREDENTIAL_DIR/credential.json" --output none
 run az role assignment create --assignee-object-id "$SP_ID" --assignee-principal-type ServicePrincipal \
   --role "$SENDER_ROLE" --scope "$SCOPE" --output none
 
-echo "==> function app $APP (worker only), its identity may receive from $ENTITY"
-if ! run az functionapp show --name "$APP" --resource-group "$RG" --output none 2>/dev/null; then
-  run az functionapp create --name "$APP" --resource-group "$RG" --storage-account "$STORAGE" \
-    --consumption-plan-location "$LOCATION" --runtime python --runtime-version 3.11 \
-    --functions-version 4 --os-type Linux --output none
+echo "==> function app $APP (worker only, plan $PLAN, Python $PY_VERSION), its identity may receive from $ENTITY"
+azure_function_app  # scripts/deploy-azure-lib.sh
+if [[ $PLAN == flex ]]; then
+  # The app's user-assigned identity receives too; the trigger's connection names it.
+  WORKER_ID=$APP_PRINCIPAL_ID
+  TRIGGER_SETTINGS+=("${CONNECTION_NAME}__credential=managedidentity" "${CONNECTION_NAME}__clientId=$APP_CLIENT_ID")
+else
+  WORKER_ID=$(query "66666666-6666-6666-6666-666666666666" \
+    az functionapp identity assign --name "$APP" --resource-group "$RG" --query principalId --output tsv)
 fi
-WORKER_ID=$(run az functionapp identity assign --name "$APP" --resource-group "$RG" --query principalId -o tsv)
 run az role assignment create --assignee-object-id "$WORKER_ID" --assignee-principal-type ServicePrincipal \
   --role "$RECEIVER_ROLE" --scope "$SCOPE" --output none
 run az functionapp config appsettings set --name "$APP" --resource-group "$RG" --output none --settings \

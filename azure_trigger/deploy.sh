@@ -39,10 +39,10 @@ DEPLOY_NAME=deploy-azure
 ROOT=$(cd "${BASH_SOURCE[0]%/*}/.." && pwd)
 # shellcheck source=../scripts/deploy-lib.sh
 source "$ROOT/scripts/deploy-lib.sh"
+# shellcheck source=../scripts/deploy-azure-lib.sh
+source "$ROOT/scripts/deploy-azure-lib.sh"
 
-PLAN=${DT_AZURE_PLAN:-flex}
-case "$PLAN" in flex|consumption) ;; *) die "DT_AZURE_PLAN must be flex or consumption" ;; esac
-PY_VERSION=${DT_AZURE_PYTHON:-3.12}
+azure_plan_and_python
 
 require_cli az "the Azure CLI (az) is not installed: https://learn.microsoft.com/cli/azure/install-azure-cli"
 require_cli func "Azure Functions Core Tools (func) is not installed: https://learn.microsoft.com/azure/azure-functions/functions-run-local (npm i -g azure-functions-core-tools@4)"
@@ -56,8 +56,6 @@ LOCATION=${AZURE_LOCATION:-westeurope}
 RG=${AZURE_RESOURCE_GROUP:-dtconnector}
 STORAGE=${AZURE_STORAGE_ACCOUNT:-dtconn${SUFFIX}}
 APP=${AZURE_FUNCTIONAPP_NAME:-dtconnector-${SUFFIX}}
-IDENTITY="$APP-storage"
-PACKAGE_CONTAINER=app-package
 QUEUE=${DT_QUEUE_NAME:-dt-events}
 DEDUP_TABLE=${DT_DEDUP_TABLE:-dtevents}
 STATE_TABLE=${DT_STATE_TABLE:-dtdevicestate}
@@ -89,44 +87,7 @@ for t in "$DEDUP_TABLE" "$STATE_TABLE"; do
 done
 
 echo "==> function app $APP"
-if [ "$PLAN" = flex ]; then
-  # The app's identity and its data-plane roles on the storage account.
-  exists az identity show --name "$IDENTITY" --resource-group "$RG" \
-    || run az identity create --name "$IDENTITY" --resource-group "$RG" --location "$LOCATION" --output none
-  IDENTITY_ID=$(query "/subscriptions/$SUBSCRIPTION/resourceGroups/$RG/providers/Microsoft.ManagedIdentity/userAssignedIdentities/$IDENTITY" \
-    az identity show --name "$IDENTITY" --resource-group "$RG" --query id --output tsv)
-  PRINCIPAL_ID=$(query "11111111-1111-1111-1111-111111111111" \
-    az identity show --name "$IDENTITY" --resource-group "$RG" --query principalId --output tsv)
-  CLIENT_ID=$(query "22222222-2222-2222-2222-222222222222" \
-    az identity show --name "$IDENTITY" --resource-group "$RG" --query clientId --output tsv)
-  STORAGE_ID=$(query "/subscriptions/$SUBSCRIPTION/resourceGroups/$RG/providers/Microsoft.Storage/storageAccounts/$STORAGE" \
-    az storage account show --name "$STORAGE" --resource-group "$RG" --query id --output tsv)
-  for role in "Storage Blob Data Owner" "Storage Queue Data Contributor" "Storage Table Data Contributor"; do
-    run az role assignment create --assignee-object-id "$PRINCIPAL_ID" --assignee-principal-type ServicePrincipal \
-      --role "$role" --scope "$STORAGE_ID" --output none
-  done
-  if ! exists az functionapp show --name "$APP" --resource-group "$RG"; then
-    run az functionapp create --name "$APP" --resource-group "$RG" --storage-account "$STORAGE" \
-      --flexconsumption-location "$LOCATION" --runtime python --runtime-version "$PY_VERSION" \
-      --deployment-storage-name "$STORAGE" --deployment-storage-container-name "$PACKAGE_CONTAINER" \
-      --deployment-storage-auth-type UserAssignedIdentity --deployment-storage-auth-value "$IDENTITY_ID" \
-      --output none
-  fi
-  run az functionapp identity assign --name "$APP" --resource-group "$RG" --identities "$IDENTITY_ID" --output none
-  # Identity-based host storage: the host, the queue trigger (connection="AzureWebJobsStorage")
-  # and azure_trigger/clients.py all read these; no account key in the app's settings.
-  run az functionapp config appsettings set --name "$APP" --resource-group "$RG" --output none --settings \
-    "AzureWebJobsStorage__accountName=$STORAGE" "AzureWebJobsStorage__credential=managedidentity" \
-    "AzureWebJobsStorage__clientId=$CLIENT_ID"
-  run az functionapp config appsettings delete --name "$APP" --resource-group "$RG" \
-    --setting-names AzureWebJobsStorage --output none
-else
-  if ! exists az functionapp show --name "$APP" --resource-group "$RG"; then
-    run az functionapp create --name "$APP" --resource-group "$RG" --storage-account "$STORAGE" \
-      --consumption-plan-location "$LOCATION" --runtime python --runtime-version "$PY_VERSION" \
-      --functions-version 4 --os-type Linux --output none
-  fi
-fi
+azure_function_app  # scripts/deploy-azure-lib.sh
 
 # App settings go through a private temp file so the secret never appears in a process list.
 SETTINGS_DIR=$(mktemp -d)
