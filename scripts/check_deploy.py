@@ -1,6 +1,7 @@
 """Check every command the deploy scripts would run against the real CLI's own help text.
 
 `make check-deploy` runs each <platform>/deploy.sh with DRY_RUN=1 and a fake environment
+(in each mode: on AWS, GCP and Azure also MODE=direct, which runs deploy-direct.sh)
 (scripts/deploy-lib.sh prints each cloud command as one "DRY-RUN: ..." line instead of
 running it), then checks each printed command offline:
 
@@ -421,7 +422,10 @@ FAKE_ENV = {
     "CLOUDANT_URL": "https://fake-instance.cloudantnosqldb.appdomain.cloud",
     "CLOUDANT_APIKEY": "fake-cloudant-apikey-for-dry-run",
     "HEROKU_APP": "dt-dry-run-app",
+    "MODE": "http",
 }
+# MODE=direct (DT publishes into the cloud's queue itself: <platform>/deploy-direct.sh).
+DIRECT = {"MODE": "direct", "DT_ORGANIZATION_ID": "dry-run-organization"}
 # Each platform's variants: every branch that prints a different command gets run.
 VARIANTS: Dict[str, List[Dict[str, str]]] = {
     "ibm": [
@@ -429,9 +433,19 @@ VARIANTS: Dict[str, List[Dict[str, str]]] = {
         {"DRY_RUN_EXISTING": "1", "DT_IBM_WORKER": "cron"},
         {"DT_IBM_WORKER": "cron"},
     ],
-    "gcp": [{"DRY_RUN_EXISTING": "0"}, {"DRY_RUN_EXISTING": "1"}],
-    "aws": [{}, {"DT_SIGNATURE_SECRET": "", "DT_SIGNATURE_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:000000000000:secret:dt"}],
-    "azure": [{"DRY_RUN_EXISTING": "0"}, {"DT_AZURE_PLAN": "consumption"}],
+    "gcp": [{"DRY_RUN_EXISTING": "0"}, {"DRY_RUN_EXISTING": "1"}, {**DIRECT, "DRY_RUN_EXISTING": "0"}],
+    "aws": [
+        {},
+        {"DT_SIGNATURE_SECRET": "", "DT_SIGNATURE_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:000000000000:secret:dt"},
+        DIRECT,
+    ],
+    "azure": [
+        {"DRY_RUN_EXISTING": "0"},
+        {"DT_AZURE_PLAN": "consumption"},
+        {**DIRECT, "DT_AZURE_DIRECT": "servicebus"},
+        {**DIRECT, "DT_AZURE_DIRECT": "eventhub"},
+        {**DIRECT, "DT_AZURE_DIRECT": "servicebus", "DT_AZURE_PLAN": "consumption"},
+    ],
     "heroku": [{"DRY_RUN_EXISTING": "0"}, {"DRY_RUN_EXISTING": "1"}],
 }
 SCRIPTS = {

@@ -151,6 +151,29 @@ def test_every_deploy_script_dry_runs_without_credentials(platform):
     assert cd.FAKE_ENV["DT_SIGNATURE_SECRET"] not in out + err
 
 
+DIRECT_VARIANTS = [
+    (platform, variant) for platform in sorted(cd.VARIANTS) for variant in cd.VARIANTS[platform]
+    if variant.get("MODE") == "direct"
+]
+
+
+def test_direct_mode_is_checked_on_aws_gcp_and_azure():
+    assert {platform for platform, _ in DIRECT_VARIANTS} == {"aws", "gcp", "azure"}
+    kinds = {v.get("DT_AZURE_DIRECT") for p, v in DIRECT_VARIANTS if p == "azure"}
+    assert kinds == {"servicebus", "eventhub"}
+
+
+@pytest.mark.parametrize("platform, variant", DIRECT_VARIANTS)
+def test_every_direct_deploy_script_dry_runs_without_credentials(platform, variant):
+    status, out, err = cd.dry_run(ROOT / cd.SCRIPTS[platform], variant)
+    assert status == 0, err
+    commands = cd.commands_in(out)
+    assert commands and "deploy-direct.sh" not in err
+    # What only direct mode does: DT's identity may publish into the queue.
+    joined = "\n".join(" ".join(c) for c in commands)
+    assert {"aws": "DtOrganizationId=", "gcp": "workload-identity-pools", "azure": "federated-credential"}[platform] in joined
+
+
 def test_az_flags_mentioned_in_a_description_get_no_values_of_their_own():
     text = (HELP / "az-role-assignment-create.txt").read_text()
     choices = cd.choices_in(text)
