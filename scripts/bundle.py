@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "bundle", "deploy.sh", "README.md")
+IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "bundle", "deploy.sh", "deploy-direct.sh", "README.md")
 
 
 def build(platform_dir: str, dest: str | Path) -> Path:

@@ -40,6 +40,7 @@ def test_bundle_has_what_sam_deploys(bundle):
     assert template.read_text() == (ROOT / "aws_lambda" / "template.yaml").read_text()
     assert "PyJWT" in (bundle / "requirements.txt").read_text()
     assert not (bundle / "aws_lambda" / "deploy.sh").exists()
+    assert not (bundle / "aws_lambda" / "deploy-direct.sh").exists()
     assert not (bundle / "aws_lambda" / "bundle").exists()
 
 

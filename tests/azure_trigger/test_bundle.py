@@ -62,7 +62,7 @@ def test_bundle_has_what_the_functions_host_needs_at_its_root(bundle):
         assert (bundle / name).is_file(), name
     assert (bundle / "core" / "receiver.py").is_file()
     assert (bundle / "azure_trigger" / "function_app.py").is_file()
-    for absent in ("bundle", "deploy.sh", "README.md"):
+    for absent in ("bundle", "deploy.sh", "deploy-direct.sh", "README.md"):
         assert not (bundle / "azure_trigger" / absent).exists(), absent
     assert not (bundle / "local.settings.json").exists()  # never ship local secrets
 

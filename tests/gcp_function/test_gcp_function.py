@@ -306,6 +306,7 @@ def test_bundle_is_self_contained_and_its_main_imports_from_itself(tmp_path):
     for name in ("main.py", "requirements.txt", ".gcloudignore", "handlers.py", "core/receiver.py", "gcp_function/main.py"):
         assert (dest / name).is_file(), name
     assert not (dest / "gcp_function" / "deploy.sh").exists()
+    assert not (dest / "gcp_function" / "deploy-direct.sh").exists()
     code = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "import json, main, core, gcp_function.main as m, handlers\n"
