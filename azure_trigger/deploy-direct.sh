@@ -41,13 +41,7 @@ KIND=${DT_AZURE_DIRECT:-servicebus}
 [[ $KIND == servicebus || $KIND == eventhub ]] || die "DT_AZURE_DIRECT must be servicebus or eventhub"
 ORG=${DT_ORGANIZATION_ID:-}
 [[ $ORG =~ ^[A-Za-z0-9_-]+$ ]] || die "set DT_ORGANIZATION_ID to your DT organization id: the federated credential trusts only its tokens"
-azure_plan_and_python
-require_cli az "the Azure CLI (az) is not installed: https://learn.microsoft.com/cli/azure/install-azure-cli"
-require_cli func "Azure Functions Core Tools (func) is not installed: https://learn.microsoft.com/azure/azure-functions/functions-run-local (npm i -g azure-functions-core-tools@4)"
-check_runtime azure "$PY_VERSION"
-SUBSCRIPTION=$(query "00000000-0000-0000-0000-000000000000" az account show --query id --output tsv 2>/dev/null) \
-  || die "not logged in to Azure: run 'az login' (and 'az account set --subscription ...')"
-[[ -n $SUBSCRIPTION ]] || die "not logged in to Azure: run 'az login'"
+azure_plan_and_login  # scripts/deploy-azure-lib.sh
 TENANT=$(query "33333333-3333-3333-3333-333333333333" az account show --query tenantId --output tsv)
 
 PYTHON=${PYTHON:-python3}

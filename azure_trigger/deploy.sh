@@ -42,13 +42,7 @@ source "$ROOT/scripts/deploy-lib.sh"
 # shellcheck source=../scripts/deploy-azure-lib.sh
 source "$ROOT/scripts/deploy-azure-lib.sh"
 
-azure_plan_and_python
-
-require_cli az "the Azure CLI (az) is not installed: https://learn.microsoft.com/cli/azure/install-azure-cli"
-require_cli func "Azure Functions Core Tools (func) is not installed: https://learn.microsoft.com/azure/azure-functions/functions-run-local (npm i -g azure-functions-core-tools@4)"
-check_runtime azure "$PY_VERSION"
-SUBSCRIPTION=$(query "00000000-0000-0000-0000-000000000000" az account show --query id --output tsv 2>/dev/null) \
-  || die "not logged in to Azure: run 'az login' (and 'az account set --subscription ...')"
+azure_plan_and_login  # scripts/deploy-azure-lib.sh
 
 PYTHON=${PYTHON:-python3}
 SUFFIX=$(printf '%s' "$SUBSCRIPTION" | sha1sum | cut -c1-8)

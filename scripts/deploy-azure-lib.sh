@@ -4,8 +4,9 @@
 # Consumption with identity-based storage by default, or Linux Consumption) on the same
 # Python; one copy keeps the two scripts from drifting apart.
 #
-#   azure_plan_and_python   set PLAN (DT_AZURE_PLAN: flex [default] or consumption) and
-#                           PY_VERSION (DT_AZURE_PYTHON [3.12], end-of-life checked).
+#   azure_plan_and_login    set PLAN (DT_AZURE_PLAN: flex [default] or consumption),
+#                           PY_VERSION (DT_AZURE_PYTHON [3.12], end-of-life checked) and
+#                           SUBSCRIPTION; die without az, func or a login.
 #   azure_function_app      create (or reuse) the function app APP in RG/LOCATION on STORAGE
 #                           for PLAN. Flex: a user-assigned identity APP_IDENTITY ("$APP-storage")
 #                           with Storage Blob Data Owner, Queue and Table Data Contributor on
@@ -15,10 +16,16 @@
 #                           string. Sets APP_PRINCIPAL_ID and APP_CLIENT_ID (the identity's; empty
 #                           on Consumption). Needs SUBSCRIPTION.
 
-azure_plan_and_python() {
+azure_plan_and_login() {
   PLAN=${DT_AZURE_PLAN:-flex}
   case "$PLAN" in flex|consumption) ;; *) die "DT_AZURE_PLAN must be flex or consumption" ;; esac
   PY_VERSION=${DT_AZURE_PYTHON:-3.12}
+  require_cli az "the Azure CLI (az) is not installed: https://learn.microsoft.com/cli/azure/install-azure-cli"
+  require_cli func "Azure Functions Core Tools (func) is not installed: https://learn.microsoft.com/azure/azure-functions/functions-run-local (npm i -g azure-functions-core-tools@4)"
+  check_runtime azure "$PY_VERSION"
+  SUBSCRIPTION=$(query "00000000-0000-0000-0000-000000000000" az account show --query id --output tsv 2>/dev/null) \
+    || die "not logged in to Azure: run 'az login' (and 'az account set --subscription ...')"
+  [ -n "$SUBSCRIPTION" ] || die "not logged in to Azure: run 'az login'"
 }
 
 azure_function_app() {
