@@ -62,10 +62,18 @@ def _seconds(value: float) -> str:
     return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.1f} s"
 
 
-def print_metrics(text: str, out: TextIO = sys.stdout) -> None:
-    """Print the metrics part of `dtconnector stats` from Prometheus text."""
+def _duration(seconds: float) -> str:
+    for unit, size in (("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return _seconds(seconds)
+
+
+def print_metrics(text: str, out: TextIO | None = None) -> None:
+    """Print the metrics part of `dtconnector stats` from Prometheus text. `out` defaults
+    to the current `sys.stdout`, looked up at each call (not bound at import)."""
     s = parse(text)
-    w = out.write
+    w = (out or sys.stdout).write
     w(f"requests answered      {_total(s, REQUESTS):.0f}\n")
     for labels, value in sorted(s.get(REQUESTS, []), key=lambda item: (item[0].get("status", ""), -item[1])):
         w(f"  {labels.get('status', '?')} {labels.get('reason', '')}: {value:.0f}\n")
@@ -94,14 +102,17 @@ def fetch(url: str, timeout_s: float = 5.0) -> str:
         return response.read().decode("utf-8")
 
 
-def print_store(report: dict, out: TextIO = sys.stdout) -> None:
+def print_store(report: dict, out: TextIO | None = None) -> None:
     """Print the store part of `dtconnector stats` (a `StoreReport.to_dict`)."""
-    w = out.write
+    w = (out or sys.stdout).write
     w(f"stored records         {report['total']}\n")
     for kind, count in report["records"].items():
         w(f"  {kind}: {count}\n")
     for kind, oldest in report["oldest"].items():
-        w(f"oldest {kind}: {_seconds(oldest['ageS'])} ago\n")
+        age = oldest["ageS"]
+        # claims store no write time: their "oldest" is the earliest expiry, usually ahead
+        when = f"in {_duration(-age)}" if age < 0 else f"{_duration(age)} ago"
+        w(f"oldest {kind}: {when}\n")
 
 
 def cmd_stats(args: argparse.Namespace) -> int:

@@ -130,3 +130,14 @@ def test_a_bad_retention_setting_stops_serve_with_a_clear_message(tmp_path, monk
     monkeypatch.setenv("DT_DEAD_LETTER_RETENTION_S", "two weeks")
     assert cli.main(["serve", "--db", str(tmp_path / "events.db"), "--port", "0"]) == 2
     assert "DT_DEAD_LETTER_RETENTION_S must be a number" in capsys.readouterr().err
+
+
+def test_stats_text_says_when_the_earliest_claim_expires(tmp_path, capsys):
+    path = tmp_path / "events.db"
+    db = Database(path)
+    SQLiteClaimStore(db).create("e1", Claim(COMPLETED, time.time() + 2 * 3600, "v"))
+    db.close()
+    assert cli.main(["stats", "--db", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "stored records         1" in out
+    assert "oldest claims (earliest expiry): in 2.0 h" in out
