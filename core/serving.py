@@ -28,10 +28,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .config import ConfigError, number_setting
 
 _MAX_HEAD_BYTES = 64 * 1024  # request line + headers; DT's are under 2 KiB. llhttp has no cap
 _FD_RESERVE = 48  # descriptors kept for SQLite, logs, the listening socket, the worker
@@ -46,16 +48,25 @@ class Limits:
     threads: int = 16  # for handlers that block on the network (Redis): `ReceiverASGI(offload=True)`
 
     @classmethod
-    def from_env(cls) -> "Limits":
-        """From DT_HTTP_* variables (read once at start, never from a request)."""
-        env = os.environ.get
-        return cls(
-            header_timeout_s=float(env("DT_HTTP_HEADER_TIMEOUT_S", cls.header_timeout_s)),
-            body_timeout_s=float(env("DT_HTTP_BODY_TIMEOUT_S", cls.body_timeout_s)),
-            keepalive_timeout_s=float(env("DT_HTTP_KEEPALIVE_TIMEOUT_S", cls.keepalive_timeout_s)),
-            max_connections=int(env("DT_HTTP_MAX_CONNECTIONS", cls.max_connections)),
-            threads=int(env("DT_HTTP_THREADS", cls.threads)),
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Limits":
+        """From DT_HTTP_* variables (read once at start, never from a request). A malformed
+        or zero value is a `ConfigError` naming the variable, never a traceback."""
+        env = os.environ if env is None else env
+        limits = cls(
+            header_timeout_s=number_setting(env, "DT_HTTP_HEADER_TIMEOUT_S", cls.header_timeout_s),
+            body_timeout_s=number_setting(env, "DT_HTTP_BODY_TIMEOUT_S", cls.body_timeout_s),
+            keepalive_timeout_s=number_setting(env, "DT_HTTP_KEEPALIVE_TIMEOUT_S", cls.keepalive_timeout_s),
+            max_connections=int(number_setting(env, "DT_HTTP_MAX_CONNECTIONS", cls.max_connections)),
+            threads=int(number_setting(env, "DT_HTTP_THREADS", cls.threads)),
         )
+        for name, value in (("DT_HTTP_HEADER_TIMEOUT_S", limits.header_timeout_s),
+                            ("DT_HTTP_BODY_TIMEOUT_S", limits.body_timeout_s),
+                            ("DT_HTTP_KEEPALIVE_TIMEOUT_S", limits.keepalive_timeout_s),
+                            ("DT_HTTP_MAX_CONNECTIONS", limits.max_connections),
+                            ("DT_HTTP_THREADS", limits.threads)):
+            if value <= 0:
+                raise ConfigError(f"{name} must be more than 0")
+        return limits
 
     def connection_bound(self) -> int:
         """`max_connections`, lowered to fit the file-descriptor limit (``ulimit -n``)."""

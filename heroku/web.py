@@ -13,6 +13,7 @@ import os
 import sys
 
 from core import logs
+from core.config import ConfigError
 from core.serving import Limits, bind, serve
 
 from .asgi import app
@@ -24,10 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
     args = parser.parse_args(argv)
     logs.configure(os.environ.get("DT_LOG_LEVEL", "INFO"))
+    try:
+        limits = Limits.from_env()
+    except ConfigError as exc:  # names the variable, never a traceback
+        print(f"dtconnector web dyno: {exc}", file=sys.stderr)
+        return 2
     host, port = args.host, args.port
     sock = bind(host, port)
     print(f"dtconnector web dyno: listening on http://{host}:{port}/", file=sys.stderr, flush=True)
-    serve(app, sock, Limits.from_env())
+    serve(app, sock, limits)
     return 0
 
 

@@ -93,8 +93,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"DT_SIGNATURE_SECRET is not set: {'generated' if created else 'using'} a development "
             f"secret in {secret_path} (set DT_SIGNATURE_SECRET to use your connector's own)."
         )
+    from core.serving import Limits, bind, serve
+
     try:
         settings = Settings.from_env(**overrides)
+        limits = Limits.from_env()
         app = LocalApp(args.db, settings)  # reads DT_DEAD_LETTER_RETENTION_S, DT_SWEEP_INTERVAL_S
     except ConfigError as exc:
         print(f"dtconnector: {exc}", file=sys.stderr)
@@ -105,8 +108,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"dtconnector: {exc}", file=sys.stderr)
         return 1
     from core.asgi import ReceiverASGI
-
-    from core.serving import Limits, bind, serve
 
     try:
         sock = bind(args.host, args.port)
@@ -134,7 +135,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ]
     print("\n".join(lines), file=sys.stderr, flush=True)
     try:
-        serve(asgi, sock, Limits.from_env())
+        serve(asgi, sock, limits)
     finally:
         sock.close()
         app.stop()

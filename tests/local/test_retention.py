@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from core.ports import COMPLETED, IN_PROGRESS, Claim, DeviceState
 from core.retention import UNFINISHED_GRACE_S
 from local_receiver import cli
@@ -141,3 +143,11 @@ def test_stats_text_says_when_the_earliest_claim_expires(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "stored records         1" in out
     assert "oldest claims (earliest expiry): in 2.0 h" in out
+
+
+@pytest.mark.parametrize("name, value", [("DT_HTTP_BODY_TIMEOUT_S", "soon"), ("DT_HTTP_MAX_CONNECTIONS", "0")])
+def test_a_bad_http_limit_stops_serve_with_a_clear_message(tmp_path, monkeypatch, capsys, name, value):
+    monkeypatch.setenv("DT_SIGNATURE_SECRET", "s" * 40)
+    monkeypatch.setenv(name, value)
+    assert cli.main(["serve", "--db", str(tmp_path / "events.db"), "--port", "0"]) == 2
+    assert name in capsys.readouterr().err
