@@ -258,7 +258,7 @@ class GcpHarness(Harness):
             "DT_STATE_COLLECTION": f"t{u}_dt_device_state",
         }
         self._prefetched: dict[str, object] = {}  # message id -> ReceivedMessage (leased)
-        self._dead: list[str] = []
+        self._dead: list = []  # PubsubMessage of each dead-lettered delivery, pulled so far
         self.stdout = io.StringIO()  # what Cloud Logging would parse into jsonPayload
         self._activate()
 
@@ -403,17 +403,21 @@ class GcpHarness(Harness):
         self._pull_all()
         return len(self._prefetched)
 
-    def dead_letters(self) -> list[str]:
+    def dead_messages(self) -> list:
+        """Every message dead-lettered so far: pulled from the dead-letter subscription and
+        acknowledged (so kept here for later calls)."""
         sub = self._si.subscriber
         while True:
             response = self._pull_now(self.dead_subscription)
             if not response.received_messages:
                 return list(self._dead)
-            for received in response.received_messages:
-                self._dead.append(received.message.attributes.get("eventId", ""))
+            self._dead.extend(received.message for received in response.received_messages)
             sub.acknowledge(
                 request={"subscription": self.dead_subscription, "ack_ids": [r.ack_id for r in response.received_messages]}
             )
+
+    def dead_letters(self) -> list[str]:
+        return [message.attributes.get("eventId", "") for message in self.dead_messages()]
 
     # -- outages ----------------------------------------------------------------------
     @contextlib.contextmanager

@@ -35,16 +35,7 @@ class GcpDirectHarness(gcp.GcpHarness):
 
     def raw_dead_letters(self) -> list[bytes]:
         """Every dead-lettered message as DT (or anyone) published it."""
-        sub = self._si.subscriber
-        while True:
-            response = self._pull_now(self.dead_subscription)
-            if not response.received_messages:
-                return list(self._dead)
-            for received in response.received_messages:
-                self._dead.append(received.message.data)
-            sub.acknowledge(
-                request={"subscription": self.dead_subscription, "ack_ids": [r.ack_id for r in response.received_messages]}
-            )
+        return [message.data for message in self.dead_messages()]
 
     def dead_letters(self) -> list[str]:
         return [json.loads(decode_direct_message(m))["event"]["eventId"] for m in self.raw_dead_letters()]
