@@ -78,15 +78,7 @@ ISSUER_HOST="${ISSUER_HOST#https://}"
 ISSUER_HOST="${ISSUER_HOST%/}"
 [ -z "$ISSUER_HOST" ] || PARAMS+=("DtOidcIssuer=$(quoted "$ISSUER_HOST")")
 
-run sam deploy \
-    --template-file "$WORK/build/template.yaml" \
-    --stack-name "$STACK" \
-    --region "$REGION" \
-    --capabilities CAPABILITY_IAM \
-    --resolve-s3 \
-    --no-confirm-changeset \
-    --no-fail-on-empty-changeset \
-    --parameter-overrides "${PARAMS[@]}"
+sam_deploy_stack "$WORK/build/template.yaml" "$STACK" "${PARAMS[@]}"
 
 output() {  # <output key> <dry-run placeholder>
     query "$2" aws cloudformation describe-stacks --stack-name "$STACK" --region "$REGION" \

@@ -86,15 +86,7 @@ else
     PARAMS+=("SignatureSecret=$(quoted "$DT_SIGNATURE_SECRET")" 'SignatureSecretArn=""')
 fi
 
-run sam deploy \
-    --template-file "$WORK/build/template.yaml" \
-    --stack-name "$STACK" \
-    --region "$REGION" \
-    --capabilities CAPABILITY_IAM \
-    --resolve-s3 \
-    --no-confirm-changeset \
-    --no-fail-on-empty-changeset \
-    --parameter-overrides "${PARAMS[@]}"
+sam_deploy_stack "$WORK/build/template.yaml" "$STACK" "${PARAMS[@]}"
 
 if [ "$HAVE_AWS" = 1 ]; then
     URL="$(query "https://0000000000.execute-api.$REGION.amazonaws.com/" aws cloudformation describe-stacks --stack-name "$STACK" --region "$REGION" \

@@ -9,6 +9,9 @@
 #   aws_build_flags <template> set RUNTIME (the template's python runtime, end-of-life
 #                              checked) and BUILD_FLAGS (--use-container when that Python
 #                              is not on PATH and Docker answers); die when neither works.
+#   sam_deploy_stack <template> <stack> <parameter>...
+#                              `sam deploy` of the built template, non-interactive and
+#                              idempotent (no changeset prompt; nothing to change is fine).
 
 aws_region_and_login() {
   HAVE_AWS=0
@@ -46,4 +49,18 @@ aws_build_flags() {
   Install Python ${RUNTIME#python} (https://www.python.org/downloads/, or e.g. 'pyenv install ${RUNTIME#python}',
   'uv python install ${RUNTIME#python}', 'apt install $RUNTIME'), or install and start Docker."
   fi
+}
+
+sam_deploy_stack() {
+  local template=$1 stack=$2
+  shift 2
+  run sam deploy \
+    --template-file "$template" \
+    --stack-name "$stack" \
+    --region "$REGION" \
+    --capabilities CAPABILITY_IAM \
+    --resolve-s3 \
+    --no-confirm-changeset \
+    --no-fail-on-empty-changeset \
+    --parameter-overrides "$@"
 }
