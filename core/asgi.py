@@ -13,23 +13,33 @@ through is refused here, so the framing rules hold under any server:
 - every 4xx answer carries ``Connection: close``: the unread rest of a refused request
   must never be parsed as the next request on that connection.
 
-Given ``metrics`` (Prometheus text), ``GET /metrics`` serves it; given ``record``
-(`Receiver.record`), the answers refused here, before ``handle``, are counted too.
+Given ``metrics`` (Prometheus text), ``GET /metrics`` serves it; the answers refused
+here, before the receiver sees the request, are counted through the ingest's ``record``.
+
+Nothing slow runs on the event loop: a request is *admitted* inline (size, signature,
+parse: CPU only), and only a request whose signature needs DT's keys fetched waits for the
+key server, in a thread (`core.signature.KeysNeeded`); the claim and enqueue then go to the
+platform's `Ingest.accept`, which awaits its store (a thread, an asyncio client, or a
+group commit shared by concurrent requests).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 from .http import Headers, Request, Response
+from .logs import log
+from .signature import KeysNeeded
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 Handle = Callable[[Request], Response]
-Health = Callable[[], "tuple[int, dict] | dict"]
+Health = Callable[[], "tuple[int, dict] | dict | Awaitable[tuple[int, dict] | dict]"]
 Metrics = Callable[[], str]
 Record = Callable[[Response, float], None]
 
@@ -103,30 +113,75 @@ def response_headers(response: Response, body: bytes) -> list[tuple[bytes, bytes
     return headers
 
 
-class ReceiverASGI:
-    """ASGI app around ``handle`` (a `Receiver.handle`) and ``health`` (for ``/healthz``).
+class Ingest(Protocol):
+    """What an event-loop front end needs from a platform's receiver (see the module doc).
 
-    ``offload``: run ``handle`` in a thread (the default: a store on the network must not
-    block the event loop). ``dtconnector serve`` runs it inline, because its SQLite write
-    is a few microseconds of CPU and a thread hop costs more than that.
+    `admit` is `core.receiver.Receiver.admit`: it returns an early `Response` or an
+    `Admitted` event, and with ``may_fetch_keys=False`` raises `KeysNeeded` rather than
+    block. `accept` stores an admitted event and answers (202, 200, 503); it must not block
+    the loop. `record` counts one answer (`Receiver.record`).
     """
 
-    def __init__(
-        self,
-        handle: Handle,
-        health: Health,
-        max_body_bytes: int,
-        *,
-        offload: bool = True,
-        metrics: Metrics | None = None,
-        record: Record | None = None,
-    ):
-        self.handle = handle
-        self.health = health
-        self.max_body_bytes = max_body_bytes
+    max_body_bytes: int
+
+    def admit(self, request: Request, *, may_fetch_keys: bool = True) -> Any: ...
+
+    async def accept(self, admitted: Any) -> Response: ...
+
+    def record(self, response: Response, started: float) -> None: ...
+
+
+class ReceiverIngest:
+    """`Ingest` over a `core.receiver.Receiver` whose `accept` is synchronous: run inline
+    (``offload=False``, for a store that answers in microseconds) or in the loop's default
+    thread pool (a store on the network)."""
+
+    def __init__(self, receiver: Any, *, offload: bool = True):
+        self.receiver = receiver
+        self.max_body_bytes = receiver.settings.max_body_bytes
         self.offload = offload
+
+    def admit(self, request: Request, *, may_fetch_keys: bool = True) -> Any:
+        return self.receiver.admit(request, may_fetch_keys=may_fetch_keys)
+
+    async def accept(self, admitted: Any) -> Response:
+        if not self.offload:
+            return self.receiver.accept(admitted)
+        return await asyncio.get_running_loop().run_in_executor(None, self.receiver.accept, admitted)
+
+    def record(self, response: Response, started: float) -> None:
+        self.receiver.record_quietly(response, started)
+
+
+async def answer(ingest: Ingest, request: Request, started: float) -> Response:
+    """One request through `ingest`, never blocking the loop; never raises (an unexpected
+    error is logged and answered 503 so DT retries). Records the answer."""
+    try:
+        try:
+            result = ingest.admit(request, may_fetch_keys=False)
+        except KeysNeeded:  # only this request waits for DT's key server, in a thread
+            admit = functools.partial(ingest.admit, request, may_fetch_keys=True)
+            result = await asyncio.get_running_loop().run_in_executor(None, admit)
+        response = result if isinstance(result, Response) else await ingest.accept(result)
+    except Exception:
+        log.exception("unexpected error while receiving an event")
+        response = Response(503, {"error": "unavailable", "reason": "internal error; retry later"}, {"Retry-After": "5"})
+    try:
+        ingest.record(response, started)
+    except Exception:
+        log.exception("could not record ingest metrics")
+    return response
+
+
+class ReceiverASGI:
+    """ASGI app around an `Ingest` and ``health`` (for ``/healthz``; a plain function runs
+    in a thread, a coroutine function on the loop, so an O(1) one costs no thread hop)."""
+
+    def __init__(self, ingest: Ingest, health: Health, *, metrics: Metrics | None = None):
+        self.ingest = ingest
+        self.health = health
+        self.max_body_bytes = ingest.max_body_bytes
         self.metrics = metrics
-        self.record = record
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -136,7 +191,7 @@ class ReceiverASGI:
         if kind != "http":
             return
         if self.metrics is not None and is_metrics_scrape(scope["method"], local_path(scope)):
-            text = (await self._call(lambda _: self.metrics(), None)).encode("utf-8")
+            text = (await asyncio.get_running_loop().run_in_executor(None, self.metrics)).encode("utf-8")
             await send({"type": "http.response.start", "status": 200, "headers": metrics_headers(text)})
             await send({"type": "http.response.body", "body": text})
             return
@@ -148,9 +203,11 @@ class ReceiverASGI:
         await send({"type": "http.response.body", "body": body})
 
     def _refused(self, response: Response, started: float) -> Response:
-        """An answer given here, before `handle` (which counts its own answers)."""
-        if self.record is not None:
-            self.record(response, started)
+        """An answer given here, before the ingest sees the request."""
+        try:
+            self.ingest.record(response, started)
+        except Exception:
+            log.exception("could not record ingest metrics")
         return response
 
     async def _respond(self, scope: Scope, receive: Receive) -> Response | None:
@@ -171,13 +228,21 @@ class ReceiverASGI:
             return self._refused(refused, started)
         path = local_path(scope)
         if is_health_probe(method, path):
-            return await self._call(health_response, self.health)
+            return await self._health()
         body = await self._read_body(receive)
         if body is None:
             return self._refused(Response(413, {"error": "payload_too_large", "limit": self.max_body_bytes}), started)
         if body is _GONE:
             return None
-        return await self._call(self.handle, Request(method, body, Headers(pairs), path))
+        return await answer(self.ingest, Request(method, body, Headers(pairs), path), started)
+
+    async def _health(self) -> Response:
+        if inspect.iscoroutinefunction(self.health):
+            result = await self.health()
+        else:
+            result = await asyncio.get_running_loop().run_in_executor(None, self.health)
+        status, payload = result if isinstance(result, tuple) else (200, result)
+        return Response(status, payload)
 
     async def _read_body(self, receive: Receive) -> Any:
         """The whole body; None once it passes the limit (a chunked body has no length);
@@ -195,11 +260,6 @@ class ReceiverASGI:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
-
-    async def _call(self, fn: Callable, arg: Any) -> Response:
-        if not self.offload:
-            return fn(arg)
-        return await asyncio.get_running_loop().run_in_executor(None, fn, arg)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

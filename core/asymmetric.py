@@ -44,7 +44,7 @@ import jwt
 
 from .config import check_issuer
 from .logs import event_log
-from .signature import _DECODER, KeysUnavailable, SignatureError, check_times
+from .signature import _DECODER, KeysNeeded, KeysUnavailable, SignatureError, check_times
 
 ALGORITHM = "ES256"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
@@ -78,11 +78,24 @@ class KeySet:
         self._jwks_uri: str | None = None
         self.fetches = 0  # attempts, for tests and metrics
 
-    def key(self, kid: str) -> "jwt.PyJWK | None":
-        """The key for `kid`, None if the issuer does not publish it, or `KeysUnavailable`."""
+    def key(self, kid: str, may_fetch: bool = True) -> "jwt.PyJWK | None":
+        """The key for `kid`, None if the issuer does not publish it, or `KeysUnavailable`.
+
+        ``may_fetch=False``: never wait on the network or on another thread's fetch; raise
+        `KeysNeeded` where the answer depends on one (an event loop then asks again from a
+        thread), and otherwise answer from the cache exactly as a fetching call would."""
         keys = self._keys
         if keys is not None and kid in keys and not self._stale():
             return keys[kid]
+        if not may_fetch:
+            if not self._lock.acquire(blocking=False):  # another thread is fetching
+                raise KeysNeeded(kid)
+            try:
+                if self._would_fetch():
+                    raise KeysNeeded(kid)
+                return self._key_locked(kid)  # inside the refresh interval: from the cache
+            finally:
+                self._lock.release()
         if not self._lock.acquire(timeout=self.fetch_timeout_s):  # another thread is fetching
             if keys is not None:
                 return keys.get(kid)
@@ -94,6 +107,11 @@ class KeySet:
 
     def _stale(self) -> bool:
         return self._clock() - self._fetched_at >= self.max_age_s
+
+    def _would_fetch(self) -> bool:
+        """`_key_locked` would go to the network now (outside the refresh interval)."""
+        last = self._last_attempt
+        return last is None or self._clock() - last >= self.min_refresh_interval_s
 
     def _key_locked(self, kid: str) -> "jwt.PyJWK | None":
         keys, now = self._keys, self._clock()
@@ -151,8 +169,9 @@ class AsymmetricVerifier:
         self._org = organization_id
         self._clock = clock
 
-    def verify(self, token: str, body: bytes) -> dict:
-        """The token's claims; `SignatureError` (401) or `KeysUnavailable` (503)."""
+    def verify(self, token: str, body: bytes, may_fetch: bool = True) -> dict:
+        """The token's claims; `SignatureError` (401) or `KeysUnavailable` (503), or, with
+        ``may_fetch=False``, `KeysNeeded` where the key server would have to be asked."""
         try:
             header = jwt.get_unverified_header(token)
         except (jwt.PyJWTError, ValueError, TypeError):
@@ -162,7 +181,7 @@ class AsymmetricVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise SignatureError("token has no key id (kid)")
-        jwk = self.keys.key(kid)
+        jwk = self.keys.key(kid, may_fetch)
         if jwk is None:
             raise SignatureError("token is signed with an unknown key (kid)")
         try:

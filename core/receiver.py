@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from .claims import Claims, Outcome
@@ -28,7 +29,7 @@ from .http import Request, Response
 from .logs import event_log, log
 from .metrics import ACK_LATENCY, ENQUEUE_FAILURES, NULL, REQUESTS, Recorder
 from .ports import COMPLETED, AtomicOutbox, ClaimStore, EventQueue, StoreError
-from .signature import CannotVerify, SignatureError, SignaturePolicy
+from .signature import CannotVerify, KeysNeeded, SignatureError, SignaturePolicy
 from .tracing import from_env as tracing_from_env
 
 RETRY_AFTER_S = "5"
@@ -54,8 +55,23 @@ def reason_of(response: Response) -> str:
     return str(payload.get("reason") or payload.get("status") or payload.get("error") or response.status)
 
 
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A request that passed every check (signed by DT, a well-formed event): what is left
+    is to claim its `event_id` and enqueue `text`. Front ends that batch or await their
+    store (`core.asgi.Ingest`) take it from `Receiver.admit` and store it their own way."""
+
+    event_id: str
+    text: str
+
+
 class Receiver:
-    """Handles DT requests for one platform, given that platform's claim store and queue."""
+    """Handles DT requests for one platform, given that platform's claim store and queue.
+
+    `handle` is the whole ingest path, synchronous, for serverless entry points. It is two
+    steps, public so an event-loop server can run them apart: `admit` (CPU only: size,
+    signature, parse) and `accept` (claim + enqueue: the store's I/O).
+    """
 
     def __init__(
         self,
@@ -88,15 +104,24 @@ class Receiver:
     def _answer(self, request: Request) -> Response:
         started = time.perf_counter()
         try:
-            response = self._handle(request)
+            admitted = self.admit(request)
+            response = admitted if isinstance(admitted, Response) else self.accept(admitted)
         except Exception:  # a bug or an unforeseen store error: ours, so DT should retry
-            log.exception("unexpected error while receiving an event")
-            response = _unavailable("internal error; retry later")
+            response = self.internal_error()
+        self.record_quietly(response, started)
+        return response
+
+    @staticmethod
+    def internal_error() -> Response:
+        """The answer to an unexpected error of ours (logged here): 503, so DT retries."""
+        log.exception("unexpected error while receiving an event")
+        return _unavailable("internal error; retry later")
+
+    def record_quietly(self, response: Response, started: float) -> None:
         try:
             self.record(response, started)
         except Exception:  # a broken recorder must not change the answer
             log.exception("could not record ingest metrics")
-        return response
 
     def record(self, response: Response, started: float) -> None:
         """The ingest metrics of one answer (`started`: its `time.perf_counter()` on
@@ -106,7 +131,14 @@ class Receiver:
         self.metrics.count(REQUESTS, status=status, reason=reason_of(response))
         self.metrics.observe(ACK_LATENCY, time.perf_counter() - started, status=status)
 
-    def _handle(self, request: Request) -> Response:
+    def admit(self, request: Request, *, may_fetch_keys: bool = True) -> "Response | Admitted":
+        """Every check that needs no store: the early answer (405, 413, 401, 400, 503 when
+        the signature cannot be checked), or the `Admitted` event.
+
+        With ``may_fetch_keys=False`` this never blocks on the network: a request whose
+        signature needs DT's keys fetched raises `KeysNeeded` instead, and an event loop
+        calls again with True in a thread, so only that request waits for the key server.
+        """
         if request.method.upper() != "POST":
             return Response(405, {"error": "method_not_allowed", "reason": "only POST is accepted"}, {"Allow": "POST"})
         body = request.body
@@ -115,26 +147,46 @@ class Receiver:
             return Response(413, {"error": "payload_too_large", "limit": self.settings.max_body_bytes})
 
         try:
-            self.signature_policy.check(request.headers, body)
+            self.signature_policy.check(request.headers, body, may_fetch_keys=may_fetch_keys)
         except SignatureError as exc:
             event_log(logging.WARNING, "rejected signature", reason=exc.reason)
             return _error(401, "unauthorized", exc.reason)
         except CannotVerify as exc:  # not configured, or DT's keys unreachable: DT retries
             event_log(logging.ERROR, exc.log_message)
             return _unavailable(exc.reason)
+        except KeysNeeded:
+            raise
+        return self._parse(body)
 
+    def _parse(self, body: bytes) -> "Response | Admitted":
         try:
             text = body_text(body)
             event = parse_event(text)
         except InvalidEvent as exc:
             event_log(logging.WARNING, "rejected body", reason=str(exc))
             return _error(400, "bad_request", str(exc))
-
-        return self._accept(event.event_id, text)
-
-    def _accept(self, event_id: str, text: str) -> Response:
         if self._tracing is not None:  # the worker's span continues this trace
             text = self._tracing.carry(text)
+        return Admitted(event.event_id, text)
+
+    def accept_verified(self, body: bytes) -> Response:
+        """Ingest an event body whose origin is already proven another way (read from DT's
+        authenticated REST API or stream): parse, claim, enqueue, with no signature check.
+        The same answers as `handle` otherwise: 202, 200 duplicate, 400, 503 (retry)."""
+        started = time.perf_counter()
+        try:
+            admitted = self._parse(body)
+            response = admitted if isinstance(admitted, Response) else self.accept(admitted)
+        except Exception:
+            response = self.internal_error()
+        self.record_quietly(response, started)
+        return response
+
+    def accept(self, admitted: Admitted) -> Response:
+        """Claim the event id and enqueue the event: 202, 200 (duplicate) or 503."""
+        return self._accept(admitted.event_id, admitted.text)
+
+    def _accept(self, event_id: str, text: str) -> Response:
         outbox = self._outbox
         create = None if outbox is None else (
             lambda key, claim: outbox.claim_and_enqueue(key, claim, text, event_id=event_id)

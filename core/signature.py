@@ -202,6 +202,12 @@ class CannotVerify(Exception):
         self.log_message = log_message or reason
 
 
+class KeysNeeded(Exception):
+    """Checking this request needs DT's signing keys fetched (or a fetch in progress
+    finished), and the caller asked not to block (``may_fetch_keys=False``: an event loop).
+    Not an answer: the caller checks again in a thread, where waiting is harmless."""
+
+
 class NotConfigured(CannotVerify):
     """A setting (or an optional package) the request's signature needs is missing."""
 
@@ -255,7 +261,9 @@ class SignaturePolicy:
         )
 
     # -- what the receiver calls -----------------------------------------------------
-    def check(self, headers: Headers, body: bytes) -> None:
+    def check(self, headers: Headers, body: bytes, *, may_fetch_keys: bool = True) -> None:
+        """See the class doc. ``may_fetch_keys=False``: raise `KeysNeeded` rather than wait
+        for DT's key server (the only network call a check can make)."""
         if self.unsigned_allowed:
             return
         mode = self.mode
@@ -264,13 +272,13 @@ class SignaturePolicy:
             self._secret.verify(signature_token(headers), body)
         elif mode == "asymmetric":
             self._need_asymmetric()
-            self.asymmetric().verify(self._asym_token(headers), body)
+            self.asymmetric().verify(self._asym_token(headers), body, may_fetch=may_fetch_keys)
         elif mode == "both":
             self._need_secret()
             self._need_asymmetric()
             secret_token, asym_token = signature_token(headers), self._asym_token(headers)
             self._secret.verify(secret_token, body)
-            self.asymmetric().verify(asym_token, body)
+            self.asymmetric().verify(asym_token, body, may_fetch=may_fetch_keys)
         else:  # either
             if self._secret is None and self._asym_missing:
                 raise self._not_configured(
@@ -289,7 +297,7 @@ class SignaturePolicy:
             if check_secret:
                 self._secret.verify(signature_token(headers), body)
             if check_asym:
-                self.asymmetric().verify(self._asym_token(headers), body)
+                self.asymmetric().verify(self._asym_token(headers), body, may_fetch=may_fetch_keys)
 
     def startup_messages(self) -> list[tuple[int, str]]:
         """(level, text) pairs worth logging once when the receiver starts."""

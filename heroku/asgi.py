@@ -8,6 +8,7 @@ The worker process (``python -m heroku.worker``) runs the handlers either way.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from core.asgi import ReceiverASGI
@@ -45,6 +46,32 @@ def health() -> tuple[int, dict]:
     return 200, {"status": "ok"}
 
 
+class LazyIngest:
+    """`core.asgi.Ingest` over the process's Receiver, built on first use: while the
+    configuration is missing every POST is answered 503 (DT retries). Redis calls run in
+    the loop's thread pool (``DT_HTTP_THREADS``)."""
+
+    def __init__(self):
+        self.max_body_bytes = _max_body_bytes()
+
+    def admit(self, request: Request, *, may_fetch_keys: bool = True):
+        try:
+            receiver = runtime.receiver()
+        except ConfigError as exc:
+            return _not_configured(exc)
+        return receiver.admit(request, may_fetch_keys=may_fetch_keys)
+
+    async def accept(self, admitted) -> Response:
+        return await asyncio.get_running_loop().run_in_executor(None, runtime.receiver().accept, admitted)
+
+    def record(self, response: Response, started: float) -> None:
+        try:
+            receiver = runtime.receiver()
+        except ConfigError:
+            return
+        receiver.record_quietly(response, started)
+
+
 def _max_body_bytes() -> int:
     try:
         return runtime.settings().max_body_bytes
@@ -75,5 +102,5 @@ class _LazyWSGI(_Lazy):
         return self._get()(environ, start_response)
 
 
-app = _LazyASGI(lambda: ReceiverASGI(handle, health, _max_body_bytes(), offload=True))
+app = _LazyASGI(lambda: ReceiverASGI(LazyIngest(), health))
 wsgi_app = _LazyWSGI(lambda: ReceiverWSGI(handle, health, _max_body_bytes()))

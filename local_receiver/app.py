@@ -100,15 +100,27 @@ class LocalApp:
             time.sleep(PACE_S)
         return self.receiver.handle(request)
 
-    def asgi(self):
+    def ingest(self, offload: bool = True):
+        """`core.asgi.Ingest` for this receiver, paced against the worker like `handle`.
+        ``offload=False`` stores inline on the loop (`dtconnector serve`)."""
+        from core.asgi import ReceiverIngest
+
+        app = self
+
+        class PacedIngest(ReceiverIngest):
+            async def accept(self, admitted):
+                if app.behind():
+                    time.sleep(PACE_S)
+                return await super().accept(admitted)
+
+        return PacedIngest(self.receiver, offload=offload)
+
+    def asgi(self, offload: bool = True):
         """This receiver as an ASGI app, to mount in Starlette/FastAPI (`examples/mount_starlette.py`).
         Call `take_ownership` and `start_worker` first, `stop` at shutdown."""
         from core.asgi import ReceiverASGI
 
-        return ReceiverASGI(
-            self.handle, self.health, self.settings.max_body_bytes,
-            metrics=self.metrics.exposition, record=self.receiver.record,
-        )
+        return ReceiverASGI(self.ingest(offload), self.health, metrics=self.metrics.exposition)
 
     def wsgi(self):
         """This receiver as a WSGI app, to mount in Flask or Django (`examples/mount_flask.py`)."""

@@ -107,17 +107,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except AlreadyRunning as exc:
         print(f"dtconnector: {exc}", file=sys.stderr)
         return 1
-    from core.asgi import ReceiverASGI
-
     try:
         sock = bind(args.host, args.port)
     except OSError as exc:
         print(f"dtconnector: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    asgi = ReceiverASGI(
-        app.handle, app.health, settings.max_body_bytes, offload=False,
-        metrics=app.metrics.exposition, record=app.receiver.record,
-    )
+    asgi = app.asgi(offload=False)
     app.start_worker()
     host, port = sock.getsockname()[:2]
     url = f"http://{host}:{port}/"

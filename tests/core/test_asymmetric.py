@@ -583,3 +583,48 @@ def test_critical_header_extensions_are_401(make_receiver, clock, server):
     for extension in ({"crit": ["b64"], "b64": True}, {"crit": ["b64"], "b64": False}):
         token = jwt.encode(claims, KEY, algorithm="ES256", headers={"kid": KID, **extension})
         assert post(receiver, body, {"DT-Asymmetric-Signature": token})[0] == 401
+
+
+# --- on an event loop: admit never waits for the key server ------------------------------
+
+
+def test_admit_without_fetching_raises_keys_needed_and_never_touches_the_network(make_receiver, clock, server):
+    from core.receiver import Admitted
+    from core.signature import KeysNeeded
+
+    receiver = make_receiver(DT_SIGNATURE_MODE="asymmetric")
+    body = event_body()
+    request = Request("POST", body, Headers({"DT-Asymmetric-Signature": asym(body, clock, server)}))
+    with pytest.raises(KeysNeeded):
+        receiver.admit(request, may_fetch_keys=False)
+    assert server.requests == 0
+    assert isinstance(receiver.admit(request), Admitted)  # in a thread, where waiting is fine
+    assert server.jwks_requests == 1
+    assert isinstance(receiver.admit(request, may_fetch_keys=False), Admitted)  # cached now
+    # An unknown kid inside the refresh interval is answered from the cache, at once.
+    forged = Request("POST", body, Headers({"DT-Asymmetric-Signature": asym(body, clock, server, kid="nope")}))
+    assert receiver.admit(forged, may_fetch_keys=False).status == 401
+    clock.now += 11  # past the interval: the same token would make a fetch
+    with pytest.raises(KeysNeeded):
+        receiver.admit(forged, may_fetch_keys=False)
+    assert server.jwks_requests == 1
+
+
+def test_admit_without_fetching_while_another_thread_fetches_raises_keys_needed(make_receiver, clock, server):
+    import threading
+
+    from core.signature import KeysNeeded
+
+    server.delay_s = 0.5
+    receiver = make_receiver(DT_SIGNATURE_MODE="asymmetric")
+    body = event_body()
+    request = Request("POST", body, Headers({"DT-Asymmetric-Signature": asym(body, clock, server)}))
+    fetching = threading.Thread(target=receiver.admit, args=(request,))
+    fetching.start()
+    while server.requests == 0:
+        time.sleep(0.01)
+    started = time.monotonic()
+    with pytest.raises(KeysNeeded):
+        receiver.admit(request, may_fetch_keys=False)
+    assert time.monotonic() - started < 0.1  # did not wait for the fetch in flight
+    fetching.join()

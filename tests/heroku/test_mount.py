@@ -13,9 +13,9 @@ def test_asgi_app_mounted_in_starlette_on_redis(h):
     from starlette.routing import Mount
     from starlette.testclient import TestClient
 
-    from heroku.asgi import ReceiverASGI, handle, health
+    from heroku.asgi import LazyIngest, ReceiverASGI, health
 
-    app = Starlette(routes=[Mount("/dt", app=ReceiverASGI(handle, health, 256 * 1024))])
+    app = Starlette(routes=[Mount("/dt", app=ReceiverASGI(LazyIngest(), health))])
     body = event_body()
     with TestClient(app) as client:
         assert client.post("/dt/", content=body, headers=signed(body)).status_code == 202
