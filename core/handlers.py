@@ -12,10 +12,17 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from .config import ConfigError
 from .events import Event
 
 Handler = Callable[[Event], object]
 ANY = "*"
+
+
+class HandlerModuleError(ConfigError):
+    """A module named in ``DT_HANDLERS`` is missing or raised while being imported. The
+    message is one line naming the module and the error, for a CLI to print and exit 2,
+    or a cloud entry point to log once at start."""
 
 
 @dataclass(frozen=True)
@@ -57,11 +64,25 @@ class HandlerRegistry:
         return chosen
 
     def load(self, modules: Iterable[str]) -> None:
-        """Import the modules named in `DT_HANDLERS`, so their `@on` decorators run."""
+        """Import the modules named in `DT_HANDLERS`, so their `@on` decorators run.
+        Raises `HandlerModuleError` (one line) when one is missing or fails to import."""
         for module in modules:
             if module not in self._loaded:
-                importlib.import_module(module)
+                try:
+                    importlib.import_module(module)
+                except Exception as exc:
+                    raise HandlerModuleError(
+                        f"cannot load handler module {module!r} (DT_HANDLERS): {type(exc).__name__}: {exc}"
+                    ) from exc
                 self._loaded.add(module)
+
+    def summary(self) -> dict[str, list[str]]:
+        """Handler name -> the event types it runs for, in registration order: what a
+        start-up banner prints."""
+        out: dict[str, list[str]] = {}
+        for r in list(self._registrations):
+            out.setdefault(r.name, []).append(r.event_type)
+        return out
 
     def clear(self) -> None:
         with self._lock:

@@ -119,8 +119,35 @@ def test_dt_handlers_modules_are_imported(tmp_path, monkeypatch, claim_store, st
 
 
 def test_missing_handler_module_fails_loudly_at_start(claim_store, state_store):
-    with pytest.raises(ModuleNotFoundError):
+    from core.config import ConfigError
+    from core.handlers import HandlerModuleError
+
+    with pytest.raises(HandlerModuleError) as caught:
         Worker(Settings.from_env({"DT_HANDLERS": "no_such_module_xyz"}), claim_store, state_store)
+    assert isinstance(caught.value, ConfigError)  # every entry point's "bad setting" path
+    assert str(caught.value) == (
+        "cannot load handler module 'no_such_module_xyz' (DT_HANDLERS): "
+        "ModuleNotFoundError: No module named 'no_such_module_xyz'"
+    )
+    assert isinstance(caught.value.__cause__, ModuleNotFoundError)
+
+
+def test_registry_summary_names_each_handler_and_its_event_types():
+    registry = HandlerRegistry()
+
+    @registry.on("temperature")
+    @registry.on("humidity")
+    def climate(event):
+        pass
+
+    @registry.on("*")
+    def audit(event):
+        pass
+
+    assert registry.summary() == {
+        f"{__name__}.test_registry_summary_names_each_handler_and_its_event_types.<locals>.climate": ["humidity", "temperature"],
+        f"{__name__}.test_registry_summary_names_each_handler_and_its_event_types.<locals>.audit": ["*"],
+    }
 
 
 def test_registry_rejects_bad_event_type():
