@@ -20,7 +20,7 @@ CONCURRENCY = int(os.environ.get("DT_LOAD_CONCURRENCY", "16"))
 
 
 @pytest.mark.slow
-def test_load_with_duplicates_shuffled_and_concurrent(platform, stand_in, probe):
+def test_load_with_duplicates_shuffled_and_concurrent(platform, probe):
     w = workload.make(round(DELIVERIES / 1.3) - 3, duplicates=0.3, devices=12, poison=3, seed=42)
     started = time.perf_counter()
     deliveries = deliver_all(platform, w.deliveries, SECRET, concurrency=CONCURRENCY, timeout_s=120)
