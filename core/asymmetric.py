@@ -44,7 +44,7 @@ import jwt
 
 from .config import check_issuer
 from .logs import event_log
-from .signature import _DECODER, KeysNeeded, KeysUnavailable, SignatureError, check_times
+from .tokens import DECODER, KeysNeeded, KeysUnavailable, NotConfigured, SignatureError, check_times
 
 ALGORITHM = "ES256"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
@@ -185,7 +185,7 @@ class AsymmetricVerifier:
         if jwk is None:
             raise SignatureError("token is signed with an unknown key (kid)")
         try:
-            claims = _DECODER.decode(token, jwk.key, algorithms=[ALGORITHM])
+            claims = DECODER.decode(token, jwk.key, algorithms=[ALGORITHM])
         except jwt.InvalidSignatureError:
             raise SignatureError("token signature is invalid") from None
         except jwt.InvalidAlgorithmError:
@@ -232,8 +232,6 @@ def _require_cryptography() -> None:
     try:
         import cryptography  # noqa: F401  (PyJWT needs it for ES256)
     except ImportError:
-        from .signature import NotConfigured
-
         raise NotConfigured(
             "receiver is not configured (asymmetric verification unavailable)",
             "the 'cryptography' package is not installed: pip install 'dtconnector[asymmetric]'",

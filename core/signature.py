@@ -17,7 +17,6 @@ import hmac
 import importlib.util
 import json
 import logging
-import math
 import re
 import threading
 import time
@@ -30,63 +29,20 @@ from jwt.utils import base64url_decode
 
 from .config import Secret, Settings
 from .http import Headers
+from .tokens import (  # noqa: F401  (re-exported: the errors a signature check raises)
+    CannotVerify,
+    KeysNeeded,
+    KeysUnavailable,
+    NotConfigured,
+    SignatureError,
+    check_times,
+)
 
 SIGNATURE_HEADER = "x-dt-signature"
 
 # DT lets users pick short secrets; PyJWT would warn on every request. We warn once,
 # at start (SignaturePolicy.startup_messages) instead.
 warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
-
-_DECODER = jwt.PyJWT(
-    options={
-        "verify_signature": True,
-        "verify_exp": False,
-        "verify_iat": False,
-        "verify_nbf": False,
-        "verify_aud": False,
-        "verify_iss": False,
-    }
-)
-
-
-class SignatureError(Exception):
-    """The request is not provably from DT. `reason` is short, fixed text, safe to log
-    and to return to the caller: it never contains the token or a secret."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _number(claims: dict, name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SignatureError(f"token claim '{name}' is not a number")
-    try:
-        number = float(value)  # an int past float's range (10**400) overflows here
-    except OverflowError:
-        raise SignatureError(f"token claim '{name}' is out of range") from None
-    if not math.isfinite(number):
-        raise SignatureError(f"token claim '{name}' is not a number")  # NaN would pass every comparison
-    return number
-
-
-def check_times(claims: dict, now: float, leeway_s: float) -> None:
-    """`exp` is required; `iat` and `nbf`, when present, must not be in the future. Both
-    directions get `leeway_s` of clock skew. A token is expired from the instant
-    ``exp + leeway`` on (RFC 7519 §4.1.4: "on or after"; PyJWT and DT agree)."""
-    exp = _number(claims, "exp")
-    if exp is None:
-        raise SignatureError("token has no expiry (exp)")
-    if now >= exp + leeway_s:
-        raise SignatureError("token has expired")
-    for name in ("iat", "nbf"):
-        value = _number(claims, name)
-        if value is not None and value > now + leeway_s:
-            raise SignatureError(f"token is not valid yet ({name})")
-
 
 def _check_checksum(claims: dict, body: bytes) -> None:
     """Prefer SHA-256; accept SHA-1 only from tokens that predate the SHA-256 claim."""
@@ -190,30 +146,6 @@ def signature_token(headers: Headers, name: str = SIGNATURE_HEADER, label: str =
 
 ASYMMETRIC_HEADER = "dt-asymmetric-signature"
 ASYMMETRIC_LABEL = "DT-Asymmetric-Signature"
-
-
-class CannotVerify(Exception):
-    """The request may well be from DT, but this receiver cannot check it right now: answer
-    503 so DT retries. `reason` goes to the caller; `log_message` names what to fix."""
-
-    def __init__(self, reason: str, log_message: str | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.log_message = log_message or reason
-
-
-class KeysNeeded(Exception):
-    """Checking this request needs DT's signing keys fetched (or a fetch in progress
-    finished), and the caller asked not to block (``may_fetch_keys=False``: an event loop).
-    Not an answer: the caller checks again in a thread, where waiting is harmless."""
-
-
-class NotConfigured(CannotVerify):
-    """A setting (or an optional package) the request's signature needs is missing."""
-
-
-class KeysUnavailable(CannotVerify):
-    """DT's signing keys could not be fetched (key server unreachable, slow or broken)."""
 
 
 def asymmetric_missing(settings: Settings) -> str | None:
