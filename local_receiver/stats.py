@@ -112,7 +112,7 @@ def print_store(report: dict, out: TextIO | None = None) -> None:
         age = oldest["ageS"]
         # claims store no write time: their "oldest" is the earliest expiry, usually ahead
         when = f"in {_duration(-age)}" if age < 0 else f"{_duration(age)} ago"
-        w(f"oldest {kind}: {when}\n")
+        w(f"oldest {kind.replace('_', ' ')}: {when}\n")
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
