@@ -51,9 +51,10 @@ def test_dead_letters_are_listed_and_can_be_requeued(make_server):
     body = event_body(labels={"fail": "always"})
     assert server.request("POST", "/", body, signed(body))[0] == 202
     server.wait_until(lambda: server.request("GET", "/healthz")[1]["deadLetters"] == 1, what="a dead letter")
-    [entry] = [json.loads(line) for line in server.cli("dead-letters").splitlines()]
+    [entry] = [json.loads(line) for line in server.cli("dead-letters", "--json").splitlines()]
     assert entry["eventId"] == event_id_of(body) and entry["attempts"] == 3
     assert entry["error"].startswith("HandlerFailed: handler e2e_handlers.record failed")
+    assert (entry["exceptionType"], entry["exceptionMessage"]) == ("RuntimeError", "this event always fails")
     assert server.cli("dead-letters", "--requeue").strip() == "requeued 1 dead-lettered events"
     server.wait_until(lambda: server.request("GET", "/healthz")[1]["deadLetters"] == 1, what="dead again")
 
