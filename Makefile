@@ -58,8 +58,7 @@ bench: $(VENV)/.test-deps
 	$(BIN)/python -m bench
 
 bundle-%: $(VENV)/.run-deps
-	@test -n "$(DEST)" || (echo "usage: make bundle-$* DEST=dir" >&2; exit 2)
-	$(BIN)/python scripts/bundle.py $(DIR_$*) "$(DEST)"
+	@$(BIN)/python scripts/bundle.py "$*" "$(DEST)"
 
 # Each bundle's requirements.txt is a lock (exact versions, hashes) of the ranges in
 # pyproject.toml, resolved by uv for any OS and Python >= requires-python. Run after
