@@ -17,6 +17,7 @@ attempts, its dead-letter queue).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import time
@@ -71,9 +72,12 @@ class HandlerFailed(RetryLater):
         r"(?:: (?P<exceptionType>[\w.]+)(?:: (?P<exceptionMessage>.*?))?(?: \(at (?P<raisedAt>[^()]*(?:\([^()]*\))?)\))?)?$"
     )
 
-    def __init__(self, event_id: str, handler: str, error: BaseException | None = None, *, own_file: str | None = None):
+    def __init__(self, event_id: str, handler: str, error: BaseException | None = None, func: Callable | None = None):
+        """`error` is what the handler raised; `func` the handler, whose own source line is
+        named first when the error was raised deeper (in a library it called)."""
         self.event_id = event_id
         self.handler = handler
+        own_file = getattr(getattr(inspect.unwrap(func), "__code__", None), "co_filename", None) if func else None
         self.exception_type = type_name(error) if error is not None else ""
         self.exception_message = message_of(error) if error is not None else ""
         self.raised_at = raised_at(error, own_file) if error is not None else ""
@@ -172,8 +176,7 @@ class Worker:
                 except Exception as exc:
                     log.exception("handler failed", extra={"fields": {"eventId": event.event_id, "handler": handler.name}})
                     self.metrics.count(HANDLER_RUNS, outcome="error", handler=handler.name)
-                    own_file = getattr(getattr(handler.func, "__code__", None), "co_filename", None)
-                    raise HandlerFailed(event.event_id, handler.name, exc, own_file=own_file) from None
+                    raise HandlerFailed(event.event_id, handler.name, exc, handler.func) from None
                 self.metrics.count(HANDLER_RUNS, outcome="ok", handler=handler.name)
                 held = self._claims.record_progress(held, handler.name)
             if not self._claims.complete(held, self.settings.dedup_ttl_s):

@@ -75,7 +75,7 @@ def _failure(source: str, *, event_id: str = "E1") -> HandlerFailed:
     try:
         func(None)
     except Exception as exc:
-        return HandlerFailed(event_id, "handlers.handle", exc, own_file=func.__code__.co_filename)
+        return HandlerFailed(event_id, "handlers.handle", exc, func)
     raise AssertionError("the handler did not raise")
 
 
