@@ -194,14 +194,10 @@ def describe_dead_letter(item: dict) -> dict:
     else:
         out.update(eventType=event.event_type, deviceId=event.device_id, timestamp=event.raw["event"]["timestamp"])
     out.update(deadAt=_iso(item["deadAt"]), attempts=item["attempts"])
-    failure = HandlerFailed.parse(item["error"] or "")
-    out.update(
-        handler=failure["handler"] if failure else None,
-        exceptionType=(failure or {}).get("exceptionType") or None,
-        exceptionMessage=(failure or {}).get("exceptionMessage") or None,
-        raisedAt=(failure or {}).get("raisedAt") or None,
-        error=item["error"],
-    )
+    failure = HandlerFailed.parse(item["error"] or "") or {}  # {} for a poison message or a store error
+    for key in ("handler", "exceptionType", "exceptionMessage", "raisedAt"):
+        out[key] = failure.get(key) or None
+    out["error"] = item["error"]
     return out
 
 

@@ -265,3 +265,16 @@ def test_stats_json_keys_are_plain_identifiers(tmp_path):
     keys = [*store, *store["records"], *store["oldest"]]
     assert "claims_earliest_expiry" in store["oldest"]
     assert all(re.fullmatch(r"[A-Za-z_]+", key) for key in keys), keys
+
+
+def test_a_dead_letter_that_is_not_a_handler_failure_shows_its_error(tmp_path):
+    db = Database(tmp_path / "events.db")
+    queue = SQLiteQueue(db)
+    queue.enqueue("this is not a DT event", event_id="?")
+    queue.dead_letter(queue.reserve(60), "PoisonMessage: body is not JSON")
+    db.close()
+    result = run(tmp_path, "dead-letters", "--db", "events.db")
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[:2] == ["event ?", "  error:     PoisonMessage: body is not JSON"]
+    [entry] = [json.loads(line) for line in run(tmp_path, "dead-letters", "--db", "events.db", "--json").stdout.splitlines()]
+    assert (entry["eventType"], entry["handler"], entry["error"]) == (None, None, "PoisonMessage: body is not JSON")
