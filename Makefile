@@ -17,7 +17,7 @@ DIR_ibm    := ibm_action
 DIR_heroku := heroku
 PLATFORMS  := aws gcp azure ibm heroku
 
-.PHONY: help run test fuzz bench bundle-% deploy-% check-deploy clean
+.PHONY: help run test fuzz bench bundle-% deploy-% check-deploy lock clean
 
 help:
 	@echo "make run            start the local receiver on SQLite ($(HOST):$(PORT))"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench          print the performance comparisons"
 	@echo "make fuzz           long property-based campaign against every entry point"
 	@echo "make bundle-<p> DEST=dir   deployable folder for p in: $(PLATFORMS)"
+	@echo "make lock           re-lock every bundle's requirements.txt from pyproject.toml (PyPI needed)"
 	@echo "make deploy-<p>     deploy with the cloud's own CLI"
 	@echo "make check-deploy   dry-run every deploy script, check each command against the CLIs' help"
 
@@ -57,8 +58,18 @@ bench: $(VENV)/.test-deps
 	$(BIN)/python -m bench
 
 bundle-%: $(VENV)/.run-deps
-	@test -n "$(DEST)" || (echo "usage: make bundle-$* DEST=dir" >&2; exit 2)
-	$(BIN)/python scripts/bundle.py $(DIR_$*) "$(DEST)"
+	@$(BIN)/python scripts/bundle.py "$*" "$(DEST)"
+
+# Each bundle's requirements.txt is a lock (exact versions, hashes) of the ranges in
+# pyproject.toml, resolved by uv for any OS and Python >= requires-python. Run after
+# changing a dependency; tests/deploy/test_locks.py fails until you do.
+UV_VERSION ?= 0.13.9
+$(VENV)/.lock-deps: Makefile | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)" "packaging>=24"
+	touch $@
+
+lock: $(VENV)/.lock-deps
+	$(BIN)/python scripts/lock.py
 
 deploy-%: $(VENV)/.run-deps
 	@test -f "$(DIR_$*)/deploy.sh" || (echo "no deploy script for '$*' (one of: $(PLATFORMS))" >&2; exit 2)

@@ -89,7 +89,7 @@ fi
 sam_deploy_stack "$WORK/build/template.yaml" "$STACK" "${PARAMS[@]}"
 
 if [ "$HAVE_AWS" = 1 ]; then
-    URL="$(query "https://0000000000.execute-api.$REGION.amazonaws.com/" aws cloudformation describe-stacks --stack-name "$STACK" --region "$REGION" \
+    URL="$(query "https://00000000000000000000000000000000.lambda-url.$REGION.on.aws/" aws cloudformation describe-stacks --stack-name "$STACK" --region "$REGION" \
         --query "Stacks[0].Outputs[?OutputKey=='IngestUrl'].OutputValue" --output text)"
     echo "deploy-aws: point the DT Data Connector at $URL"
 fi

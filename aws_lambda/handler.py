@@ -231,8 +231,8 @@ def process(event: dict, context: object = None) -> dict:
     records = [r for r in ((event or {}).get("Records") or []) if isinstance(r, dict)]
     try:
         app = worker()
-    except Exception:
-        log.exception("the worker could not start; the whole batch will be redelivered")
+    except Exception as exc:
+        logs.start_failed("the worker", exc, "the whole batch will be redelivered")
         return {"batchItemFailures": [{"itemIdentifier": r.get("messageId", "")} for r in records]}
     failures = []
     for record in records:

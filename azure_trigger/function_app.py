@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import azure.functions as func
 
 from core.config import ConfigError, Settings
-from core.logs import configure as configure_logs, event_log, log
+from core.logs import configure as configure_logs, event_log, log, start_failed
 
 # A queue message holds at most 64 KiB of base64, i.e. 48 KiB of body.
 AZURE_MAX_BODY_BYTES = 48 * 1024
@@ -111,8 +111,12 @@ def worker():
 
             from .metrics import RECORDER
 
-            ctx = context()
-            _worker = Worker(ctx.settings, ledger=ctx.claims, state=ctx.state, metrics=RECORDER)
+            try:
+                ctx = context()
+                _worker = Worker(ctx.settings, ledger=ctx.claims, state=ctx.state, metrics=RECORDER)
+            except Exception as exc:  # the host then retries the message, and poisons it
+                start_failed("the worker", exc, "the message will be retried")
+                raise
         return _worker
 
 

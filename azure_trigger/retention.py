@@ -80,7 +80,7 @@ def store_report(claims: TableClaimStore, state_table) -> StoreReport:
         at = float(entity["expires_at"])
         earliest = at if earliest is None else min(earliest, at)
     counts["device_state"] = len(_rows(state_table, ["PartitionKey"]))
-    return StoreReport(counts, {} if earliest is None else {"claims (earliest expiry)": earliest})
+    return StoreReport(counts, {} if earliest is None else {"claims_earliest_expiry": earliest})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,3 +64,18 @@ def configure(level: int | str = logging.INFO, stream=None) -> None:
     log.addHandler(handler)
     log.setLevel(level)
     log.propagate = False
+
+
+def start_failed(what: str, exc: BaseException, then: str = "") -> None:
+    """Log, in one line a person reads, that `what` ("the worker") could not start. A
+    configuration mistake (`core.config.ConfigError`: a setting missing or malformed, a
+    `DT_HANDLERS` module missing or broken) is its own one-line message, which names the
+    setting or module; anything else comes with its traceback. `then` says what happens
+    next ("the batch will be redelivered")."""
+    from .config import ConfigError
+
+    tail = f"; {then}" if then else ""
+    if isinstance(exc, ConfigError):
+        event_log(logging.ERROR, f"{what} could not start: {exc}{tail}")
+    else:
+        log.error("%s could not start (%s)%s", what, type(exc).__name__, tail, exc_info=exc)

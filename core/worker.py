@@ -17,14 +17,16 @@ attempts, its dead-letter queue).
 
 from __future__ import annotations
 
+import inspect
 import logging
+import re
 import time
 from typing import Callable
 
 from .claims import Claims, Outcome
 from .config import Settings
 from .events import Event, InvalidEvent, parse_event
-from .handlers import HandlerRegistry, registry as default_registry
+from .handlers import HandlerRegistry, message_of, raised_at, registry as default_registry, type_name
 from .logs import event_log, log
 from .metrics import (
     DEAD_LETTERED,
@@ -56,10 +58,44 @@ class EventInFlight(RetryLater):
 
 
 class HandlerFailed(RetryLater):
-    def __init__(self, event_id: str, handler: str):
-        super().__init__(f"handler {handler} failed for event {event_id}")
+    """A user's handler raised. Its text is what a dead letter keeps on every platform
+    (the local and Heroku dead-letter lists, IBM's `lastError`, the cloud workers' log
+    line), so it carries why: the handler, the exception's type and message (one line,
+    bounded) and where it was raised::
+
+        handler handlers.record failed for event E1: KeyError: 'value' (at handlers.py:12)
+
+    `parse` reads that text back into its parts, for `dtconnector dead-letters`."""
+
+    _TEXT = re.compile(
+        r"handler (?P<handler>\S+) failed for event (?P<eventId>\S+)"
+        r"(?:: (?P<exceptionType>[\w.]+)(?:: (?P<exceptionMessage>.*?))?(?: \(at (?P<raisedAt>[^()]*(?:\([^()]*\))?)\))?)?$"
+    )
+
+    def __init__(self, event_id: str, handler: str, error: BaseException | None = None, func: Callable | None = None):
+        """`error` is what the handler raised; `func` the handler, whose own source line is
+        named first when the error was raised deeper (in a library it called)."""
         self.event_id = event_id
         self.handler = handler
+        own_file = getattr(getattr(inspect.unwrap(func), "__code__", None), "co_filename", None) if func else None
+        self.exception_type = type_name(error) if error is not None else ""
+        self.exception_message = message_of(error) if error is not None else ""
+        self.raised_at = raised_at(error, own_file) if error is not None else ""
+        text = f"handler {handler} failed for event {event_id}"
+        if error is not None:
+            text += f": {self.exception_type}"
+            text += f": {self.exception_message}" if self.exception_message else ""
+            text += f" (at {self.raised_at})" if self.raised_at else ""
+        super().__init__(text)
+
+    @classmethod
+    def parse(cls, text: str) -> dict[str, str] | None:
+        """The parts of a dead letter's error text written by this class (with or without
+        the ``HandlerFailed: `` prefix the queue runners add); None for any other error."""
+        if text.startswith(f"{cls.__name__}: "):
+            text = text[len(cls.__name__) + 2 :]
+        match = cls._TEXT.match(text)
+        return {k: v or "" for k, v in match.groupdict().items()} if match else None
 
 
 def state_of(event: Event) -> DeviceState:
@@ -137,10 +173,10 @@ class Worker:
                     continue
                 try:
                     handler.func(event)
-                except Exception:
+                except Exception as exc:
                     log.exception("handler failed", extra={"fields": {"eventId": event.event_id, "handler": handler.name}})
                     self.metrics.count(HANDLER_RUNS, outcome="error", handler=handler.name)
-                    raise HandlerFailed(event.event_id, handler.name) from None
+                    raise HandlerFailed(event.event_id, handler.name, exc, handler.func) from None
                 self.metrics.count(HANDLER_RUNS, outcome="ok", handler=handler.name)
                 held = self._claims.record_progress(held, handler.name)
             if not self._claims.complete(held, self.settings.dedup_ttl_s):

@@ -1,4 +1,4 @@
-"""Your handlers. The bundle's settings name this module in DT_HANDLERS=handlers.
+"""Your handlers. DT_HANDLERS=handlers names this module (a bundle's README.md says where it is set).
 
 Each function runs once per event (redeliveries and DT's duplicates are filtered out
 before it is called). Raise to have the event retried; after a bounded number of

@@ -182,7 +182,11 @@ def process(cloud_event):
     except BadDelivery as exc:  # in direct mode, whatever DT (or anyone) published
         event_log(logging.ERROR, "poison message: not a DT event, it will be dead-lettered", reason=str(exc))
         raise
-    app = worker()
+    try:
+        app = worker()
+    except Exception as exc:
+        logs.start_failed("the worker", exc, "Pub/Sub will redeliver")
+        raise
     try:
         app.process(text)
     except Exception:

@@ -108,7 +108,7 @@ def store_report(events: Docs, state: Docs) -> StoreReport:
             oldest["dead_letters"] = min(oldest.get("dead_letters", at), at)
         claim = claim_from_json(doc.get("claim"))
         if claim is not None:
-            key = "claims (earliest expiry)"
+            key = "claims_earliest_expiry"
             oldest[key] = min(oldest.get(key, claim.expires_at), claim.expires_at)
     counts["tombstones"] = int(events.info().get("doc_del_count", 0))
     counts["device_state"] = int(state.info().get("doc_count", 0))

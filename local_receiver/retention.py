@@ -78,7 +78,7 @@ def store_report(db: Database) -> StoreReport:
     counts = {"claims": ingest, "ledger": ledger, "queue": queued, "dead_letters": dead, "device_state": states}
     oldest = {
         kind: float(at)
-        for kind, at in (("claims (earliest expiry)", claims_from), ("queue", queued_from), ("dead_letters", dead_from))
+        for kind, at in (("claims_earliest_expiry", claims_from), ("queue", queued_from), ("dead_letters", dead_from))
         if at is not None
     }
     return StoreReport(counts, oldest)

@@ -112,7 +112,7 @@ def print_store(report: dict, out: TextIO | None = None) -> None:
         age = oldest["ageS"]
         # claims store no write time: their "oldest" is the earliest expiry, usually ahead
         when = f"in {_duration(-age)}" if age < 0 else f"{_duration(age)} ago"
-        w(f"oldest {kind}: {when}\n")
+        w(f"oldest {kind.replace('_', ' ')}: {when}\n")
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -152,7 +152,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def add_stats_parser(sub) -> None:
-    stats = sub.add_parser("stats", help="a receiver's metrics (since it started) and its store's size")
+    stats = sub.add_parser(
+        "stats", help="a receiver's metrics (since it started) and its store's size",
+        description="A running receiver's metrics (--url) and its store's size (--db); neither: both.",
+        epilog="example:\n  dtconnector stats --db .dtconnector/events.db --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     stats.add_argument("--url", help=f"the running receiver's address (default {DEFAULT_URL})")
     stats.add_argument("--db", help="the receiver's SQLite file (default .dtconnector/events.db)")
     stats.add_argument("--json", action="store_true", help="one JSON object instead of text")

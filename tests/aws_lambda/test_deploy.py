@@ -128,3 +128,15 @@ def test_a_runtime_past_end_of_life_is_refused(tmp_path, stubs):
     result, calls = run(tmp_path, stubs, AWS_REGION="eu-west-1", DT_SIGNATURE_SECRET="x", DT_TODAY="2029-01-10")
     assert result.returncode != 0 and "python3.12" in result.stderr and "end of life" in result.stderr
     assert not [c for c in calls if c[0] == "sam"]
+
+
+def test_dry_run_prints_a_function_url_as_the_template_creates(tmp_path):
+    """The stack's IngestUrl is a Lambda Function URL (IngestFunctionUrl), not API Gateway."""
+    result = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DRY_RUN": "1",
+                                 "AWS_REGION": "eu-west-1", "DT_SIGNATURE_SECRET": "a-secret-of-some-length"})
+    assert result.returncode == 0, result.stderr
+    assert "point the DT Data Connector at https://00000000000000000000000000000000.lambda-url.eu-west-1.on.aws/" \
+        in result.stdout
+    assert "execute-api" not in result.stdout + result.stderr
+    assert "IngestFunctionUrl.FunctionUrl" in (ROOT / "aws_lambda" / "template.yaml").read_text()

@@ -7,6 +7,7 @@ import inspect
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import azure.functions as func
@@ -92,12 +93,13 @@ def test_local_settings_example_names_every_setting_the_app_reads():
 
 
 def test_requirements_cover_every_third_party_import():
-    names = {
-        re.split(r"[<>=!~\[ ]", line.strip(), maxsplit=1)[0].lower()
-        for line in (BUNDLE / "requirements.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    }
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import lock  # the lock's reader (tests/deploy/test_locks.py checks the lock itself)
+
+    inputs, pins, _ = lock.read_lock((BUNDLE / "requirements.txt").read_text())
+    names = {re.split(r"[<>=!~\[ ;]", line.strip(), maxsplit=1)[0].lower() for line in inputs}
     assert names == {"azure-functions", "azure-data-tables", "azure-storage-queue", "azure-identity", "pyjwt"}
+    assert names <= {pin.name for pin in pins}
 
 
 def test_funcignore_keeps_the_code_and_drops_local_secrets():

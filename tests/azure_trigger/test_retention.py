@@ -55,7 +55,7 @@ def test_store_report_counts_rows(azure):
     azure.claim_store.create("w_e1", Claim(COMPLETED, now + 9, "v"))
     report = store_report(azure.claim_store, azure.state_store.table)
     assert report.counts == {"claims": 1, "ledger": 1, "device_state": 0}
-    assert report.oldest == {"claims (earliest expiry)": now + 5}
+    assert report.oldest == {"claims_earliest_expiry": now + 5}
 
 
 def test_stats_command_prints_the_store_size(azure, capsys):

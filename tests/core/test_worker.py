@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 
@@ -127,7 +128,8 @@ def test_missing_handler_module_fails_loudly_at_start(claim_store, state_store):
     assert isinstance(caught.value, ConfigError)  # every entry point's "bad setting" path
     assert str(caught.value) == (
         "cannot load handler module 'no_such_module_xyz' (DT_HANDLERS): "
-        "ModuleNotFoundError: No module named 'no_such_module_xyz'"
+        "ModuleNotFoundError: No module named 'no_such_module_xyz' "
+        f"(no no_such_module_xyz.py in {os.getcwd()} or the installed packages)"
     )
     assert isinstance(caught.value.__cause__, ModuleNotFoundError)
 

@@ -325,9 +325,14 @@ def test_bundle_is_self_contained_and_its_main_imports_from_itself(tmp_path):
 
 
 def test_bundle_requirements_match_the_gcp_extra():
-    reqs = (ROOT / "gcp_function" / "bundle" / "requirements.txt").read_text()
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import lock  # the lock's reader (tests/deploy/test_locks.py checks the lock itself)
+
+    inputs, pins, _ = lock.read_lock((ROOT / "gcp_function" / "bundle" / "requirements.txt").read_text())
     for package in ("functions-framework", "google-cloud-firestore", "google-cloud-pubsub", "PyJWT[crypto]"):
-        assert f"\n{package}>=" in "\n" + reqs, package
+        assert any(line.startswith(f"{package}>=") for line in inputs), package
+    assert {"functions-framework", "google-cloud-firestore", "google-cloud-pubsub", "pyjwt", "cryptography"} <= {
+        pin.name for pin in pins}
 
 
 def test_deploy_script_is_valid_bash_and_stops_clearly_without_gcloud(tmp_path):

@@ -90,7 +90,7 @@ def test_the_once_job_sweeps_and_stats_reports_the_store(ibm, capsys):
     assert store["records"]["ledger"] == 1
     # doc_del_count: Cloudant counts the tombstones its deletes leave; pouchdb-server says 0.
     assert "tombstones" in store["records"]
-    assert "claims (earliest expiry)" in store["oldest"]
+    assert "claims_earliest_expiry" in store["oldest"]
     assert worker_module.main(["--dead-letters"]) == 0
     assert '"total": ' in capsys.readouterr().err
 

@@ -111,7 +111,7 @@ def test_store_report_counts_each_kind_and_its_oldest(tmp_path):
     SQLiteQueue(db).enqueue("{}", event_id="e2")
     report = store_report(db)
     assert report.counts == {"claims": 2, "ledger": 1, "queue": 1, "dead_letters": 0, "device_state": 0}
-    assert report.oldest == {"claims (earliest expiry)": NOW + 10, "queue": NOW}
+    assert report.oldest == {"claims_earliest_expiry": NOW + 10, "queue": NOW}
     assert report.total == 4
 
 
@@ -124,7 +124,7 @@ def test_stats_command_prints_the_store_size(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)["store"]
     assert out["records"]["claims"] == 1
     assert out["total"] == 1
-    assert "claims (earliest expiry)" in out["oldest"]
+    assert "claims_earliest_expiry" in out["oldest"]
 
 
 def test_a_bad_retention_setting_stops_serve_with_a_clear_message(tmp_path, monkeypatch, capsys):
@@ -142,7 +142,7 @@ def test_stats_text_says_when_the_earliest_claim_expires(tmp_path, capsys):
     assert cli.main(["stats", "--db", str(path)]) == 0
     out = capsys.readouterr().out
     assert "stored records         1" in out
-    assert "oldest claims (earliest expiry): in 2.0 h" in out
+    assert "oldest claims earliest expiry: in 2.0 h" in out
 
 
 @pytest.mark.parametrize("name, value", [("DT_HTTP_BODY_TIMEOUT_S", "soon"), ("DT_HTTP_MAX_CONNECTIONS", "0")])

@@ -51,9 +51,10 @@ def test_dead_letters_are_listed_and_can_be_requeued(make_server):
     body = event_body(labels={"fail": "always"})
     assert server.request("POST", "/", body, signed(body))[0] == 202
     server.wait_until(lambda: server.request("GET", "/healthz")[1]["deadLetters"] == 1, what="a dead letter")
-    [entry] = [json.loads(line) for line in server.cli("dead-letters").splitlines()]
+    [entry] = [json.loads(line) for line in server.cli("dead-letters", "--json").splitlines()]
     assert entry["eventId"] == event_id_of(body) and entry["attempts"] == 3
     assert entry["error"].startswith("HandlerFailed: handler e2e_handlers.record failed")
+    assert (entry["exceptionType"], entry["exceptionMessage"]) == ("RuntimeError", "this event always fails")
     assert server.cli("dead-letters", "--requeue").strip() == "requeued 1 dead-lettered events"
     server.wait_until(lambda: server.request("GET", "/healthz")[1]["deadLetters"] == 1, what="dead again")
 
@@ -120,10 +121,11 @@ def test_reading_commands_print_only_their_output(make_server):
     body = event_body(device="dev-quiet")
     assert server.request("POST", "/", body, signed(body))[0] == 202
     server.wait_until(lambda: len(server.seen()) == 1, what="the event handled")
-    for command in (["state", "--device", "dev-quiet"], ["dead-letters"]):
+    db = str(server.workdir / "events.db")
+    for command, stderr in ((["state", "--device", "dev-quiet"], ""), (["dead-letters"], f"no dead letters in {db}\n")):
         done = subprocess.run(
-            [sys.executable, "-m", "local_receiver.cli", *command, "--db", str(server.workdir / "events.db")],
+            [sys.executable, "-m", "local_receiver.cli", *command, "--db", db],
             env={**server.env, "DT_SIGNATURE_SECRET": ""}, capture_output=True, text=True, timeout=30,
         )
-        assert done.returncode == 0 and done.stderr == "", (command, done.stderr)
+        assert done.returncode == 0 and done.stderr == stderr, (command, done.stderr)
     assert "dev-quiet" in json.loads(server.cli("state"))
