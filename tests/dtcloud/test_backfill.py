@@ -49,8 +49,8 @@ def test_three_day_outage_is_backfilled_exactly_once_and_rerun_adds_nothing(dt_e
     code, out, err = run(capsys, "backfill", "--since", since.isoformat(), "--url", serve.url, "--connector", "recv")
     assert code == 0, err
     fetched = len(missed) + len(overlap) + len(older)
-    assert out.strip() == (f"backfill: fetched {fetched} events from 4 devices; accepted {len(missed) + len(older)}, "
-                           f"duplicates {len(overlap)}, failed 0")
+    assert out.strip() == (f"backfill: fetched {fetched} events from 4 devices; sent {fetched} requests; "
+                           f"accepted {len(missed) + len(older)}, duplicates {len(overlap)}")
     assert overlap and missed
     wait_until(lambda: len(serve.seen()) == 20 + len(missed) + len(older), what="every missed event handled")
     seen = Counter(serve.seen())

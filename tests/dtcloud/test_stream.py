@@ -12,7 +12,7 @@ import pytest
 
 from core.handlers import registry
 from dtcloud.client import Client
-from dtcloud.standin import Device
+from emulator.dtapi import Device
 from dtcloud.stream import Follower, local_pipeline
 from local_receiver.cli import main
 from tests.dtcloud.conftest import PROJECT, temperature, wait_until
