@@ -57,7 +57,7 @@ class Limits:
 
     max_response_bytes: int = 16 * MiB  # one answer
     max_pages: int = 10_000  # one paginated list
-    max_items: int = 2_000_000  # one paginated list
+    max_items: int = 100_000  # one paginated list (a device's window of history: narrow --since past it)
     max_line_bytes: int = 1 * MiB  # one line of the event stream
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 30.0  # silence on an open connection
@@ -356,6 +356,13 @@ class Client:
 def read_capped(response, cap: int, deadline: float, what: str) -> bytes:
     """The whole body, or `DTError` past `cap` bytes or `deadline` (checked after every socket
     read: `read1` returns after one, so a server trickling bytes cannot hold us)."""
+    too_big = DTError(f"DT's answer to {what} is larger than {_size(cap)}: stopped reading "
+                      "(a broken or hostile API endpoint?)")
+    try:
+        if int(response.headers.get("Content-Length") or 0) > cap:
+            raise too_big
+    except ValueError:
+        pass
     parts: list[bytes] = []
     size = 0
     while True:
@@ -364,8 +371,7 @@ def read_capped(response, cap: int, deadline: float, what: str) -> bytes:
             return b"".join(parts)
         size += len(chunk)
         if size > cap:
-            raise DTError(f"DT's answer to {what} is larger than {_size(cap)}: stopped reading "
-                          "(a broken or hostile API endpoint?)")
+            raise too_big
         if time.monotonic() > deadline:
             raise DTError(f"DT's answer to {what} took too long to arrive: stopped reading", retryable=True)
         parts.append(chunk)

@@ -16,7 +16,7 @@ This server implements only what the reference documents:
   every `ping_interval`, and `drop_streams()` to force a disconnect.
 - Injected faults: `fail(status, times)` answers the next API requests with 429/5xx;
   `down = True` is an outage (every API request 503); `refuse_streams`, `silent` (no pings)
-  and `history_delay_s` (events reach the history late, as DT's do).
+  and `history_delay_s` or `hold_history` (events reach the history late, as DT's do).
 
 Connector URLs must be https, except http://127.0.0.1 / localhost when `allow_http_loopback`
 (DT itself refuses http; the CLI allows such a URL only while DT_API_URL is on loopback too).
@@ -110,6 +110,8 @@ class StandIn:
         self.refuse_streams = False  # new stream connections get 503 (a reconnect that fails for a while)
         self.silent = False  # open streams send no pings (a dead connection that stays open)
         self.history_delay_s = 0.0  # events appear in history this long after publishing (DT: up to ~10 s)
+        self.hold_history = False  # events published meanwhile stay out of history until release_history()
+        self._held: set[str] = set()
         self._published_at: dict[str, float] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of API requests
         self.hostile: Hostile | None = None  # sees each API request first; True: it answered
@@ -148,6 +150,8 @@ class StandIn:
         with self._lock:
             project.events.setdefault(device_id, []).append(event)
             self._published_at[event["eventId"]] = time.monotonic()
+            if self.hold_history:
+                self._held.add(event["eventId"])
             streams = list(self._streams)
         for q in streams:
             q.put((project_id, event))
@@ -155,6 +159,12 @@ class StandIn:
             for conn in list(project.connectors.values()):
                 if conn["status"] == "ACTIVE" and _wants(conn, event["eventType"]):
                     self._deliver(project, conn, event)
+
+    def release_history(self) -> None:
+        """Events held back by `hold_history` reach the history now (DT's lag, without a clock)."""
+        with self._lock:
+            self.hold_history = False
+            self._held.clear()
 
     def set_status(self, project_id: str, connector_id: str, status: str) -> None:
         """What DT does to a connector on its own (e.g. SYSTEM_DISABLED after 5 days)."""
@@ -358,7 +368,7 @@ class StandIn:
         visible = time.monotonic() - self.history_delay_s
         events = [e for e in project.events.get(device_id, [])
                   if start <= parse_time(e["timestamp"]) < end and (not types or e["eventType"] in types)
-                  and self._published_at.get(e["eventId"], 0.0) <= visible]
+                  and self._published_at.get(e["eventId"], 0.0) <= visible and e["eventId"] not in self._held]
         events.sort(key=lambda e: parse_time(e["timestamp"]), reverse=True)  # newest first
         return events + list(self.extra_history.get(device_id, []))
 
