@@ -29,7 +29,7 @@ from core.times import DURATION_SYNTAX, duration_arg, parse_when
 
 from .client import DTError
 from .options import add_header_options, csv
-from .text import printable
+from .text import printable, quoted
 
 PROJECT_HELP = "DT project id (default: $DT_PROJECT_ID)"
 CREDENTIALS_NOTE = ("DT credentials: DT_SERVICE_ACCOUNT_KEY_ID, DT_SERVICE_ACCOUNT_SECRET and "
@@ -137,7 +137,7 @@ def cmd_apply(args) -> int:
     if result.created or args.events is not None:
         print(f"event filter: {', '.join(events or []) or 'all types'} ({why})")
     if not result.changes:
-        print(f"connector {name!r} in project {printable(project)}: up to date, nothing to change")
+        print(f"connector '{name}' in project {printable(project)}: up to date, nothing to change")
     else:
         print("\n".join(result.changes))
     if result.kept:
@@ -145,7 +145,7 @@ def cmd_apply(args) -> int:
     if args.dry_run:
         print("(dry run: nothing changed)")
     elif result.changes:
-        print(f"applied: connector {name!r} ({printable(connector_id(result.connector))}) in project "
+        print(f"applied: connector '{name}' ({printable(connector_id(result.connector))}) in project "
               f"{printable(project)}")
     return 0
 
@@ -162,7 +162,7 @@ def cmd_list(args) -> int:
         print(f"no data connectors in project {printable(project)}")
     for c in conns:
         events = ",".join(printable(e, 40) for e in c.get("events") or []) or "all"
-        print(f"{printable(connector_id(c), 60)}  {printable(c.get('displayName', ''), 80)!r}  "
+        print(f"{printable(connector_id(c), 60)}  {quoted(c.get('displayName', ''), 80)}  "
               f"{printable(c.get('type'), 30)}  {printable(c.get('status'), 30)}  {printable(target(c), 200)}  "
               f"events={events}")
     return 0
@@ -193,10 +193,10 @@ def _set_status(status: str):
         client, project, conn = _find(args)
         name = printable(conn.get("displayName"))
         if conn.get("status") == status:
-            print(f"connector {name!r} is already {status}")
+            print(f"connector '{name}' is already {status}")
             return 0
         client.call("PATCH", f"/projects/{project}/dataconnectors/{connector_id(conn)}", body={"status": status})
-        print(f"connector {name!r}: {printable(conn.get('status'), 40)} -> {status}")
+        print(f"connector '{name}': {printable(conn.get('status'), 40)} -> {status}")
         return 0
     return cmd
 
@@ -205,7 +205,7 @@ def cmd_delete(args) -> int:
     from .connectors import connector_id
 
     client, project, conn = _find(args)
-    label = (f"{printable(conn.get('displayName'))!r} ({printable(connector_id(conn))}) in project "
+    label = (f"{quoted(conn.get('displayName'))} ({printable(connector_id(conn))}) in project "
              f"{printable(project)}")
     if not args.yes:
         if not sys.stdin.isatty():
@@ -225,7 +225,7 @@ def cmd_sync(args) -> int:
     client, project, conn = _find(args)
     client.call("POST", f"/projects/{project}/dataconnectors/{connector_id(conn)}:sync")
     print(f"sync requested: DT re-sends the latest event of each type for every device through "
-          f"{printable(conn.get('displayName'))!r}")
+          f"{quoted(conn.get('displayName'))}")
     return 0
 
 

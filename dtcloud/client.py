@@ -246,7 +246,7 @@ class Client:
                 doc = None
             if not isinstance(doc, dict):
                 if 200 <= status < 300:
-                    raise DTError(f"DT's answer to {what} is not a JSON object: {printable(raw[:80])}")
+                    raise DTError(f"DT's answer to {what} is not a JSON object: {printable(raw[:80], 80)}")
                 doc = {"error": raw[:200].decode("utf-8", "replace")} if raw else {}
             return status, rheaders, doc
 

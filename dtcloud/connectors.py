@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .client import Client, DTError
-from .text import printable
+from .text import printable, quoted
 
 TYPES = ("HTTP_PUSH", "AWS_SQS", "GOOGLE_CLOUD_PUBSUB", "AZURE_SERVICE_BUS", "AZURE_EVENT_HUB")
 CONFIG_KEY = {
@@ -79,7 +79,7 @@ def push_url_problem(url: str, api_url: str) -> str | None:
     if parts.scheme == "http" and parts.hostname:
         return (f"DT delivers only to https:// URLs: refusing --url {printable(url)} "
                 "(put the receiver behind a TLS-terminating proxy)")
-    return f"--url must be an https:// URL, got {printable(url)!r}"
+    return f"--url must be an https:// URL, got {quoted(url)}"
 
 
 @dataclass
@@ -117,7 +117,7 @@ class Change:
     def applied_to(self, current: dict) -> dict:
         """`current` with this change made (the fields this change manages only)."""
         if current.get("type") != self.type:
-            raise DTError(f"connector {printable(self.name)!r} is {printable(current.get('type'))}, not {self.type}: "
+            raise DTError(f"connector {quoted(self.name)} is {printable(current.get('type'))}, not {self.type}: "
                           "delete it first or choose another --name")
         key = CONFIG_KEY[self.type]
         doc = {"displayName": self.name, "type": self.type, "status": current.get("status"),
@@ -208,7 +208,7 @@ def diff(current: dict | None, new: dict) -> tuple[list[str], list[str]]:
     has what we want."""
     want = flatten({k: v for k, v in new.items() if k not in ("displayName", "type")})
     if current is None:
-        return [f"+ create {new['type']} connector {printable(new['displayName'])!r}"] + [
+        return [f"+ create {new['type']} connector {quoted(new['displayName'])}"] + [
             f"    {k}: {_show(k, v)}" for k, v in want.items()], []
     have = flatten({k: current.get(k) for k in new if k not in ("displayName", "type")})
     changed, kept = [], []
@@ -254,11 +254,11 @@ def find(client: Client, project: str, name: str | None = None, ident: str | Non
                and isinstance(c.get("name"), str)]
     if len(matches) > 1:
         ids = ", ".join(printable(connector_id(c), 60) for c in matches)
-        raise DTError(f"{len(matches)} connectors are named {printable(name)!r} in project {printable(project)} "
+        raise DTError(f"{len(matches)} connectors are named {quoted(name)} in project {printable(project)} "
                       f"({ids}): use --id")
     if not matches:
         if required:
-            raise DTError(f"no connector named {printable(name)!r} in project {printable(project)} "
+            raise DTError(f"no connector named {quoted(name)} in project {printable(project)} "
                           "(see `dtconnector connector list`)")
         return None
     return matches[0]

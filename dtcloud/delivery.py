@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 from core.times import format_duration
 
-from .text import printable
+from .text import printable, quoted
 
 DT_TIMEOUT_S = 10.0
 MAX_ANSWER_BYTES = 64 * 1024  # of a receiver's answer we read (its reason); the rest is dropped
@@ -198,11 +198,11 @@ def check_url(url: str) -> tuple[bool, str, int | None, str]:
     """(https?, host, port, path with query) of an http(s) URL; ValueError otherwise."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"--url must be an http:// or https:// URL, got {printable(url)!r}")
+        raise ValueError(f"--url must be an http:// or https:// URL, got {quoted(url)}")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"--url has an invalid port: {printable(url)!r}") from None
+        raise ValueError(f"--url has an invalid port: {quoted(url)}") from None
     return parts.scheme == "https", parts.hostname, port, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 

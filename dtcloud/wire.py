@@ -21,7 +21,7 @@ import shlex
 import time
 
 from .client import CREDENTIAL_VARS, DTError, have_credentials
-from .text import printable
+from .text import printable, quoted
 
 POLL_S = 1.0
 
@@ -29,11 +29,11 @@ POLL_S = 1.0
 def manual_steps(url: str, name: str) -> str:
     return f"""DT is not wired automatically (set DT_PROJECT_ID and {', '.join(CREDENTIAL_VARS)} to do it).
 Manual steps, in DT Studio > your project > API Integrations > Data Connectors > Create new:
-  1. type HTTP Push, name {name!r}, endpoint URL {url}
+  1. type HTTP Push, name {quoted(name)}, endpoint URL {url}
   2. signature secret: the same value as DT_SIGNATURE_SECRET of this deployment
   3. event types: those your handlers use (`dtconnector connector apply --dry-run` prints them)
-  4. save, then "Sync" (or: dtconnector connector sync --project P --name {name!r}) and check
-     `dtconnector connector status --project P --name {name!r}`"""
+  4. save, then "Sync" (or: dtconnector connector sync --project P --name {quoted(name)}) and check
+     `dtconnector connector status --project P --name {quoted(name)}`"""
 
 
 def wire(args) -> int:
@@ -72,12 +72,12 @@ def wire(args) -> int:
         missing = sorted(set(handler_events) - have) if handler_events else []
         if missing:
             print(f"wire-dt: note: the connector's event filter (set in DT) leaves out {', '.join(missing)}, which "
-                  f"your handlers use ({why}); kept: `dtconnector connector apply --name {name!r} --events "
+                  f"your handlers use ({why}); kept: `dtconnector connector apply --name '{name}' --events "
                   f"{','.join(sorted(have | set(handler_events)))}` adds them")
     cid = connector_id(conn)
     if conn.get("status") != "ACTIVE":
         then = " (then `dtconnector backfill` the gap)" if conn.get("status") == "SYSTEM_DISABLED" else ""
-        print(f"wire-dt: connector {name!r} ({printable(cid)}) points at {printable(args.url)}, but the connector "
+        print(f"wire-dt: connector '{name}' ({printable(cid)}) points at {printable(args.url)}, but the connector "
               f"is disabled in DT ({printable(conn.get('status'))}); not enabling it: run `dtconnector connector "
               f"enable --name {shlex.quote(name)}`{then}")
         return 0
@@ -93,11 +93,11 @@ def wire(args) -> int:
         now, errors = _int(metrics.get("successCount")), _int(metrics.get("errorCount"))
         if now > before:
             print(f"wire-dt: OK: DT delivered {now - before} events to {printable(args.url)} through connector "
-                  f"{name!r} ({printable(cid)}); event filter: {', '.join(conn.get('events') or []) or 'all'}")
+                  f"'{name}' ({printable(cid)}); event filter: {', '.join(conn.get('events') or []) or 'all'}")
             return 0
-    print(f"wire-dt: NOT CONFIRMED: connector {name!r} ({printable(cid)}) points at {printable(args.url)}, but DT "
+    print(f"wire-dt: NOT CONFIRMED: connector '{name}' ({printable(cid)}) points at {printable(args.url)}, but DT "
           f"reported no successful delivery within {args.wait:g} s ({errors} errors); check "
-          f"`dtconnector connector status --project {printable(project)} --name {name!r}`")
+          f"`dtconnector connector status --project {printable(project)} --name '{name}'`")
     return 1
 
 
