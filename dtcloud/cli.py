@@ -41,7 +41,8 @@ DURATIONS_NOTE = f"Time options take {DURATION_SYNTAX}."
 def _parser(sub, name: str, help_text: str, description: str, example: str) -> argparse.ArgumentParser:
     """A subcommand whose --help ends with one example and the notes every DT command shares."""
     return sub.add_parser(name, help=help_text, description=textwrap.fill(description, 88),
-                          epilog=f"example:\n  {example}\n\n{CREDENTIALS_NOTE}\n{DURATIONS_NOTE}",
+                          epilog=f"example:\n  {example}\n\n{textwrap.fill(CREDENTIALS_NOTE, 88)}\n"
+                                 f"{textwrap.fill(DURATIONS_NOTE, 88)}",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
@@ -261,8 +262,8 @@ def cmd_wire(args) -> int:
 
 def _add_target(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", help=PROJECT_HELP)
-    p.add_argument("--name", help="the connector's display name (or --id)")
-    p.add_argument("--id", help="the connector's id (instead of --name)")
+    p.add_argument("--name", help="the connector's display name (no default: give this or --id)")
+    p.add_argument("--id", help="the connector's id (no default: give this or --name)")
 
 
 def add_connector_parser(sub) -> None:
@@ -300,14 +301,17 @@ def add_connector_parser(sub) -> None:
     ap.add_argument("--secret-file", help="read the signature secret from this file (default: $DT_SIGNATURE_SECRET; "
                                           "neither: the secret is kept)")
     ap.add_argument("--dry-run", action="store_true", help="only print what would change (default: apply it)")
-    native = ap.add_argument_group("native queue connectors (--type other than HTTP_PUSH; all default to kept)")
-    native.add_argument("--sqs-queue-url", help="AWS_SQS: the queue URL")
-    native.add_argument("--aws-role-arn", help="AWS_SQS: the role DT assumes")
-    native.add_argument("--audience", help="AWS_SQS / GOOGLE_CLOUD_PUBSUB: the identity token audience")
-    native.add_argument("--pubsub-topic", help="GOOGLE_CLOUD_PUBSUB: projects/<p>/topics/<t>")
-    native.add_argument("--azure-url", help="AZURE_SERVICE_BUS (sb://ns/topic) / AZURE_EVENT_HUB: the URL")
-    native.add_argument("--azure-tenant-id", help="AZURE_*: tenant id of the app DT authenticates as")
-    native.add_argument("--azure-client-id", help="AZURE_*: client id of the app DT authenticates as")
+    native = ap.add_argument_group("native queue connectors (--type other than HTTP_PUSH): the config object is "
+                                   "replaced whole when one of these is given")
+    native.add_argument("--sqs-queue-url", help="AWS_SQS: the queue URL (default: kept)")
+    native.add_argument("--aws-role-arn", help="AWS_SQS: the role DT assumes (default: kept)")
+    native.add_argument("--audience", help="AWS_SQS / GOOGLE_CLOUD_PUBSUB: the identity token audience "
+                                           "(default: kept)")
+    native.add_argument("--pubsub-topic", help="GOOGLE_CLOUD_PUBSUB: projects/<p>/topics/<t> (default: kept)")
+    native.add_argument("--azure-url", help="AZURE_SERVICE_BUS (sb://ns/topic) / AZURE_EVENT_HUB: the URL "
+                                            "(default: kept)")
+    native.add_argument("--azure-tenant-id", help="AZURE_*: tenant id of the app DT authenticates as (default: kept)")
+    native.add_argument("--azure-client-id", help="AZURE_*: client id of the app DT authenticates as (default: kept)")
     ap.set_defaults(func=_guarded(cmd_apply))
 
     ls = _parser(csub, "list", "the project's connectors", "List the project's Data Connectors (secrets masked).",
@@ -435,7 +439,7 @@ def add_backfill_parser(sub) -> None:
                    help="answer deadline per request (default: 10s, DT's)")
     p.add_argument("--max-age", type=duration_arg, default=600.0, metavar="DURATION",
                    help="retry a failing event this long after its first try, then stop the run (default: 10m)")
-    p.add_argument("--dry-run", action="store_true", help="count what would be sent; send nothing")
+    p.add_argument("--dry-run", action="store_true", help="count what would be sent; send nothing (default: send)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (default: text)")
     p.set_defaults(func=_guarded(cmd_backfill))
 

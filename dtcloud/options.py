@@ -71,9 +71,9 @@ def header_env(text: str) -> tuple[str, str]:
 def add_header_options(parser, what: str) -> None:
     """`--header`, `--header-file`, `--header-env`, all into `args.header` (a list of pairs)."""
     parser.add_argument("--header", type=header, action="append", default=[], metavar="NAME:VALUE",
-                        help=f"{what} (repeatable; the value shows in `ps`: use --header-file or "
-                             "--header-env for a secret)")
+                        help=f"{what} (repeatable; default: none; the value shows in `ps`: use --header-file "
+                             "or --header-env for a secret)")
     parser.add_argument("--header-file", type=header_file, action="append", dest="header", metavar="NAME:PATH",
-                        help="the same, the value read from the file PATH")
+                        help="the same, the value read from the file PATH (default: none)")
     parser.add_argument("--header-env", type=header_env, action="append", dest="header", metavar="NAME:VAR",
-                        help="the same, the value read from the environment variable VAR")
+                        help="the same, the value read from the environment variable VAR (default: none)")

@@ -60,11 +60,11 @@ def add_send_parser(subparsers) -> argparse.ArgumentParser:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--url", help="the receiver's URL (HTTP push; or --to)")
+    p.add_argument("--url", help="the receiver's URL, for HTTP push (no default: give this or --to)")
     p.add_argument("--to", metavar="sqs://…|pubsub://…",
                    help="publish straight into a queue as a native DT connector would (direct delivery): "
                         "sqs://<queue URL or name>, pubsub://projects/<p>/topics/<t>; honours "
-                        "AWS_ENDPOINT_URL and PUBSUB_EMULATOR_HOST")
+                        "AWS_ENDPOINT_URL and PUBSUB_EMULATOR_HOST (no default: give this or --url)")
     p.add_argument("--shape", choices=("json", "base64", "event"), default="json",
                    help="with --to: the message shape (DT's is unpublished): the push body, base64 of it, "
                         "or the bare event object (default: json)")
