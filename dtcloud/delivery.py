@@ -69,7 +69,7 @@ class Item:
     label: str | None = None
     born: float = 0.0  # monotonic time of its first scheduled try
     attempts: int = 0
-    last: str = ""  # the last answer: "503", "timeout", "error"
+    last: str = ""  # the last answer: "503", "timeout", "connection refused"
     done: bool = False
 
 
@@ -82,6 +82,11 @@ class Answer:
     @property
     def ok(self) -> bool:
         return self.status.isdigit() and 200 <= int(self.status) < 300
+
+    @property
+    def kind(self) -> str:
+        """The status, or for no HTTP answer the network error: how a summary counts it."""
+        return self.reason if self.status == "error" else self.status
 
     @property
     def refused(self) -> bool:
@@ -99,7 +104,7 @@ class Tally:
     accepted: int = 0  # events acknowledged with 202 (new to the receiver)
     duplicates: int = 0  # events acknowledged with another 2xx (the receiver had them)
     refused: dict = field(default_factory=dict)  # status -> events ended by a 4xx
-    given_up: dict = field(default_factory=dict)  # last answer -> events given up after max_age_s
+    given_up: dict = field(default_factory=dict)  # last answer ("503", "connection refused") -> events
     unanswered: dict = field(default_factory=dict)  # last answer -> events tried, stopped before an ack
     not_tried: int = 0
     statuses: dict = field(default_factory=dict)  # every answer: "202", "503", "timeout", "error"
@@ -124,7 +129,7 @@ class Tally:
         for name, counts in (("refused", self.refused), ("given up", self.given_up),
                              ("unanswered when stopped", self.unanswered)):
             if counts:
-                detail = ", ".join(f"{_answer_name(k)}: {v}" for k, v in sorted(counts.items()))
+                detail = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
                 parts.append(f"{name} {sum(counts.values())} ({detail})")
         if self.not_tried:
             parts.append(f"not tried {self.not_tried}")
@@ -135,10 +140,6 @@ class Tally:
         out = [f"{k}: {v}" for k, v in sorted(self.statuses.items()) if k != "error"]
         out += [f"{k}: {v}" for k, v in sorted(self.errors.items())]
         return ", ".join(out) or "-"
-
-
-def _answer_name(key: str) -> str:
-    return "no answer (connection error)" if key == "error" else key
 
 
 @dataclass
@@ -309,7 +310,7 @@ class Engine:
                         t.errors[answer.reason] = t.errors.get(answer.reason, 0) + 1
                     if item.attempts > 1:
                         t.retried += 1
-                    item.last = answer.status
+                    item.last = answer.kind
                     if answer.ok:
                         t.latencies_s.append(answer.seconds)
                         if answer.status == "202":
@@ -323,7 +324,7 @@ class Engine:
                         if not t.stopped:
                             t.stopped = self.describe(answer)
                     elif too_old:
-                        t.given_up[answer.status] = t.given_up.get(answer.status, 0) + 1
+                        t.given_up[answer.kind] = t.given_up.get(answer.kind, 0) + 1
                         if item.label:
                             t.given_up_labels.append(item.label)
                         item.done = True

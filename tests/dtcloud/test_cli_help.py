@@ -95,3 +95,19 @@ def test_the_dt_api_stand_in_publishes_by_default():
     out = subprocess.run([sys.executable, "-m", "emulator.dtapi", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and "(default: 5s)" in out.stdout and "0 publishes none" in out.stdout
+
+
+def test_without_the_dt_extra_the_hint_is_the_command_that_works_here(tmp_path):
+    """`requests` missing: one line with the install command for a source checkout, run from it."""
+    code = ("import sys; sys.modules['requests'] = None; from local_receiver.cli import main; "
+            "sys.exit(main(['connector', 'list']))")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "DT_PROJECT_ID": "p", "DT_SERVICE_ACCOUNT_KEY_ID": "k",
+           "DT_SERVICE_ACCOUNT_SECRET": "s", "DT_SERVICE_ACCOUNT_EMAIL": "e"}
+    python = REPO / ".venv" / "bin" / "python"
+    if not python.exists():
+        pytest.skip("no .venv in this checkout")
+    out = subprocess.run([".venv/bin/python", "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == ("dtconnector connector: the `dt` extra is not installed (it needs `requests`): "
+                                  ".venv/bin/python -m pip install -e '.[dt]'")
