@@ -448,6 +448,8 @@ def add_backfill_parser(sub) -> None:
 
 
 def cmd_stream(args) -> int:
+    from core.config import ConfigError
+    from core.ports import StoreError
     from local_receiver.app import AlreadyRunning
 
     from .stream import Follower, local_pipeline
@@ -458,6 +460,8 @@ def cmd_stream(args) -> int:
         app, accept = local_pipeline(args.db)
     except AlreadyRunning as exc:
         raise DTError(f"{exc} (stop `dtconnector serve` first: they share the database)") from None
+    except (ConfigError, StoreError) as exc:  # a DT_* setting, a handler module, the database file
+        raise DTError(str(exc)) from None
     stop = threading.Event()
     follower = Follower(client, project, accept, types=args.types, label_keys=args.labels,
                         ping_interval_s=args.ping_interval)

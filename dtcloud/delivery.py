@@ -230,7 +230,6 @@ class Engine:
         self._pool: LifoQueue = LifoQueue()
         self._lock = threading.Lock()
         self._rng = random.Random()
-        self._sched = _Scheduler()
         self.tally = Tally(url)
 
     @property
@@ -290,12 +289,12 @@ class Engine:
 
     # --- the loop ---------------------------------------------------------------------
 
-    def _worker(self) -> None:
+    def _worker(self, sched: _Scheduler) -> None:
         conn = self._connection()
         t, p = self.tally, self.policy
         try:
             while True:
-                item = self._sched.get()
+                item = sched.get()
                 if item is None:
                     return
                 item.attempts += 1
@@ -332,19 +331,19 @@ class Engine:
                             t.stopped = (f"{self.describe(answer)}, still after {_age(p.max_age_s)} "
                                          "(--max-age)")
                 if answer.ok:
-                    self._sched.finished()
+                    sched.finished()
                 elif refused_for_good:
                     self._say_once(answer, "stopping" + self._stop_note)
-                    self._sched.finished()
-                    self._sched.stop()
+                    sched.finished()
+                    sched.stop()
                 elif too_old:
-                    self._sched.finished()
+                    sched.finished()
                     if p.stop_on_give_up:
-                        self._sched.stop()
+                        sched.stop()
                 else:
                     self._say_once(answer, f"retrying each event for up to {_age(p.max_age_s)}")
                     due = min(now + self._backoff(item.attempts), item.born + p.max_age_s)
-                    self._sched.add(item, due, new=False)
+                    sched.add(item, due, new=False)
         finally:
             self._pool.put(conn)
 
@@ -361,12 +360,12 @@ class Engine:
         if self.stopped:
             t.not_tried += len(items)
             return Batch(len(items), 0)
-        self._sched = sched = _Scheduler()
+        sched = _Scheduler()
         start = time.monotonic()
         for i, item in enumerate(items):
             item.born = start + (i / self.policy.rate if self.policy.rate else 0.0)
             sched.add(item, item.born)
-        threads = [threading.Thread(target=self._worker, name=f"dt-delivery-{i}", daemon=True)
+        threads = [threading.Thread(target=self._worker, args=(sched,), name=f"dt-delivery-{i}", daemon=True)
                    for i in range(max(1, min(self.policy.concurrency, len(items))))]
         if on_start:
             on_start()

@@ -579,15 +579,19 @@ def huge_answer(suffix: str, size: int, content_length: bool = True) -> Hostile:
     return hostile
 
 
+def _stream_head(handler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/x-ndjson")
+    handler.end_headers()
+    handler.close_connection = True
+
+
 def stream_lines(lines: list[bytes], then_hold_s: float = 0.0) -> Hostile:
     """The event stream answers with exactly these lines (then stays open `then_hold_s`)."""
     def hostile(handler, method, path, params) -> bool:
         if not path.endswith("devices:stream"):
             return False
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/x-ndjson")
-        handler.end_headers()
-        handler.close_connection = True
+        _stream_head(handler)
         for line in lines:
             handler.wfile.write(line + b"\n")
             handler.wfile.flush()
@@ -601,10 +605,7 @@ def endless_line(seconds: float = 30.0) -> Hostile:
     def hostile(handler, method, path, params) -> bool:
         if not path.endswith("devices:stream"):
             return False
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/x-ndjson")
-        handler.end_headers()
-        handler.close_connection = True
+        _stream_head(handler)
         handler.wfile.write(b'{"result": {"event": {"eventId": "')
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:

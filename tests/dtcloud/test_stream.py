@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import sys
@@ -54,9 +55,11 @@ def publish(standin, n: int, start: int = 0, ago_s: float = 0.0) -> list[str]:
     return ids
 
 
-def follow(follower: Follower):
+@contextlib.contextmanager
+def following(follower: Follower, standin):
+    """`follower.run` in a thread for the block; yields the errors it raised (a list)."""
     stop = threading.Event()
-    errors = []
+    errors: list[Exception] = []
 
     def target():
         try:
@@ -64,16 +67,20 @@ def follow(follower: Follower):
         except Exception as exc:  # surfaced by the test
             errors.append(exc)
 
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    return stop, t, errors
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        yield errors
+    finally:
+        stop.set()
+        standin.drop_streams()
+        thread.join(10)
 
 
 def test_forced_disconnect_loses_nothing(pipeline, standin, capsys):
     app, deliver, seen = pipeline
     follower = Follower(Client(), PROJECT, deliver, ping_interval_s=1.0)
-    stop, thread, errors = follow(follower)
-    try:
+    with following(follower, standin) as errors:
         assert follower.connected.wait(10)
         live = publish(standin, 5)
         wait_until(lambda: len(seen()) == 5, what="5 streamed events handled")
@@ -86,10 +93,6 @@ def test_forced_disconnect_loses_nothing(pipeline, standin, capsys):
         wait_until(lambda: follower.connected.is_set(), timeout=15, what="the reconnect")
         after = publish(standin, 4, start=11)
         wait_until(lambda: set(live + during + after) <= set(seen()), timeout=15, what="all 15 handled")
-    finally:
-        stop.set()
-        standin.drop_streams()
-        thread.join(10)
     assert not errors
     assert all(n == 1 for n in Counter(seen()).values())  # the gap overlap was absorbed by dedup
     assert follower.stats.reconnects >= 1 and follower.stats.backfilled >= len(during)
@@ -101,8 +104,7 @@ def test_forced_disconnect_loses_nothing(pipeline, standin, capsys):
 def test_silent_connection_triggers_reconnect(pipeline, standin):
     app, deliver, seen = pipeline
     follower = Follower(Client(), PROJECT, deliver, ping_interval_s=0.5)
-    stop, thread, errors = follow(follower)
-    try:
+    with following(follower, standin) as errors:
         assert follower.connected.wait(10)
         publish(standin, 1)
         wait_until(lambda: len(seen()) == 1, what="first event")
@@ -112,10 +114,6 @@ def test_silent_connection_triggers_reconnect(pipeline, standin):
         wait_until(lambda: follower.connected.is_set(), timeout=10, what="the new connection")
         ids = publish(standin, 2, start=1)
         wait_until(lambda: set(ids) <= set(seen()), timeout=10, what="events after the reconnect")
-    finally:
-        stop.set()
-        standin.drop_streams()
-        thread.join(10)
     assert not errors
 
 
@@ -146,8 +144,7 @@ def test_events_late_to_history_are_fetched_by_the_recheck(pipeline, standin):
     app, deliver, seen = pipeline
     clock = Clock()
     follower = Follower(Client(), PROJECT, deliver, ping_interval_s=0.5, history_lag_s=12, clock=clock)
-    stop, thread, errors = follow(follower)
-    try:
+    with following(follower, standin) as errors:
         assert follower.connected.wait(10)
         standin.hold_history = True  # what is published now reaches the history late, as on DT
         standin.drop_streams()
@@ -161,10 +158,6 @@ def test_events_late_to_history_are_fetched_by_the_recheck(pipeline, standin):
         assert not set(late) & set(seen())  # the re-check is not due yet
         clock.offset = 12  # DT's lag has passed
         wait_until(lambda: set(late) <= set(seen()), timeout=10, what="the late events, via the re-check")
-    finally:
-        stop.set()
-        standin.drop_streams()
-        thread.join(10)
     assert not errors and all(n == 1 for n in Counter(seen()).values())
 
 
@@ -174,25 +167,19 @@ def test_a_store_failing_for_a_few_seconds_loses_nothing(pipeline, standin, tmp_
     503 and tried again with backoff until the store works again, never dropped."""
     app, accept, seen = pipeline
     follower = Follower(Client(), PROJECT, accept, ping_interval_s=1.0)
-    stop, thread, errors = follow(follower)
     blocker = sqlite3.connect(str(tmp_path / "events.db"), timeout=10, isolation_level=None)
-    try:
+    with contextlib.closing(blocker), following(follower, standin) as errors:
         assert follower.connected.wait(10)
         app.db._conn.execute("PRAGMA busy_timeout=20")
         blocker.execute("BEGIN EXCLUSIVE")
-        ids = publish(standin, 6)
-        wait_until(lambda: follower.stats.store_retries >= 3, what="503s retried")
-        assert not set(ids) & set(seen())
-        time.sleep(2)  # the store stays down a few seconds
-        blocker.execute("COMMIT")
-        wait_until(lambda: set(ids) <= set(seen()), timeout=30, what="all 6 stored and handled")
-    finally:
-        if blocker.in_transaction:
+        try:
+            ids = publish(standin, 6)
+            wait_until(lambda: follower.stats.store_retries >= 3, what="503s retried")
+            assert not set(ids) & set(seen())
+            time.sleep(2)  # the store stays down a few seconds
+        finally:
             blocker.execute("COMMIT")
-        blocker.close()
-        stop.set()
-        standin.drop_streams()
-        thread.join(10)
+        wait_until(lambda: set(ids) <= set(seen()), timeout=30, what="all 6 stored and handled")
     assert not errors
     s = follower.stats
     assert (s.accepted, s.rejected, s.unstored) == (6, 0, 0) and s.store_retries >= 3
@@ -205,8 +192,7 @@ def test_a_second_reconnect_keeps_the_first_gaps_recheck(pipeline, standin):
     app, accept, seen = pipeline
     clock = Clock()
     follower = Follower(Client(), PROJECT, accept, ping_interval_s=0.5, history_lag_s=12, clock=clock)
-    stop, thread, errors = follow(follower)
-    try:
+    with following(follower, standin) as errors:
         assert follower.connected.wait(10)
         first = publish(standin, 1, ago_s=20)  # streamed: last_seen 20 s ago
         wait_until(lambda: set(first) <= set(seen()), what="the first event")
@@ -226,18 +212,13 @@ def test_a_second_reconnect_keeps_the_first_gaps_recheck(pipeline, standin):
         assert not set(late) & set(seen())  # neither gap fetch could see it
         clock.offset = 12
         wait_until(lambda: set(late) <= set(seen()), timeout=10, what="the late event, via the kept re-check")
-    finally:
-        stop.set()
-        standin.drop_streams()
-        thread.join(10)
     assert not errors and all(n == 1 for n in Counter(seen()).values())
 
 
 def test_unknown_devices_do_not_reload_the_device_list_per_event(pipeline, standin):
     app, accept, seen = pipeline
     follower = Follower(Client(), PROJECT, accept, ping_interval_s=1.0)
-    stop, thread, errors = follow(follower)
-    try:
+    with following(follower, standin) as errors:
         assert follower.connected.wait(10)
         lists_before = sum(1 for m, p in standin.requests if p.endswith("/devices"))
         ids = []
@@ -246,10 +227,6 @@ def test_unknown_devices_do_not_reload_the_device_list_per_event(pipeline, stand
             standin.publish(PROJECT, e, deliver=False)
             ids.append(e["eventId"])
         wait_until(lambda: set(ids) <= set(seen()), what="30 events of an unknown device")
-    finally:
-        stop.set()
-        standin.drop_streams()
-        thread.join(10)
     assert not errors
     assert sum(1 for m, p in standin.requests if p.endswith("/devices")) - lists_before <= 1
 
@@ -303,3 +280,15 @@ def test_stream_escapes_what_dt_writes(dt_env, standin, capsys, tmp_path):
     code = main(stream_cli(tmp_path, "--duration", "1500ms"))
     err = capsys.readouterr().err
     assert code == 0 and "\x1b" not in err and "\\x1b[2J" in err and "\nFAKE" not in err
+
+
+def test_a_broken_handler_module_or_setting_is_one_line_and_exit_2(dt_env, standin, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("DT_HANDLERS", "no_such_handler_module")
+    assert main(stream_cli(tmp_path, "--duration", "1s")) == 2
+    one = capsys.readouterr().err.strip().splitlines()
+    assert one == ["dtconnector stream: cannot load handler module 'no_such_handler_module' (DT_HANDLERS): "
+                   "ModuleNotFoundError: No module named 'no_such_handler_module'"]
+    monkeypatch.delenv("DT_HANDLERS")
+    monkeypatch.setenv("DT_DEDUP_TTL_S", "soon")
+    assert main(stream_cli(tmp_path, "--duration", "1s")) == 2
+    assert capsys.readouterr().err.strip() == "dtconnector stream: DT_DEDUP_TTL_S must be a number"
