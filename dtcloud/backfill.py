@@ -135,7 +135,7 @@ class Checkpoint:
             try:
                 old = json.loads(self.path.read_text())
                 parse_rfc3339(old["since"]), parse_rfc3339(old["until"])
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, RecursionError):
                 old = {}
             if isinstance(old, dict) and old.get("key") == key and isinstance(old.get("devices"), dict):
                 self.data = old

@@ -130,7 +130,7 @@ class ServiceAccount:
                        env.get("DT_TOKEN_URL") or str(account.get("tokenEndpoint") or DT_TOKEN_URL))
         except OSError as exc:
             raise DTError(f"cannot read DT_CREDENTIALS_FILE {path}: {exc.strerror}") from None
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise DTError(f"DT_CREDENTIALS_FILE {path} is not a DT service-account file "
                           f"({{\"serviceAccount\": {{\"keyId\", \"secret\", \"email\"}}}}): {type(exc).__name__}") from None
 
@@ -242,7 +242,7 @@ class Client:
                     continue
             try:
                 doc = json.loads(raw) if raw.strip() else {}
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python parses
                 doc = None
             if not isinstance(doc, dict):
                 if 200 <= status < 300:
@@ -297,7 +297,7 @@ class Client:
                     raw = read_capped(r, 64 * 1024, time.monotonic() + read_timeout_s, f"GET {path}")
                     try:
                         doc = json.loads(raw)
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         doc = {}
                     raise self._stream_error(r.status_code, doc if isinstance(doc, dict) else {}, path)
                 yield from _lines(r, self.limits.max_line_bytes, path)

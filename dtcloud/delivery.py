@@ -410,7 +410,7 @@ def _reason(data: bytes, fallback: str) -> str:
     text = data.decode("utf-8", "replace")
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     if isinstance(doc, dict):
         for key in ("reason", "error", "message"):

@@ -210,7 +210,7 @@ class Follower:
         """The event of one stream line; None for a ping; DTError for what is not DT's."""
         try:
             payload = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise DTError(f"DT's stream sent a line that is not JSON: {printable(raw[:80])}") from None
         if isinstance(payload, dict) and "error" in payload:
             error = payload["error"]

@@ -94,6 +94,7 @@ def test_a_day_long_retry_after_is_not_slept(dt_env, standin, capsys):
     (b'["a list"]', "is not a JSON object"),
     (b'{"dataConnectors": "nope", "nextPageToken": ""}', "is malformed: `dataConnectors` is not a list"),
     (b'{"dataConnectors": [], "nextPageToken": 7}', "`nextPageToken` not a string"),
+    (b"[" * 200_000 + b"]" * 200_000, "is not a JSON object: [[[["),  # deeper than Python's parser goes
 ])
 def test_a_malformed_answer_is_one_line_and_exit_2(dt_env, standin, capsys, body, needle):
     def answer(handler, method, path, params) -> bool:

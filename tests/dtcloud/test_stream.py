@@ -240,6 +240,7 @@ def stream_cli(tmp_path, *extra: str) -> list[str]:
     (b'{"result": {"event": "x"}}', "not an event"),
     (b"[1, 2]", "not an event"),
     (b"not json at all", "not JSON"),
+    (b'{"result": ' * 50_000 + b"1" + b"}" * 50_000, "not JSON"),  # deeper than Python's parser goes
 ])
 def test_a_malformed_stream_line_is_one_clear_line_and_exit_2(dt_env, standin, capsys, tmp_path, line, why):
     standin.hostile = stream_lines([line], then_hold_s=5)
