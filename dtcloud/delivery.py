@@ -7,9 +7,10 @@ Used by `dtconnector backfill` (events from DT's history) and by the emulator's 
   batch: backfill sends a device's history 50 events at a time through the same pool.
 - An event is acknowledged by a 2xx within `timeout_s` (DT: 10 s). A 5xx, a timeout or a
   connection error is retried with exponential backoff and jitter until `max_age_s` after the
-  event's first try, then given up. A 4xx is final: the receiver will refuse the event again
-  (a wrong secret, a wrong path), so it stops the whole run at once, unless the policy is DT's
-  patience (`retry_refused`: every non-2xx retried until `max_age_s`, as `send --patient`).
+  event's first try, then given up; so are 408 and 429, which ask for exactly that. Any other
+  4xx is final: the receiver will refuse the event again (a wrong secret, a wrong path), so it
+  stops the whole run at once, unless the policy is DT's patience (`retry_refused`: every
+  non-2xx retried until `max_age_s`, as `send --patient`).
 - The first answer of each kind that is not a 2xx is reported the moment it happens, with its
   status and the receiver's reason (`401: token signature is invalid — check the secret`), or
   the URL and the network error (`cannot connect to http://…: connection refused`).
@@ -40,6 +41,7 @@ from .text import printable, quoted
 
 DT_TIMEOUT_S = 10.0
 MAX_ANSWER_BYTES = 64 * 1024  # of a receiver's answer we read (its reason); the rest is dropped
+RETRY_LATER = (408, 429)  # 4xx answers that ask to be retried (request timeout, too many requests)
 HINTS = {
     401: "check the secret",
     403: "check the secret and any header the receiver or its proxy requires",
@@ -90,7 +92,7 @@ class Answer:
 
     @property
     def refused(self) -> bool:
-        return self.status.isdigit() and 400 <= int(self.status) < 500
+        return self.status.isdigit() and 400 <= int(self.status) < 500 and int(self.status) not in RETRY_LATER
 
 
 @dataclass

@@ -237,3 +237,40 @@ def test_ctrl_c_prints_a_true_summary(dt_env, standin, make_serve):
     assert summary["interrupted"] and 0 < summary["accepted"] < 90
     assert summary["not_acknowledged"] == summary["fetched"] - summary["accepted"] - summary["duplicates"] > 0
     wait_until(lambda: len(serve.seen()) == summary["accepted"], what="the receiver got what was counted")
+
+
+def test_one_connection_pool_for_the_whole_run(dt_env, standin, capsys):
+    """180 events in 50-event chunks over 3 devices, --concurrency 2: two keep-alive connections
+    carry every request (one pool for the run, not a new sender per chunk)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    peers: list[tuple[str, int]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            peers.append(self.client_address)
+            self.send_response(202)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        events = add_history(standin, devices=3, hours=60, types=("temperature",))
+        code, out, err = run(capsys, "backfill", "--since", "3d", "--url", f"http://127.0.0.1:{server.server_port}/",
+                             "--concurrency", "2", "--json")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 0, err
+    assert json.loads(out)["accepted"] == len(peers) == len(events) == 180
+    assert len(set(peers)) <= 2

@@ -266,3 +266,19 @@ def test_cli_ctrl_c_prints_a_true_summary(scripted, secret):
     assert summary["unacknowledged"] == 100 - summary["accepted"]
     assert summary["accepted"] + summary["not_tried"] + sum(summary["refused"].values()) + summary["given_up"] \
         <= 100 <= summary["accepted"] + summary["not_tried"] + 2  # at most the 2 in flight unanswered
+
+
+@pytest.mark.parametrize("status", [408, 429])
+def test_a_4xx_that_asks_for_a_retry_is_retried_without_patience(scripted, secret, status):
+    server = scripted(lambda n, body, headers: status if n == 1 else 202)
+    summary = Sender(_fast(server.url, secret)).run([e.body for e in generate(4, devices=1, seed=9)])
+    assert (summary.accepted, summary.refused, summary.stopped) == (4, 0, "")
+    assert summary.statuses == {str(status): 4, "202": 4}
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 413])
+def test_any_other_4xx_stops_the_run(scripted, secret, status):
+    server = scripted(lambda n, body, headers: status)
+    summary = Sender(_fast(server.url, secret, concurrency=1)).run([e.body for e in generate(20, devices=2, seed=9)])
+    assert summary.accepted == 0 and summary.tally.refused == {str(status): 1} and summary.not_tried == 19
+    assert summary.stopped.startswith(f"{status}: ") and len(server.requests) == 1
