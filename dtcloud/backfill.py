@@ -2,10 +2,17 @@
 
 Why this shape: after an outage longer than DT's 12 h retries, or while a connector was
 disabled, events exist only in DT's history. Each one is rebuilt exactly as the connector
-would have sent it (`bodies.connector_body`), signed like DT, and POSTed through the same
-delivery engine as `dtconnector send` (`emulator.sender`: concurrency, retries with backoff,
-rate limit, 10 s deadline), device by device, oldest first, so the receiver's own dedup
-absorbs what it already has and its "latest state" ends with the newest event.
+would have sent it (`bodies.connector_body`), signed like DT (`signing`), and POSTed through
+one delivery engine for the whole run (`delivery.Engine`: one connection pool, concurrency,
+rate), device by device, oldest first, so the receiver's own dedup absorbs what it already
+has and its "latest state" ends with the newest event.
+
+What stops the run, at once and with the reason: a 4xx (a wrong secret or URL is refused
+again for every event), or an event still failing with 5xx, timeouts or connection errors
+`max_age_s` after its first try (the receiver is down: waiting that long again for every
+device would only multiply the wait). Both exit 1 with a summary by answer; the checkpoint
+keeps what was delivered, so the same command resumes. An event DT returns malformed (no
+id, a timestamp that is not RFC 3339) is named and skipped; the run goes on.
 
 Resumable: after each chunk a device's progress (the last delivered (timestamp, eventId))
 goes to a checkpoint file; an interrupted run with the same parameters continues from there.
@@ -23,13 +30,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from emulator.sender import SendConfig, Sender
+from core.times import parse_rfc3339, rfc3339
 
-from .bodies import connector_body
+from .bodies import connector_body, malformed_reason
 from .client import Client
-from .timeparse import parse_rfc3339, rfc3339
+from .delivery import HINTS, Engine, Policy, Tally
+from .signing import sign
+from .text import printable
 
 CHUNK = 50  # events per checkpointed step
+SHOWN_MALFORMED = 5  # malformed events named one by one; the rest are counted
+BACKFILL_HINTS = {**HINTS, 401: "check the secret (DT_SIGNATURE_SECRET or --secret-file): it must be the "
+                                "receiver's"}
 
 
 @dataclass
@@ -59,22 +71,59 @@ class Plan:
 
 @dataclass
 class Summary:
-    devices: int = 0
+    devices: int = 0  # devices to backfill
+    devices_done: int = 0  # devices whose window was delivered completely
     fetched: int = 0
     skipped: int = 0  # already delivered by an earlier, interrupted run
-    accepted: int = 0  # 202: new to the receiver
-    duplicates: int = 0  # 200: the receiver had it already
-    failed: int = 0  # given up after retries
+    malformed: int = 0  # events DT returned that cannot be delivered (named on stderr, not sent)
+    tally: Tally | None = None
     dry_run: bool = False
     resumed: bool = False
 
+    @property
+    def stopped(self) -> str:
+        return self.tally.stopped if self.tally else ""
+
+    @property
+    def interrupted(self) -> bool:
+        return bool(self.tally and self.tally.interrupted)
+
+    @property
+    def complete(self) -> bool:
+        return self.devices_done == self.devices and not self.malformed and not self.stopped \
+            and not self.interrupted
+
+    def to_dict(self) -> dict:
+        t = self.tally or Tally("")
+        return {
+            "devices": self.devices, "devices_done": self.devices_done, "fetched": self.fetched,
+            "skipped": self.skipped, "malformed": self.malformed, "sent": t.requests, "accepted": t.accepted,
+            "duplicates": t.duplicates, "refused": dict(sorted(t.refused.items())),
+            "given_up": dict(sorted(t.given_up.items())), "unanswered": dict(sorted(t.unanswered.items())),
+            "not_tried": t.not_tried, "not_acknowledged": t.unacknowledged, "answers": dict(sorted(t.statuses.items())),
+            "stopped": self.stopped, "interrupted": self.interrupted, "dry_run": self.dry_run,
+            "resumed": self.resumed,
+        }
+
     def text(self) -> str:
+        devices = f"{self.devices} devices" if self.devices_done == self.devices or self.dry_run \
+            else f"{self.devices} devices ({self.devices_done} done, {self.devices - self.devices_done} not finished)"
+        skipped = f" ({self.skipped} already sent by an interrupted run)" if self.skipped else ""
+        malformed = f"; {self.malformed} malformed events from DT skipped (named above)" if self.malformed else ""
         if self.dry_run:
-            return (f"backfill (dry run): {self.fetched} events from {self.devices} devices would be sent"
-                    + (f" ({self.skipped} already sent by an interrupted run)" if self.skipped else ""))
-        return (f"backfill: fetched {self.fetched} events from {self.devices} devices"
-                + (f", skipped {self.skipped} already sent (resumed)" if self.resumed else "")
-                + f"; accepted {self.accepted}, duplicates {self.duplicates}, failed {self.failed}")
+            return f"backfill (dry run): {self.fetched} events from {devices} would be sent{skipped}{malformed}"
+        t = self.tally or Tally("")
+        lines = [f"backfill: fetched {self.fetched} events from {devices}"
+                 + (f", skipped {self.skipped} already sent (resumed)" if self.resumed else "")
+                 + f"; sent {t.requests} requests; {t.outcome()}{malformed}"]
+        if t.unacknowledged:
+            lines.append(f"backfill: {t.unacknowledged} of {t.events} events handed to the receiver were not "
+                         "acknowledged; run the same command again to resume")
+        if self.stopped:
+            lines.insert(0, f"backfill: stopped: {self.stopped}")
+        elif self.interrupted:
+            lines.insert(0, "backfill: interrupted")
+        return "\n".join(lines)
 
 
 class Checkpoint:
@@ -85,9 +134,10 @@ class Checkpoint:
         if self.path.exists():
             try:
                 old = json.loads(self.path.read_text())
-            except (OSError, ValueError):
+                parse_rfc3339(old["since"]), parse_rfc3339(old["until"])
+            except (OSError, ValueError, KeyError, TypeError, RecursionError):
                 old = {}
-            if old.get("key") == key:
+            if isinstance(old, dict) and old.get("key") == key and isinstance(old.get("devices"), dict):
                 self.data = old
                 self.resumed = True
 
@@ -95,9 +145,12 @@ class Checkpoint:
     def window(self) -> tuple[datetime, datetime]:
         return parse_rfc3339(self.data["since"]), parse_rfc3339(self.data["until"])
 
-    def done_through(self, device: str) -> tuple[str, str] | None:
+    def done_through(self, device: str) -> tuple[datetime, str] | None:
         mark = self.data["devices"].get(device)
-        return tuple(mark) if mark else None
+        try:
+            return parse_rfc3339(mark[0]), str(mark[1])
+        except (TypeError, ValueError, IndexError):
+            return None
 
     def advance(self, device: str, mark: tuple[str, str]) -> None:
         self.data["devices"][device] = list(mark)
@@ -111,59 +164,82 @@ class Checkpoint:
 
 
 def _order_key(event: dict) -> tuple:
-    return (parse_rfc3339(event["timestamp"]), event.get("eventId", ""))
+    return (parse_rfc3339(event["timestamp"]), event["eventId"])
 
 
 def run(client: Client, plan: Plan, progress: TextIO | None = None) -> Summary:
     progress = progress or sys.stderr
+
+    def say(text: str) -> None:
+        print(f"backfill: {text}", file=progress, flush=True)
+
     checkpoint = Checkpoint(plan.checkpoint, plan.key(), plan.since, plan.until)
     since, until = checkpoint.window  # a resumed run keeps the first run's window
     summary = Summary(dry_run=plan.dry_run, resumed=checkpoint.resumed)
     if checkpoint.resumed:
-        print(f"backfill: resuming from {checkpoint.path}", file=progress)
-    devices = client.devices(plan.project, plan.devices or None)
-    if plan.devices:
-        devices = [d for d in devices if d["name"].rsplit("/", 1)[-1] in set(plan.devices)]
-    summary.devices = len(devices)
-    for n, device in enumerate(devices, 1):
-        device_id = device["name"].rsplit("/", 1)[-1]
-        events = client.events(plan.project, device_id, rfc3339(since), rfc3339(until), plan.types)
-        events.sort(key=_order_key)  # DT answers newest first; deliver oldest first
-        summary.fetched += len(events)
-        mark = checkpoint.done_through(device_id)
-        if mark:
-            through = (parse_rfc3339(mark[0]), mark[1])
-            todo = [e for e in events if _order_key(e) > through]
-            summary.skipped += len(events) - len(todo)
-            events = todo
-        print(f"backfill: [{n}/{len(devices)}] {device_id}: {len(events)} events to send", file=progress, flush=True)
-        if plan.dry_run or not events:
-            continue
-        for start in range(0, len(events), CHUNK):
-            chunk = events[start:start + CHUNK]
-            bodies = [connector_body(e, device, plan.project, plan.label_keys) for e in chunk]
-            result = _send(plan, bodies)
-            summary.accepted += result.statuses.get("202", 0)
-            summary.duplicates += sum(v for k, v in result.statuses.items() if k.isdigit() and int(k) // 100 == 2
-                                      and k != "202")
-            summary.failed += result.given_up
-            if result.given_up or result.interrupted:
-                print(f"backfill: {device_id}: {result.given_up} events not acknowledged; "
-                      "this device resumes from here next run", file=progress, flush=True)
-                if result.interrupted:
-                    raise KeyboardInterrupt
+        say(f"resuming from {checkpoint.path}")
+    engine = Engine(plan.url, Policy(concurrency=plan.concurrency, timeout_s=plan.timeout_s, max_age_s=plan.max_age_s,
+                                     rate=plan.rate, stop_on_give_up=True),
+                    sign=(lambda body: {"X-Dt-Signature": sign(body, plan.secret)}) if plan.secret else None,
+                    report=say, hints=BACKFILL_HINTS)
+    summary.tally = engine.tally
+    try:
+        devices = client.devices(plan.project, plan.devices or None)
+        if plan.devices:
+            devices = [d for d in devices if d["name"].rsplit("/", 1)[-1] in set(plan.devices)]
+        summary.devices = len(devices)
+        for n, device in enumerate(devices, 1):
+            device_id = device["name"].rsplit("/", 1)[-1]
+            if not _backfill_device(client, plan, engine, checkpoint, summary, device, device_id,
+                                    f"[{n}/{len(devices)}] {printable(device_id, 80)}", (since, until), say):
                 break
-            last = chunk[-1]
-            checkpoint.advance(device_id, (last["timestamp"], last.get("eventId", "")))
-            print(f"backfill:   {device_id}: {min(start + CHUNK, len(events))}/{len(events)} delivered",
-                  file=progress, flush=True)
-    if not plan.dry_run and summary.failed == 0:
+    except KeyboardInterrupt:
+        engine.tally.interrupted = True
+    finally:
+        engine.close()
+    if not plan.dry_run and summary.complete:
         checkpoint.remove()
     return summary
 
 
-def _send(plan: Plan, bodies: list[bytes]):
-    config = SendConfig(url=plan.url, secret=plan.secret, concurrency=plan.concurrency, timeout_s=plan.timeout_s,
-                        max_age_s=plan.max_age_s, rate=plan.rate, progress=None)
-    return Sender(config).run(bodies)
-
+def _backfill_device(client, plan, engine, checkpoint, summary, device, device_id, label, window, say) -> bool:
+    """One device's window; False when the run must stop."""
+    events = client.events(plan.project, device_id, rfc3339(window[0]), rfc3339(window[1]), plan.types)
+    summary.fetched += len(events)
+    good = []
+    for e in events:
+        reason = malformed_reason(e)
+        if reason is None:
+            good.append(e)
+            continue
+        summary.malformed += 1
+        if summary.malformed <= SHOWN_MALFORMED:
+            ident = printable(e.get("eventId"), 40) if isinstance(e, dict) else "?"
+            say(f"{label}: skipping a malformed event from DT (eventId {ident}): {reason}")
+    good.sort(key=_order_key)  # DT answers newest first; deliver oldest first
+    mark = checkpoint.done_through(device_id)
+    if mark:
+        todo = [e for e in good if _order_key(e) > mark]
+        summary.skipped += len(good) - len(todo)
+        good = todo
+    say(f"{label}: {len(good)} events to send")
+    if plan.dry_run or not good:
+        summary.devices_done += 1
+        return True
+    for start in range(0, len(good), CHUNK):
+        chunk = good[start:start + CHUNK]
+        bodies = [connector_body(e, device, plan.project, plan.label_keys) for e in chunk]
+        batch = engine.run(bodies, labels=[e["eventId"] for e in chunk])
+        if batch.complete:
+            last = chunk[-1]
+            checkpoint.advance(device_id, (last["timestamp"], last["eventId"]))
+        if engine.stopped:
+            rest = len(good) - start - len(chunk)  # never handed to the engine: not tried either
+            engine.tally.events += rest
+            engine.tally.not_tried += rest
+            say(f"{label}: {len(good) - start - batch.acknowledged} events not delivered; "
+                "this device resumes from here next run")
+            return False
+        say(f"  {label}: {min(start + CHUNK, len(good))}/{len(good)} delivered")
+    summary.devices_done += 1
+    return True

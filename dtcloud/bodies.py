@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
+from core.times import parse_rfc3339
+
 
 def device_id_of(event: dict) -> str:
     return str(event.get("targetName", "")).rsplit("/", 1)[-1]
@@ -27,3 +29,18 @@ def connector_body(event: dict, device: dict | None, project_id: str, label_keys
         "productNumber": device.get("productNumber", ""),
     }
     return json.dumps({"event": event, "labels": labels, "metadata": metadata}, separators=(",", ":")).encode()
+
+
+def malformed_reason(event: object) -> str | None:
+    """Why an item of DT's history or stream cannot be delivered as an event, or None if it
+    can: backfill and the stream skip such an item, name it, and go on."""
+    if not isinstance(event, dict):
+        return "not a JSON object"
+    for key in ("eventId", "eventType", "targetName", "timestamp"):
+        if not isinstance(event.get(key), str) or not event[key]:
+            return f"`{key}` is missing or not a string"
+    try:
+        parse_rfc3339(event["timestamp"])
+    except ValueError:
+        return "`timestamp` is not an RFC 3339 time"
+    return None

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from .client import Client
 from .connectors import connector_id, find, target
+from .text import printable
 
 HEALTHY, DEGRADED = 0, 1
 
@@ -72,24 +73,34 @@ def check(client: Client, project: str, name: str | None, ident: str | None = No
           max_error_rate: float = 0.1) -> Health:
     conn = find(client, project, name, ident)
     cid = connector_id(conn)
-    metrics = client.call("GET", f"/projects/{project}/dataconnectors/{cid}:metrics").get("metrics", {})
-    ok, errors = int(metrics.get("successCount", 0)), int(metrics.get("errorCount", 0))
+    metrics = client.call("GET", f"/projects/{project}/dataconnectors/{cid}:metrics").get("metrics")
+    metrics = metrics if isinstance(metrics, dict) else {}
+    ok, errors = _count(metrics.get("successCount")), _count(metrics.get("errorCount"))
     url = target(conn)
     if conn.get("type") == "HTTP_PUSH" and url:
         answers, detail = probe(url)
     else:
         answers, detail = None, "queue connector"
-    h = Health(project, conn.get("displayName", ""), cid, conn.get("type", ""), conn.get("status", ""), url,
-               ok, errors, str(metrics.get("latency99p", "-")), answers, detail)
+    h = Health(project, printable(conn.get("displayName", "")), printable(cid), printable(conn.get("type", "")),
+               printable(conn.get("status", "")), printable(url), ok, errors,
+               printable(metrics.get("latency99p", "-"), 40), answers, detail)
     if h.status == "SYSTEM_DISABLED":
         h.problems.append("DT disabled it after repeated delivery failures: fix the receiver, "
                           "`dtconnector connector enable`, then backfill the gap (`dtconnector backfill`)")
     elif h.status == "USER_DISABLED":
         h.problems.append("disabled by a user: events are not delivered (`dtconnector connector enable`)")
     elif h.status != "ACTIVE":
-        h.problems.append(f"unknown status {h.status!r}")
+        h.problems.append(f"unknown status {h.status}")
     if errors and errors > max_error_rate * (ok + errors):
         h.problems.append(f"{errors} of {ok + errors} deliveries failed in the last 3 h (DT retries for 12 h)")
     if answers is False:
         h.problems.append(f"the URL does not answer ({detail})")
     return h
+
+
+def _count(value) -> int:
+    """DT's counts (JSON numbers, or strings as protobuf's JSON writes 64-bit integers)."""
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0

@@ -2,34 +2,18 @@
 connector's secret) and `DT-Asymmetric-Signature` (ES256 JWT with DT's key, `sign_asymmetric`).
 
 Claims: `checksum` (SHA-1 hex of the body), `checksum_sha256` (SHA-256 hex), `iat`,
-`exp` = iat + 3600, `jti`. Used by the emulator, the tests and `make run`'s example.
+`exp` = iat + 3600, `jti` (built by `dtcloud.signing`, which backfill uses). This module adds
+what only a test double needs: forged claims and DT's own asymmetric key.
 """
 
 from __future__ import annotations
 
 import hashlib
-import secrets
 import time
-import warnings
 
 import jwt
 
-warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
-
-TOKEN_LIFETIME_S = 3600
-
-
-def dt_claims(body: bytes, iat: int | None = None, *, sha256: bool = True) -> dict:
-    iat = int(time.time()) if iat is None else int(iat)
-    claims = {
-        "checksum": hashlib.sha1(body).hexdigest(),
-        "exp": iat + TOKEN_LIFETIME_S,
-        "iat": iat,
-        "jti": secrets.token_hex(10),
-    }
-    if sha256:  # tokens from before about February 2022 lack it
-        claims["checksum_sha256"] = hashlib.sha256(body).hexdigest()
-    return claims
+from dtcloud.signing import TOKEN_LIFETIME_S, dt_claims  # noqa: F401  (the product's claims, re-used)
 
 
 def sign(body: bytes, secret: str, iat: int | None = None, **claim_overrides) -> str:

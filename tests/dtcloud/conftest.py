@@ -1,5 +1,5 @@
-"""Fixtures: DT's REST API stand-in (dtcloud.standin) on a free loopback port, credentials
-pointing DT's client at it, and a project with devices and history."""
+"""Fixtures: DT's REST API stand-in (emulator.dtapi) on a free loopback port, credentials
+pointing the CLI at it, and a project with devices and history."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-pytest.importorskip("disruptive", reason="DT's client (the `dt` extra) is not installed")
+pytest.importorskip("requests", reason="the `dt` extra (requests) is not installed")
 
-from dtcloud.standin import Device, StandIn  # noqa: E402
+from emulator.dtapi import Device, StandIn  # noqa: E402
 from tests.dt import SECRET  # noqa: E402
 from tests.e2e.conftest import make_serve, wait_until  # noqa: E402,F401  (the real `dtconnector serve`)
 

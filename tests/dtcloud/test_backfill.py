@@ -49,8 +49,8 @@ def test_three_day_outage_is_backfilled_exactly_once_and_rerun_adds_nothing(dt_e
     code, out, err = run(capsys, "backfill", "--since", since.isoformat(), "--url", serve.url, "--connector", "recv")
     assert code == 0, err
     fetched = len(missed) + len(overlap) + len(older)
-    assert out.strip() == (f"backfill: fetched {fetched} events from 4 devices; accepted {len(missed) + len(older)}, "
-                           f"duplicates {len(overlap)}, failed 0")
+    assert out.strip() == (f"backfill: fetched {fetched} events from 4 devices; sent {fetched} requests; "
+                           f"accepted {len(missed) + len(older)}, duplicates {len(overlap)}")
     assert overlap and missed
     wait_until(lambda: len(serve.seen()) == 20 + len(missed) + len(older), what="every missed event handled")
     seen = Counter(serve.seen())
@@ -140,3 +140,137 @@ def test_bad_url_and_unwritable_checkpoint_are_clear_errors(dt_env, standin, cap
     code, _, err = run(capsys, "backfill", "--since", "1d", "--url", serve.url, "--checkpoint",
                        str(blocker / "cp.json"))
     assert code == 2 and "Traceback" not in err and str(blocker) in err
+
+
+# --- naming a mistake at once; a true summary ------------------------------------------------
+
+
+def backfill_process(*argv: str, **env) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "local_receiver.cli", "backfill", *argv],
+                            env={**os.environ, "PYTHONPATH": str(REPO), **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def first_line_with(stream, needle: str, timeout: float) -> tuple[str, float]:
+    """The first line of `stream` containing `needle`, and the seconds it took to appear."""
+    started = time.monotonic()
+    lines = []
+
+    def read():
+        for line in stream:
+            lines.append(line)
+            if needle in line:
+                return
+    import threading
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    found = [x for x in lines if needle in x]
+    assert found, f"no line with {needle!r} within {timeout} s: {lines}"
+    return found[0], time.monotonic() - started
+
+
+def test_wrong_secret_is_named_within_seconds_and_stops_with_a_summary_by_answer(dt_env, standin, make_serve):
+    serve = make_serve().start()
+    add_history(standin, devices=3, hours=30)  # 180 events over 3 devices
+    proc = backfill_process("--since", "3d", "--url", serve.url, DT_SIGNATURE_SECRET="the-wrong-secret-" + "x" * 20)
+    line, seconds = first_line_with(proc.stderr, "401", timeout=15)
+    assert seconds < 15, "time to the first clear error"
+    assert "401: token signature is invalid — check the secret" in line
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "backfill: stopped: 401: token signature is invalid" in out
+    summary = [x for x in out.splitlines() if x.startswith("backfill: fetched")][0]
+    assert "accepted 0, duplicates 0; refused " in summary and "(401: " in summary and "not tried " in summary
+    assert "3 devices (0 done, 3 not finished)" in summary
+    refused = int(summary.split("refused ")[1].split()[0])
+    not_tried = int(summary.split("not tried ")[1].split()[0].rstrip(";"))
+    assert refused + not_tried == 60  # the first device's 60 events: every one accounted for
+    assert "the-wrong-secret" not in out + err and serve.seen() == []
+
+
+def test_receiver_down_stops_once_not_per_device(dt_env, standin):
+    import socket
+
+    add_history(standin, devices=3, hours=5)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/"
+    started = time.monotonic()
+    proc = backfill_process("--since", "1d", "--url", url, "--max-age", "2s", "--json")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert time.monotonic() - started < 20  # one --max-age, not one per device
+    assert f"cannot deliver to {url}: connection refused; retrying each event for up to 2s" in err
+    summary = json.loads(out)
+    assert summary["devices_done"] == 0 and summary["accepted"] == 0
+    assert sum(summary["given_up"].values()) >= 1 and list(summary["given_up"]) == ["connection refused"]
+    assert summary["not_acknowledged"] == 10  # the first device's 10 events
+    assert "connection refused" in summary["stopped"] and "--max-age" in summary["stopped"]
+
+
+def test_a_malformed_event_in_history_is_named_and_skipped_not_fatal(dt_env, standin, capsys, make_serve):
+    serve = make_serve().start()
+    events = add_history(standin, devices=2, hours=3, types=("touch",))
+    standin.extra_history["dev00"] = [dict(events[0], eventId="numeric-ts", timestamp=1700000000),
+                                      {"eventId": "no-type", "timestamp": events[0]["timestamp"]}, "not an object"]
+    code, out, err = run(capsys, "backfill", "--since", "1d", "--url", serve.url, "--json")
+    summary = json.loads(out)
+    assert code == 1 and "Traceback" not in err  # not everything delivered: said, not crashed
+    assert summary["malformed"] == 3 and summary["accepted"] == len(events) and summary["devices_done"] == 2
+    assert "skipping a malformed event from DT (eventId numeric-ts): `timestamp` is missing or not a string" in err
+    assert "(eventId no-type): `eventType` is missing or not a string" in err
+    wait_until(lambda: len(serve.seen()) == len(events), what="the well-formed events handled")
+
+
+def test_ctrl_c_prints_a_true_summary(dt_env, standin, make_serve):
+    serve = make_serve().start()
+    add_history(standin, devices=3, hours=30, types=("temperature",))
+    proc = backfill_process("--since", "3d", "--url", serve.url, "--rate", "20", "--concurrency", "2", "--json")
+    first_line_with(proc.stderr, "events to send", timeout=30)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in err
+    summary = json.loads(out)
+    assert summary["interrupted"] and 0 < summary["accepted"] < 90
+    assert summary["not_acknowledged"] == summary["fetched"] - summary["accepted"] - summary["duplicates"] > 0
+    wait_until(lambda: len(serve.seen()) == summary["accepted"], what="the receiver got what was counted")
+
+
+def test_one_connection_pool_for_the_whole_run(dt_env, standin, capsys):
+    """180 events in 50-event chunks over 3 devices, --concurrency 2: two keep-alive connections
+    carry every request (one pool for the run, not a new sender per chunk)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    peers: list[tuple[str, int]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            peers.append(self.client_address)
+            self.send_response(202)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        events = add_history(standin, devices=3, hours=60, types=("temperature",))
+        code, out, err = run(capsys, "backfill", "--since", "3d", "--url", f"http://127.0.0.1:{server.server_port}/",
+                             "--concurrency", "2", "--json")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 0, err
+    assert json.loads(out)["accepted"] == len(peers) == len(events) == 180
+    assert len(set(peers)) <= 2

@@ -112,10 +112,22 @@ def test_default_event_filter_comes_from_registered_handlers(dt_env, standin, ca
     monkeypatch.setenv("DT_HANDLERS", "h_types")
     code, out, _ = run(capsys, "connector", "apply", "--name", "recv", "--url", URL)
     assert code == 0 and the_connector(standin)["events"] == ["temperature", "touch"]
+    assert "event filter: temperature, touch (the event types your handlers name)" in out
+    # an existing connector's filter is the user's: kept unless --events is given
     monkeypatch.setenv("DT_HANDLERS", "h_types,h_all")
     code, out, _ = run(capsys, "connector", "apply", "--name", "recv", "--url", URL)
+    assert code == 0 and the_connector(standin)["events"] == ["temperature", "touch"]
+    assert "nothing to change" in out and "events [temperature, touch]" in out.split("kept as DT has them:")[1]
+    code, out, _ = run(capsys, "connector", "apply", "--name", "recv", "--events", "all")
     assert code == 0 and the_connector(standin)["events"] == []  # all types
     assert "~ events: [temperature, touch] -> [] (all)" in out
+
+
+def test_a_broken_handler_module_is_one_line(dt_env, standin, capsys, monkeypatch, clean_registry):
+    monkeypatch.setenv("DT_HANDLERS", "no_such_module_here")
+    code, out, err = run(capsys, "connector", "apply", "--name", "recv", "--url", URL)
+    assert code == 2 and "no_such_module_here" in err and len(err.strip().splitlines()) == 1
+    assert not standin.projects[PROJECT].connectors
 
 
 @pytest.mark.parametrize("kind,flags,key,expected", [
@@ -245,11 +257,11 @@ def test_dt_outage_exit_2_in_a_subprocess_without_traceback(dt_env, standin):
     proc = subprocess.run([sys.executable, "-m", "local_receiver.cli", "connector", "status", "--name", "x"],
                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert "unreachable or failing" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
+    assert "DT's API is failing at" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
     assert len(standin.requests) > 1  # the client retried before giving up
 
 
-def test_update_patches_only_what_differs(dt_env, standin, capsys, monkeypatch):
+def test_update_patches_only_what_differs_and_keeps_the_rest(dt_env, standin, capsys, monkeypatch):
     run(capsys, "connector", "apply", "--name", "recv", "--url", URL, "--events", "touch")
     bodies = []
     from dtcloud.client import Client
@@ -262,11 +274,69 @@ def test_update_patches_only_what_differs(dt_env, standin, capsys, monkeypatch):
         return real(self, method, path, **kw)
 
     monkeypatch.setattr(Client, "call", spy)
-    run(capsys, "connector", "apply", "--name", "recv", "--url", URL, "--events", "touch,temperature")
+    run(capsys, "connector", "apply", "--name", "recv", "--events", "touch,temperature")
     assert bodies == [{"events": ["temperature", "touch"]}]
-    run(capsys, "connector", "apply", "--name", "recv", "--url", URL, "--events", "touch,temperature",
-        "--header", "A:b")
+    code, out, _ = run(capsys, "connector", "apply", "--name", "recv", "--header", "A:b")
     assert list(bodies[-1]) == ["httpConfig"] and bodies[-1]["httpConfig"]["headers"] == {"A": "b"}
-    run(capsys, "connector", "apply", "--name", "recv", "--url", URL, "--events", "touch,temperature")
-    assert bodies[-1]["httpConfig"]["headers"] == {}  # a header removed
+    assert bodies[-1]["httpConfig"]["url"] == URL  # the config object is sent whole, with what DT had
+    assert "kept as DT has them: " in out and "events [temperature, touch]" in out and "httpConfig.url " + URL in out
+    code, out, _ = run(capsys, "connector", "apply", "--name", "recv", "--url", URL, "--events", "touch,temperature")
+    assert "nothing to change" in out and the_connector(standin)["httpConfig"]["headers"] == {"A": "b"}  # kept
+    assert "httpConfig.headers.A (set)" in out
+    run(capsys, "connector", "apply", "--name", "recv", "--remove-header", "A")
+    assert bodies[-1]["httpConfig"]["headers"] == {}  # a header removed only when asked
     assert the_connector(standin)["httpConfig"]["headers"] == {}
+
+
+def test_apply_changes_only_the_fields_given_and_prints_the_rest_as_kept(dt_env, standin, capsys):
+    run(capsys, "connector", "apply", "--name", "recv", "--url", URL, "--events", "touch", "--labels", "room",
+        "--header", "X-Api-Key:k1", "--disabled")
+    before = dict(the_connector(standin))
+    code, out, _ = run(capsys, "connector", "apply", "--name", "recv", "--url", URL + "/v2")
+    after = the_connector(standin)
+    assert code == 0 and after["httpConfig"]["url"] == URL + "/v2"
+    assert (after["status"], after["labels"], after["events"]) == ("USER_DISABLED", ["room"], ["touch"])
+    assert after["httpConfig"]["headers"] == {"X-Api-Key": "k1"}
+    assert after["httpConfig"]["signatureSecret"] == before["httpConfig"]["signatureSecret"]
+    kept = [line for line in out.splitlines() if line.startswith("kept as DT has them: ")]
+    assert len(kept) == 1
+    for field in ("status USER_DISABLED", "labels [room]", "events [touch]", "httpConfig.headers.X-Api-Key (set)"):
+        assert field in kept[0]
+    assert "k1" not in out and "httpConfig.url" not in kept[0]
+    code, out, _ = run(capsys, "connector", "apply", "--name", "recv", "--enabled", "--labels", "")
+    after = the_connector(standin)
+    assert (after["status"], after["labels"]) == ("ACTIVE", [])
+    assert "~ status: USER_DISABLED -> ACTIVE" in out and "~ labels: [room] -> []" in out
+
+
+def test_header_values_from_a_file_or_the_environment(dt_env, standin, capsys, monkeypatch, tmp_path):
+    key = tmp_path / "api-key"
+    key.write_text("file-secret-123\n")
+    monkeypatch.setenv("PROXY_KEY", "env-secret-456")
+    code, out, err = run(capsys, "connector", "apply", "--name", "recv", "--url", URL, "--events", "touch",
+                         "--header-file", f"X-File:{key}", "--header-env", "X-Env:PROXY_KEY", "--header", "X-Plain:p")
+    assert code == 0, err
+    assert the_connector(standin)["httpConfig"]["headers"] == {"X-File": "file-secret-123", "X-Env": "env-secret-456",
+                                                                "X-Plain": "p"}
+    assert "secret-123" not in out + err and "secret-456" not in out + err
+    for bad, why in ((["--header-env", "X-Env:NOT_SET_ANYWHERE"], "NOT_SET_ANYWHERE"),
+                     (["--header-file", f"X-File:{tmp_path / 'missing'}"], "cannot read"),
+                     (["--header", "no colon"], "NAME:VALUE")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["connector", "apply", "--name", "recv", *bad])
+        assert exit_.value.code == 2 and why in capsys.readouterr().err
+
+
+def test_http_urls_are_refused_as_dt_refuses_them(dt_env, standin, capsys, monkeypatch):
+    code, _, err = run(capsys, "connector", "apply", "--name", "recv", "--url", "http://rx.example.com/")
+    assert code == 2 and err.count("\n") == 1
+    assert "DT delivers only to https:// URLs: refusing --url http://rx.example.com/" in err
+    assert not standin.projects[PROJECT].connectors and not [r for r in standin.requests if r[0] == "POST"]
+    # a loopback URL passes only while the DT API is on loopback (the stand-in, which delivers there)
+    code, _, err = run(capsys, "connector", "apply", "--name", "recv", "--url", "http://127.0.0.1:9/", "--events", "touch")
+    assert code == 0, err
+    monkeypatch.setenv("DT_API_URL", standin.api_url.replace("127.0.0.1", "localhost"))
+    assert run(capsys, "connector", "apply", "--name", "recv", "--url", "http://127.0.0.1:8/")[0] == 0
+    monkeypatch.setenv("DT_API_URL", "https://api.example.invalid/v2")
+    code, _, err = run(capsys, "connector", "apply", "--name", "recv", "--url", "http://127.0.0.1:9/")
+    assert code == 2 and "only to https://" in err

@@ -138,6 +138,6 @@ def test_emulator_signs_with_dt_asymmetric_signature_for_asymmetric_mode(make_se
         assert (good["accepted"], good["given_up"]) == (30, 0)
         wait_until(lambda: len(serve.seen()) == 30, what="30 handled events")
         assert jwks.requests >= 1
-        forged = send(other_file, 3, "--max-age", "1", "--retry-base", "0.2")
+        forged = send(other_file, 3, "--patient", "--max-age", "1", "--retry-base", "0.2")  # DT's patience: 401s retried
         assert forged["accepted"] == 0 and forged["given_up"] == 3
         assert set(forged["statuses"]) == {"401"}

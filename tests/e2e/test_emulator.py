@@ -171,3 +171,114 @@ def test_cli_refuses_bad_arguments():
     assert _cli("--url", "ftp://x/", "--count", "1").returncode == 2
     bad = _cli("--url", "http://127.0.0.1:1/", "--duplicates", "1.5")
     assert bad.returncode == 2 and "between 0 and 1" in bad.stderr
+
+
+# --- a mistake named at once; a true summary -------------------------------------------------
+
+
+def _first_stderr_line(proc: subprocess.Popen, needle: str, timeout: float) -> tuple[str, float]:
+    """The first stderr line with `needle`, and how long after start it appeared."""
+    import threading
+    import time
+
+    started = time.monotonic()
+    found: list[tuple[str, float]] = []
+    rest: list[str] = []
+
+    def read():
+        for line in proc.stderr:
+            if needle in line and not found:
+                found.append((line, time.monotonic() - started))
+            rest.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = started + timeout
+    while not found and time.monotonic() < deadline and (proc.poll() is None or not found):
+        time.sleep(0.02)
+        if proc.poll() is not None and not found:
+            time.sleep(0.2)
+            break
+    assert found, f"no stderr line with {needle!r} within {timeout} s: {rest}"
+    return found[0]
+
+
+def test_cli_wrong_secret_is_named_in_under_5_s_and_stops(make_serve, secret):
+    """Piped (no terminal): the receiver's 401 and its reason, at once; the run stops."""
+    import time
+
+    serve = make_serve().start()
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "local_receiver.cli", "send", "--url", serve.url, "--secret",
+                             "not-the-receivers-secret-0123456789", "--count", "200"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line, seconds = _first_stderr_line(proc, "401", timeout=5)
+    assert seconds < 5
+    assert line.strip() == ("dtconnector send: 401: token signature is invalid — check the secret (--secret or "
+                            "DT_SIGNATURE_SECRET); stopping (--patient retries a 4xx as DT does)")
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and time.monotonic() - started < 15
+    assert "(stopped: 401: token signature is invalid" in out
+    assert "refused (4xx)" in out and "not tried" in out and "NOT acknowledged: 200 of 200 deliveries" in out
+    assert "not-the-receivers-secret" not in out and serve.seen() == []
+
+
+def test_cli_patient_retries_a_4xx_as_dt_does(scripted, secret):
+    server = scripted(lambda n, body, headers: 401 if n == 1 else 202)
+    out = _cli("--url", server.url, "--secret", secret, "--count", "5", "--patient", "--retry-base", "20ms",
+               "--json", "--seed", "3")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert (summary["accepted"], summary["refused"], summary["statuses"]) == (5, {}, {"202": 5, "401": 5})
+    named = [line for line in out.stderr.splitlines() if "401" in line]  # still named, once, with what DT does
+    assert len(named) == 1 and named[0].startswith("dtconnector send: 401: ")
+    assert named[0].endswith("; retrying each event for up to 12h")
+
+
+def test_cli_a_closed_port_names_the_url_and_the_error():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/"
+    out = _cli("--url", url, "--count", "3", "--max-age", "600ms", "--retry-base", "50ms", "--secret", "x" * 32)
+    assert out.returncode == 1
+    assert out.stderr.count(f"cannot deliver to {url}: connection refused; retrying each event for up to 0.6s") == 1
+    assert "connection refused: " in out.stdout and "error: " not in out.stdout
+    assert "given up        3" in out.stdout
+
+
+def test_cli_ctrl_c_prints_a_true_summary(scripted, secret):
+    import signal
+    import time
+
+    server = scripted(lambda n, body, headers: ("sleep", 0.2, 202))
+    proc = subprocess.Popen([sys.executable, "-m", "local_receiver.cli", "send", "--url", server.url, "--secret",
+                             secret, "--count", "100", "--concurrency", "2", "--json"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while len(server.requests) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in err
+    summary = json.loads(out)
+    assert summary["interrupted"] and 0 < summary["accepted"] < 100
+    assert summary["unacknowledged"] == 100 - summary["accepted"]
+    assert summary["accepted"] + summary["not_tried"] + sum(summary["refused"].values()) + summary["given_up"] \
+        <= 100 <= summary["accepted"] + summary["not_tried"] + 2  # at most the 2 in flight unanswered
+
+
+@pytest.mark.parametrize("status", [408, 429])
+def test_a_4xx_that_asks_for_a_retry_is_retried_without_patience(scripted, secret, status):
+    server = scripted(lambda n, body, headers: status if n == 1 else 202)
+    summary = Sender(_fast(server.url, secret)).run([e.body for e in generate(4, devices=1, seed=9)])
+    assert (summary.accepted, summary.refused, summary.stopped) == (4, 0, "")
+    assert summary.statuses == {str(status): 4, "202": 4}
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 413])
+def test_any_other_4xx_stops_the_run(scripted, secret, status):
+    server = scripted(lambda n, body, headers: status)
+    summary = Sender(_fast(server.url, secret, concurrency=1)).run([e.body for e in generate(20, devices=2, seed=9)])
+    assert summary.accepted == 0 and summary.tally.refused == {str(status): 1} and summary.not_tried == 19
+    assert summary.stopped.startswith(f"{status}: ") and len(server.requests) == 1

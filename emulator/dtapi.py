@@ -1,12 +1,12 @@
 """A local stand-in for DT Cloud's REST API (dt-reference §8), for tests and offline demos.
 
-Why it exists: `dtconnector connector|backfill|stream` talk to DT through DT's own client
-(`disruptive`); to test them offline, unchanged, something must answer that client the way
-DT does. This server implements only what the reference documents:
+Why it exists: `dtconnector connector|backfill|stream` talk to DT's REST API
+(`dtcloud.client`); to test them offline, unchanged, something must answer the way DT does.
+This server implements only what the reference documents:
 
 - `POST /oauth2/token`: verifies the client's HS256 JWT assertion (`kid` = key id, `iss` =
-  email, `aud` = this endpoint) with the service account's secret; 400 on bad credentials
-  (the client turns that into `Unauthorized`); answers `access_token`, `expires_in`.
+  email, `aud` = this endpoint) with the service account's secret; 400 on bad credentials;
+  answers `access_token`, `expires_in`.
 - `/v2/projects/{p}/dataconnectors[/{id}[:sync|:metrics]]`: CRUD, a `:sync` that really
   POSTs, signed like DT (`emulator.signing`), the latest event per device and type to the
   connector's URL, and `:metrics` counted from its own deliveries over the last 3 h.
@@ -15,13 +15,20 @@ DT does. This server implements only what the reference documents:
 - `/v2/projects/{p}/devices:stream`: NDJSON `{"result": {"event": …}}` lines, `ping` events
   every `ping_interval`, and `drop_streams()` to force a disconnect.
 - Injected faults: `fail(status, times)` answers the next API requests with 429/5xx;
-  `down = True` is an outage (every API request 503).
+  `down = True` is an outage (every API request 503); `refuse_streams`, `silent` (no pings)
+  and `history_delay_s` or `hold_history` (events reach the history late, as DT's do).
 
-Every answer is 200 with a JSON body, as the client requires. Connector URLs must be https,
-except http://127.0.0.1 / localhost when `allow_http_loopback` (DT itself refuses http).
+Connector URLs must be https, except http://127.0.0.1 / localhost when `allow_http_loopback`
+(DT itself refuses http; the CLI allows such a URL only while DT_API_URL is on loopback too).
 
-Run alone for a demo: `python -m dtcloud.standin --port 8900 --receiver-url ...` prints the
-environment to point the CLI at it.
+Hostile modes, for the tests of what the CLI does when DT's API misbehaves: `hostile` is a
+function given each API request first (`(handler, method, path, params) -> bool`, True when it
+answered); `endless_pages`, `huge_answer`, `stream_lines` and `endless_line` make the usual
+ones. `fail(status, times, message=…, retry_after=…)` injects error answers; `extra_history`
+puts items in a device's history as they are (a numeric timestamp, say).
+
+A test double: it lives with the emulator, and no product module imports it. Run alone for a
+demo: `python -m emulator.dtapi` prints the environment that points the CLI at it.
 """
 
 from __future__ import annotations
@@ -37,33 +44,32 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
 
-from emulator.signing import sign
+from core.times import duration_arg, parse_rfc3339, rfc3339
+from dtcloud.bodies import connector_body, device_id_of
+from dtcloud.connectors import CONFIG_KEY, TYPES
 
-from .bodies import connector_body, device_id_of
-from .connectors import CONFIG_KEY, TYPES
+from .signing import sign
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 STATUSES = ("ACTIVE", "USER_DISABLED", "SYSTEM_DISABLED")
 METRICS_WINDOW_S = 3 * 3600
 
 
-def rfc3339(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+parse_time = parse_rfc3339
+Hostile = Callable[["_Handler", str, str, dict], bool]
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after: str | None = "0"):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -104,9 +110,13 @@ class StandIn:
         self.refuse_streams = False  # new stream connections get 503 (a reconnect that fails for a while)
         self.silent = False  # open streams send no pings (a dead connection that stays open)
         self.history_delay_s = 0.0  # events appear in history this long after publishing (DT: up to ~10 s)
+        self.hold_history = False  # events published meanwhile stay out of history until release_history()
+        self._held: set[str] = set()
         self._published_at: dict[str, float] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of API requests
-        self._faults: list[int] = []
+        self.hostile: Hostile | None = None  # sees each API request first; True: it answered
+        self.extra_history: dict[str, list] = {}  # device id -> items answered as they are
+        self._faults: list[tuple[int, str, str | None]] = []  # (status, message, Retry-After)
         self._streams: list[queue.Queue] = []
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
@@ -140,6 +150,8 @@ class StandIn:
         with self._lock:
             project.events.setdefault(device_id, []).append(event)
             self._published_at[event["eventId"]] = time.monotonic()
+            if self.hold_history:
+                self._held.add(event["eventId"])
             streams = list(self._streams)
         for q in streams:
             q.put((project_id, event))
@@ -148,14 +160,22 @@ class StandIn:
                 if conn["status"] == "ACTIVE" and _wants(conn, event["eventType"]):
                     self._deliver(project, conn, event)
 
+    def release_history(self) -> None:
+        """Events held back by `hold_history` reach the history now (DT's lag, without a clock)."""
+        with self._lock:
+            self.hold_history = False
+            self._held.clear()
+
     def set_status(self, project_id: str, connector_id: str, status: str) -> None:
         """What DT does to a connector on its own (e.g. SYSTEM_DISABLED after 5 days)."""
         self.projects[project_id].connectors[connector_id]["status"] = status
 
-    def fail(self, status: int, times: int = 1) -> None:
-        """Answer the next `times` API requests with `status` (429 with Retry-After: 0)."""
+    def fail(self, status: int, times: int = 1, message: str = "injected fault",
+             retry_after: str | None = "0") -> None:
+        """Answer the next `times` API requests with `status` and `message` (a 429 carries
+        `Retry-After: retry_after`)."""
         with self._lock:
-            self._faults.extend([status] * times)
+            self._faults.extend([(status, message, retry_after)] * times)
 
     def drop_streams(self) -> None:
         """Force every open stream to disconnect."""
@@ -348,8 +368,9 @@ class StandIn:
         visible = time.monotonic() - self.history_delay_s
         events = [e for e in project.events.get(device_id, [])
                   if start <= parse_time(e["timestamp"]) < end and (not types or e["eventType"] in types)
-                  and self._published_at.get(e["eventId"], 0.0) <= visible]
-        return sorted(events, key=lambda e: parse_time(e["timestamp"]), reverse=True)  # newest first
+                  and self._published_at.get(e["eventId"], 0.0) <= visible and e["eventId"] not in self._held]
+        events.sort(key=lambda e: parse_time(e["timestamp"]), reverse=True)  # newest first
+        return events + list(self.extra_history.get(device_id, []))
 
 
 def _wants(conn: dict, event_type: str) -> bool:
@@ -381,8 +402,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _error(self, status: int, message: str) -> None:
-        headers = {"Retry-After": "0"} if status == 429 else None
+    def _error(self, status: int, message: str, retry_after: str | None = "0") -> None:
+        headers = {"Retry-After": retry_after} if status == 429 and retry_after is not None else None
         self._send(status, {"error": message, "code": status, "help": "dt-standin"}, headers)
 
     def _body(self) -> bytes:
@@ -415,7 +436,9 @@ class _Handler(BaseHTTPRequestHandler):
             with s._lock:
                 fault = s._faults.pop(0) if s._faults else None
             if fault:
-                raise ApiError(fault, "injected fault")
+                raise ApiError(*fault)
+            if s.hostile is not None and s.hostile(self, method, url.path, params):
+                return
             auth = self.headers.get("Authorization", "")
             if not auth.startswith("Bearer ") or auth[7:] not in s.tokens:
                 raise ApiError(401, "missing or invalid access token")
@@ -428,7 +451,9 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ApiError(400, "body is not JSON") from None
             self._route(method, url.path[len("/v2/"):].split("/"), params, body)
         except ApiError as exc:
-            self._error(exc.status, exc.message)
+            self._error(exc.status, exc.message, exc.retry_after)
+        except OSError:  # the client hung up (a hostile answer it stopped reading)
+            self.close_connection = True
 
     def _route(self, method: str, parts: list[str], params: dict, body: dict) -> None:
         s = self.owner
@@ -510,13 +535,101 @@ class _Handler(BaseHTTPRequestHandler):
                     s._streams.remove(q)
 
 
+# --- hostile answers (for `StandIn.hostile`) ------------------------------------------------
+
+
+def _route_matches(path: str, suffix: str) -> bool:
+    return path.endswith(suffix)
+
+
+def endless_pages(suffix: str, key: str, per_page: int = 1000, item=None) -> Hostile:
+    """A list at a path ending in `suffix` whose `nextPageToken` never runs out (fresh tokens,
+    `per_page` items each; `per_page=0`: empty pages)."""
+    counter = itertools.count(1)
+
+    def hostile(handler, method, path, params) -> bool:
+        if method != "GET" or not _route_matches(path, suffix):
+            return False
+        n = next(counter)
+        items = [item(n, i) if item else {"name": f"projects/p/devices/h{n}-{i}", "type": "temperature"}
+                 for i in range(per_page)]
+        handler._send(200, {key: items, "nextPageToken": f"t{n}"})
+        return True
+    return hostile
+
+
+def huge_answer(suffix: str, size: int, content_length: bool = True) -> Hostile:
+    """An answer of `size` bytes (a JSON string that never seems to end), written in chunks."""
+    def hostile(handler, method, path, params) -> bool:
+        if not _route_matches(path, suffix):
+            return False
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        if content_length:
+            handler.send_header("Content-Length", str(size))
+        handler.end_headers()
+        handler.close_connection = True
+        handler.wfile.write(b'{"devices": "')
+        chunk = b"x" * 65536
+        sent = 13
+        while sent < size:
+            handler.wfile.write(chunk[:size - sent])
+            sent += min(len(chunk), size - sent)
+        return True
+    return hostile
+
+
+def _stream_head(handler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/x-ndjson")
+    handler.end_headers()
+    handler.close_connection = True
+
+
+def stream_lines(lines: list[bytes], then_hold_s: float = 0.0) -> Hostile:
+    """The event stream answers with exactly these lines (then stays open `then_hold_s`)."""
+    def hostile(handler, method, path, params) -> bool:
+        if not path.endswith("devices:stream"):
+            return False
+        _stream_head(handler)
+        for line in lines:
+            handler.wfile.write(line + b"\n")
+            handler.wfile.flush()
+        time.sleep(then_hold_s)
+        return True
+    return hostile
+
+
+def endless_line(seconds: float = 30.0) -> Hostile:
+    """The event stream sends one line that never ends (for up to `seconds`)."""
+    def hostile(handler, method, path, params) -> bool:
+        if not path.endswith("devices:stream"):
+            return False
+        _stream_head(handler)
+        handler.wfile.write(b'{"result": {"event": {"eventId": "')
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            handler.wfile.write(b"x" * 65536)
+        return True
+    return hostile
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dtcloud.standin", description="a local DT REST API stand-in")
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--project", default="demo-project")
-    p.add_argument("--devices", type=int, default=3)
-    p.add_argument("--days", type=float, default=3.0, help="history to invent (hourly temperatures)")
-    p.add_argument("--live", type=float, default=0.0, help="publish a new event every LIVE seconds (0: none)")
+    p = argparse.ArgumentParser(
+        prog="python -m emulator.dtapi",
+        description="A local stand-in for DT's REST API (connectors, devices, history, the event stream), with "
+                    "invented devices and history. It prints the variables that point `dtconnector connector`, "
+                    "`backfill` and `stream` at it, then runs until Ctrl-C. Every --live seconds one device "
+                    "publishes a new temperature event: `stream` shows it, and ACTIVE connectors receive it.",
+        epilog="example:\n  python -m emulator.dtapi --port 8900 > dtapi.env &  . ./dtapi.env && "
+               "dtconnector stream --duration 30s",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: 0, any free port)")
+    p.add_argument("--project", default="demo-project", help="the project id (default: demo-project)")
+    p.add_argument("--devices", type=int, default=3, help="devices to invent (default: 3)")
+    p.add_argument("--days", type=float, default=3.0, help="history to invent: hourly temperatures (default: 3)")
+    p.add_argument("--live", type=duration_arg, default=5.0, metavar="DURATION",
+                   help="publish a new event every DURATION; 0 publishes none (default: 5s)")
     args = p.parse_args(argv)
     s = StandIn().start(args.port)
     key_id, secret, email = "demo-key", secrets.token_urlsafe(24), "demo@example.serviceaccount"
