@@ -287,8 +287,10 @@ def test_a_broken_handler_module_or_setting_is_one_line_and_exit_2(dt_env, stand
     monkeypatch.setenv("DT_HANDLERS", "no_such_handler_module")
     assert main(stream_cli(tmp_path, "--duration", "1s")) == 2
     one = capsys.readouterr().err.strip().splitlines()
-    assert one == ["dtconnector stream: cannot load handler module 'no_such_handler_module' (DT_HANDLERS): "
-                   "ModuleNotFoundError: No module named 'no_such_handler_module'"]
+    assert len(one) == 1 and one[0].startswith(
+        "dtconnector stream: cannot load handler module 'no_such_handler_module' (DT_HANDLERS): "
+        "ModuleNotFoundError: No module named 'no_such_handler_module' (no no_such_handler_module.py in "
+    )
     monkeypatch.delenv("DT_HANDLERS")
     monkeypatch.setenv("DT_DEDUP_TTL_S", "soon")
     assert main(stream_cli(tmp_path, "--duration", "1s")) == 2
