@@ -108,7 +108,7 @@ class Worker:
             if self.settings.delivery == "direct":
                 from .direct import decode_direct_message
 
-                message = decode_direct_message(message)
+                message = decode_direct_message(message, self.settings.max_body_bytes)
             event = parse_event(message)
         except InvalidEvent as exc:
             event_log(
