@@ -14,16 +14,16 @@ deletes them. Device state is one row per (device, event type) and is never remo
 from __future__ import annotations
 
 from core.ports import StoreError
-from core.retention import DEFAULT_SWEEP_BATCH, UNFINISHED_GRACE_S, StoreReport, SweepResult, is_removable
+from core.retention import DEFAULT_SWEEP_BATCH, Retention, StoreReport, SweepResult
 
 from .clients import translated
 from .table_store import CLAIM_ROW, TableClaimStore
 
 
 class TableSweeper:
-    def __init__(self, claims: TableClaimStore, grace_s: float = UNFINISHED_GRACE_S):
+    def __init__(self, claims: TableClaimStore, retention: Retention | None = None):
         self.table = claims.table
-        self.grace_s = grace_s
+        self.retention = Retention.from_env() if retention is None else retention
 
     def _expired_page(self, now: float, limit: int) -> tuple[list, bool]:
         from azure.core.exceptions import ResourceNotFoundError
@@ -48,7 +48,7 @@ class TableSweeper:
         result = SweepResult(more=more)
         removed = 0
         for entity in rows:
-            if not is_removable(TableClaimStore._claim(entity), now, self.grace_s):
+            if not self.retention.is_removable(TableClaimStore._claim(entity), now):
                 continue  # an unfinished claim in its grace period
             if self.table.delete(entity["PartitionKey"], CLAIM_ROW, entity.metadata["etag"]):
                 removed += 1

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 
 from core.ports import COMPLETED, IN_PROGRESS, Claim
-from core.retention import UNFINISHED_GRACE_S
+from core.retention import Retention
+
+RERUN_WINDOW_S = Retention().rerun_window_s  # the default rule: 14 days of dead letters + 1 day
 from azure_trigger.retention import TableSweeper, store_report
 
 
@@ -15,7 +17,7 @@ def test_sweep_removes_expired_claims_and_keeps_what_is_needed(azure):
     claims.create("gone", Claim(COMPLETED, now - 1, "a"))
     claims.create("live", Claim(COMPLETED, now + 60, "b"))
     claims.create("w_unfinished", Claim(IN_PROGRESS, now - 60, "c", ("h1",)))  # progress kept for redelivery
-    claims.create("w_old", Claim(IN_PROGRESS, now - UNFINISHED_GRACE_S - 1, "d"))
+    claims.create("w_old", Claim(IN_PROGRESS, now - RERUN_WINDOW_S - 1, "d"))
     result = TableSweeper(claims).sweep(now)
     assert result.removed == {"claims": 2}
     assert claims.get("gone") is None and claims.get("w_old") is None

@@ -8,7 +8,9 @@ import time
 import pytest
 
 from core.ports import COMPLETED, IN_PROGRESS, Claim, DeviceState
-from core.retention import UNFINISHED_GRACE_S
+from core.retention import Retention
+
+RERUN_WINDOW_S = Retention().rerun_window_s  # the default rule: 14 days of dead letters + 1 day
 from local_receiver import cli
 from local_receiver.app import LocalApp
 from local_receiver.retention import SQLiteSweeper, store_report
@@ -40,7 +42,7 @@ def test_sweep_removes_only_what_nobody_needs(tmp_path):
     claims.create("done-expired", Claim(COMPLETED, NOW - 1, "a"))
     claims.create("done-live", Claim(COMPLETED, NOW + 60, "b"))
     claims.create("w_unfinished", Claim(IN_PROGRESS, NOW - 60, "c", ("h1",)))  # abandoned lease, progress kept
-    claims.create("w_unfinished-old", Claim(IN_PROGRESS, NOW - UNFINISHED_GRACE_S - 1, "d", ("h1",)))
+    claims.create("w_unfinished-old", Claim(IN_PROGRESS, NOW - RERUN_WINDOW_S - 1, "d", ("h1",)))
     queue = SQLiteQueue(db)
     queue.enqueue("{}", event_id="queued-long-ago")  # a queued event is never removed by age
     db.write("UPDATE queue SET visible_at = ?", (NOW - 100 * DAY,))
