@@ -446,9 +446,10 @@ def main(argv: list[str] | None = None) -> int:
                         default=["local", "heroku", *CLOUDS])
     parser.add_argument("--skip-tests", action="store_true", help="do not run tests/reliability per platform")
     parser.add_argument("--out", default=str(ROOT / "RELIABILITY.md"))
-    parser.add_argument("--long-run-windows", type=int, default=4, help="dedup windows in the long run (0: skip it)")
-    parser.add_argument("--long-run-events", type=int, default=50, help="new events per window in the long run")
-    parser.add_argument("--long-run-ttl", type=float, default=5.0, help="the long run's DT_DEDUP_TTL_S (seconds)")
+    parser.add_argument("--long-run-windows", type=int, default=10, help="dedup windows in the long run (0: skip it)")
+    parser.add_argument("--long-run-rate", type=float, default=1000.0, help="events/s in the long run (local, heroku)")
+    parser.add_argument("--long-run-cloud-rate", type=float, default=100.0, help="events/s in the long run (cloud stand-ins)")
+    parser.add_argument("--long-run-ttl", type=float, default=2.0, help="the long run's DT_DEDUP_TTL_S (seconds)")
     args = parser.parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results: list[Result] = []
@@ -476,16 +477,17 @@ def main(argv: list[str] | None = None) -> int:
 
         for name in args.only:
             print(f"[reliability] {name}: long run ...", file=sys.stderr, flush=True)
-            row = long_run.run(name, args.long_run_windows, args.long_run_events, args.long_run_ttl, SECRET)
+            rate = args.long_run_rate if name in ("local", "heroku") else args.long_run_cloud_rate
+            row = long_run.run(name, args.long_run_windows, rate, args.long_run_ttl, SECRET)
             long_rows.append(row)
-            print(f"[reliability] {name}: {row.events} events over {row.windows} windows, "
-                  f"{row.stored_events} event records + {row.stored_state} state records stored {row.error}",
+            print(f"[reliability] {name}: {row.events} events at {row.rate:.0f}/s over {row.windows} windows, "
+                  f"peak {row.peak_events} event records ({row.peak_windows:.2f} windows) {row.error}",
                   file=sys.stderr, flush=True)
     text = render(results, suites, suite_cmd, suite_s, args, started)
     if long_rows:
         from . import long_run
 
-        text += "\n".join(long_run.render(long_rows, args.long_run_windows, args.long_run_events, args.long_run_ttl)) + "\n"
+        text += "\n".join(long_run.render(long_rows, args.long_run_windows, args.long_run_ttl)) + "\n"
     Path(args.out).write_text(text)
     print(f"[reliability] wrote {args.out}", file=sys.stderr)
     return 0 if all(not r.problems and not r.error for r in results) else 1

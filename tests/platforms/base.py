@@ -102,6 +102,13 @@ class Harness(abc.ABC):
         """Run the platform's own cleanup of expired records once, as its schedule would
         (a no-op where the store's native TTL does it)."""
 
+    def start_cleanup(self):
+        """Start the platform's scheduled cleanup exactly as deployed, where it runs in the
+        test's process (the local receiver's background thread); returns a function that
+        stops it, or None where the schedule is the cloud's (a timer, a cron job: callers
+        then run `sweep` on a schedule of their own). Used by the reliability long run."""
+        return None
+
     def stored_records(self) -> dict[str, int]:
         """How many records the store holds: ``events`` (claims, ledger entries, outbox
         documents, dead letters) and ``state`` (device state records)."""

@@ -95,6 +95,12 @@ class LocalHarness(Harness):
 
         sweep_until_done(self.app.sweeper, self.app.db.clock())
 
+    def start_cleanup(self):
+        """The receiver's own `BackgroundSweeper`, with its production schedule."""
+        sweeper = self.app.background_sweeper
+        sweeper.start()
+        return sweeper.stop
+
     def stored_records(self) -> dict[str, int]:
         counts = self.app.db.query(
             "SELECT (SELECT count(*) FROM claims) + (SELECT count(*) FROM queue)"
