@@ -136,8 +136,10 @@ class ExpiredRecordSweeper(Protocol):
     """Removes records past their retention from one backend, by the rule above.
 
     `sweep` removes at most `limit` records per kind and returns; callers repeat it
-    (paced) while `SweepResult.more`. It raises `core.ports.StoreError` when the store
-    cannot be reached: the next run simply tries again.
+    (paced) while `SweepResult.more`, so `more` must only be set by a batch that made
+    progress (removed, or moved out of its range, what it read). It raises
+    `core.ports.StoreError` when the store cannot be reached: the next run simply tries
+    again.
     """
 
     def sweep(self, now: float, limit: int = DEFAULT_SWEEP_BATCH) -> SweepResult: ...
