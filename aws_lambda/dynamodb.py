@@ -4,9 +4,10 @@ Claims table (``DT_DEDUP_TABLE``), partition key ``eventId`` (S), one item per k
     status (S), version (S), done (L of S),
     expiresAt (N)       epoch seconds rounded up: the table's TTL attribute, so DynamoDB
                         deletes old items eventually (lazily, up to days late). It is
-                        `core.retention.removable_at`: the claim's expiry when COMPLETED,
-                        a day later for an unfinished one (its recorded progress is what
-                        a redelivery needs), so the TTL never removes a needed record,
+                        `core.retention.Retention.removable_at`: the claim's expiry when
+                        COMPLETED, the dead-letter retention plus a day later for an
+                        unfinished one (its recorded progress is what a redelivery or a
+                        requeued dead letter needs), so the TTL never removes a needed record,
     expiresAtExact (N)  the exact expiry that core compares in code.
 Every write is conditional: create needs ``attribute_not_exists(eventId)``, replace and
 delete need ``version = :v``. A failed condition answers False.
@@ -27,7 +28,7 @@ import math
 from decimal import Decimal
 
 from core.ports import Claim, DeviceState
-from core.retention import removable_at
+from core.retention import Retention
 
 from .errors import ConditionFailed, translated
 
@@ -40,9 +41,10 @@ def _number(value: float) -> str:
 
 
 class DynamoClaimStore:
-    def __init__(self, client, table: str):
+    def __init__(self, client, table: str, retention: Retention | None = None):
         self._client = client
         self._table = table
+        self._retention = Retention.from_env() if retention is None else retention
 
     def _item(self, key: str, claim: Claim) -> dict:
         return {
@@ -50,7 +52,7 @@ class DynamoClaimStore:
             "status": {"S": claim.status},
             "version": {"S": claim.version},
             "done": {"L": [{"S": name} for name in claim.done]},
-            "expiresAt": {"N": str(math.ceil(removable_at(claim)))},
+            "expiresAt": {"N": str(math.ceil(self._retention.removable_at(claim)))},
             "expiresAtExact": {"N": _number(claim.expires_at)},
         }
 

@@ -31,9 +31,11 @@ from core.logs import configure as configure_logs, event_log, log, start_failed
 # A queue message holds at most 64 KiB of base64, i.e. 48 KiB of body.
 AZURE_MAX_BODY_BYTES = 48 * 1024
 QUEUE_SETTING = "DT_QUEUE_NAME"
-# Every 10 minutes (NCRONTAB with seconds); a run removes at most SWEEP_MAX_BATCHES batches.
-SWEEP_SCHEDULE = "0 */10 * * * *"
-SWEEP_MAX_BATCHES = 50
+# Every minute (NCRONTAB with seconds). A run removes what has expired, in paced batches,
+# for as long as more is due, within SWEEP_BUDGET_S (under the functionTimeout); what is
+# left is the next run's. No fixed capacity: it keeps pace with any sustained ingest rate.
+SWEEP_SCHEDULE = "0 * * * * *"
+SWEEP_BUDGET_S = 50.0
 # Methods that reach `ingest`. Only POST is processed: the others are let through so core
 # answers 405 with `Allow: POST`, where the host's router would answer a bare 404.
 HTTP_METHODS = ("POST", "GET", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -81,9 +83,10 @@ def context() -> _Context:
 
             configure_logs()
             config = AzureConfig.from_env()
+            settings = settings_from_env()
             _context = _Context(
-                settings=settings_from_env(),
-                claims=TableClaimStore(table_client(config.connection, config.dedup_table)),
+                settings=settings,
+                claims=TableClaimStore(table_client(config.connection, config.dedup_table), settings.dedup_ttl_s),
                 state=TableDeviceStateStore(table_client(config.connection, config.state_table)),
                 queue=StorageEventQueue(queue_client(config.connection, config.queue_name)),
             )
@@ -186,6 +189,6 @@ def sweep(timer: func.TimerRequest) -> None:
     from .retention import TableSweeper
 
     result = sweep_until_done(
-        TableSweeper(context().claims), time.time(), max_batches=SWEEP_MAX_BATCHES, pause_s=0.05, wait=time.sleep
+        TableSweeper(context().claims), time.time(), budget_s=SWEEP_BUDGET_S, pause_s=0.05, wait=time.sleep
     )
     event_log(logging.INFO, "removed expired records", more=result.more, **result.removed)

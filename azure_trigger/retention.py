@@ -1,10 +1,15 @@
 """Bounded storage on Table Storage, which has no TTL: core's `ExpiredRecordSweeper`.
 
-The `sweep` timer function (function_app.py) runs it in the same app. One batch reads one
-page of the dedup table's rows whose `expires_at` has passed and deletes those that
-`core.retention` says nobody needs, each conditionally on the ETag it read (a claim taken
-over since then has a new ETag and stays). Every claim is its own partition, so deletes
-are single-row operations that never hold a partition ingest needs.
+The `sweep` timer function (function_app.py) runs it in the same app. Table Storage has no
+secondary index either, so the claim store keeps one (`azure_trigger.table_store`): every
+claim is filed, when created, under the second it may first become removable. A batch
+reads the index in key order up to now (a range query over the index partitions, never a
+scan of the claims), and for each entry reads its claim and applies `core.retention`'s
+rule: a removable claim is deleted conditionally on the ETag it read (a claim taken over
+since then has a new ETag and stays), an entry whose claim is gone is dropped, and a
+claim not removable yet is re-filed under the moment it will be, always after now, so a
+sweep never reads the same entry twice. Every claim is its own partition, so deletes are
+single-row operations that never hold a partition ingest needs.
 
 Dead letters are messages in the `<queue>-poison` Storage queue: the Functions host puts
 them there with the queue's default time-to-live, 7 days, after which the service
@@ -13,45 +18,95 @@ deletes them. Device state is one row per (device, event type) and is never remo
 
 from __future__ import annotations
 
+import math
+
 from core.ports import StoreError
-from core.retention import DEFAULT_SWEEP_BATCH, UNFINISHED_GRACE_S, StoreReport, SweepResult, is_removable
+from core.retention import DEFAULT_SWEEP_BATCH, Retention, StoreReport, SweepResult
 
 from .clients import translated
-from .table_store import CLAIM_ROW, TableClaimStore
+from .table_store import CLAIM_ROW, EXPIRY_PREFIX, TableClaimStore, expiry_partition
+
+
+#: Claims settled at once within a batch (each is a read and a conditional delete).
+SETTLE_CONCURRENCY = 8
 
 
 class TableSweeper:
-    def __init__(self, claims: TableClaimStore, grace_s: float = UNFINISHED_GRACE_S):
+    def __init__(self, claims: TableClaimStore, retention: Retention | None = None):
+        self.claims = claims
         self.table = claims.table
-        self.grace_s = grace_s
+        self.retention = Retention.from_env() if retention is None else retention
 
-    def _expired_page(self, now: float, limit: int) -> tuple[list, bool]:
+    def _due_entries(self, now: float, limit: int) -> tuple[list, bool]:
+        """Up to `limit` index entries filed at or before `now`, oldest first, and whether
+        more may follow."""
         from azure.core.exceptions import ResourceNotFoundError
 
-        client = self.table._client
         try:
-            with translated("claim table expiry query"):
-                pages = client.query_entities(
-                    "RowKey eq @row and expires_at le @now",
-                    parameters={"row": CLAIM_ROW, "now": float(now)},
+            with translated("expiry index query"):
+                pages = self.table._client.query_entities(
+                    "PartitionKey ge @first and PartitionKey le @last",
+                    parameters={"first": EXPIRY_PREFIX, "last": expiry_partition(now)},
                     results_per_page=limit,
+                    select=["PartitionKey", "RowKey"],
                 ).by_page()
-                page = list(next(pages, []))
-                return page, bool(pages.continuation_token)
+                entries: list = []
+                for page in pages:  # a range query may answer a page short, even empty
+                    entries.extend(page)
+                    if len(entries) >= limit:
+                        return entries[:limit], True
+                return entries, False
         except StoreError as exc:
             if isinstance(exc.__cause__, ResourceNotFoundError):  # no table yet: nothing stored
                 return [], False
             raise
 
+    def _settle(self, key: str, now: float, later: int) -> bool:
+        """Apply the rule to one indexed claim: True if it was removed."""
+        claim_row = self.table.get(key, CLAIM_ROW)
+        if claim_row is None:
+            return False  # released or removed already: only its entry is left
+        claim = TableClaimStore._claim(claim_row)
+        if not self.retention.is_removable(claim, now):
+            self.claims.index(key, max(self.retention.removable_at(claim), later))
+            return False
+        if self.table.delete(key, CLAIM_ROW, claim_row.metadata["etag"]):
+            return True
+        self.claims.index(key, later)  # taken over since we read it: look again later
+        return False
+
+    def _drop_entries(self, entries: list) -> None:
+        """Delete index entries, one transaction per partition (one second's entries)."""
+        from azure.data.tables import TableTransactionError
+
+        by_partition: dict[str, list[str]] = {}
+        for entry in entries:
+            by_partition.setdefault(entry["PartitionKey"], []).append(entry["RowKey"])
+        for partition, keys in by_partition.items():
+            for i in range(0, len(keys), 100):  # a transaction holds at most 100 operations
+                chunk = keys[i : i + 100]
+                try:
+                    with translated("expiry index delete"):
+                        self.table._client.submit_transaction(
+                            [("delete", {"PartitionKey": partition, "RowKey": key}) for key in chunk]
+                        )
+                except StoreError as exc:
+                    if not isinstance(exc.__cause__, TableTransactionError):
+                        raise
+                    for key in chunk:  # one was gone already (a concurrent sweep): one by one
+                        self.table.delete_any(partition, key)
+
     def sweep(self, now: float, limit: int = DEFAULT_SWEEP_BATCH) -> SweepResult:
-        rows, more = self._expired_page(now, limit)
+        from concurrent.futures import ThreadPoolExecutor
+
+        entries, more = self._due_entries(now, limit)
         result = SweepResult(more=more)
-        removed = 0
-        for entity in rows:
-            if not is_removable(TableClaimStore._claim(entity), now, self.grace_s):
-                continue  # an unfinished claim in its grace period
-            if self.table.delete(entity["PartitionKey"], CLAIM_ROW, entity.metadata["etag"]):
-                removed += 1
+        later = math.floor(now) + 1  # re-filed entries land after this sweep's range
+        # Each claim is its own partition: they are settled concurrently, a few round trips
+        # each, so a batch takes a few round trips' time however many it holds.
+        with ThreadPoolExecutor(max_workers=SETTLE_CONCURRENCY) as pool:
+            removed = sum(pool.map(lambda entry: self._settle(entry["RowKey"], now, later), entries))
+        self._drop_entries(entries)
         result.add("claims", removed)
         return result
 
@@ -75,6 +130,8 @@ def store_report(claims: TableClaimStore, state_table) -> StoreReport:
     counts = {"claims": 0, "ledger": 0, "device_state": 0}
     earliest: float | None = None
     for entity in _rows(claims.table, ["PartitionKey", "expires_at"]):
+        if entity["PartitionKey"].startswith(EXPIRY_PREFIX):
+            continue  # the expiry index: one small row per claim, counted with its claim
         kind = "ledger" if entity["PartitionKey"].startswith(WORKER_NAMESPACE + "_") else "claims"
         counts[kind] += 1
         at = float(entity["expires_at"])

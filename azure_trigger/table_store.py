@@ -6,7 +6,11 @@ ETag and `MatchConditions.IfNotModified` (412 `ResourceModifiedError` if someone
 between). Tables are created on first use if they do not exist yet.
 
 Layout: a claim is PartitionKey = its store key (one row per partition, so writes spread
-across partitions), RowKey = "claim". Device state is PartitionKey = store_key(deviceId),
+across partitions), RowKey = "claim". Table Storage has no TTL and no secondary index, so
+each claim also gets an expiry-index row when it is created: PartitionKey = ``~x`` plus
+the second at which the claim may first become removable (zero-padded), RowKey = the
+claim's key. The sweeper (`azure_trigger.retention`) reads those partitions in key order
+up to now, so it finds expired claims without scanning the table. Device state is PartitionKey = store_key(deviceId),
 RowKey = store_key(eventType); `version` (ns since the epoch, ~1.8e18) is stored as a
 zero-padded decimal string because Table Storage numbers are Int32/Int64/Double and the
 SDK refuses to guess; it is compared as a Python int.
@@ -23,11 +27,20 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 
 from core.keys import store_key
-from core.ports import Claim, DeviceState, StoreError
+from core.config import DEFAULT_DEDUP_TTL_S
+from core.ports import COMPLETED, Claim, DeviceState, StoreError
 
 from .clients import translated
 
 CLAIM_ROW = "claim"
+#: Expiry-index partitions: "~" sorts after every store key's characters, so the index
+#: sits at the end of the table and never collides with a claim.
+EXPIRY_PREFIX = "~x"
+
+
+def expiry_partition(at: float) -> str:
+    """The expiry-index partition of moment `at` (epoch seconds): one per second."""
+    return f"{EXPIRY_PREFIX}{max(int(at), 0):012d}"
 # Table Storage strings are UTF-16 and at most 64 KiB: longer JSON is stored as Edm.Binary.
 _MAX_STRING_CHARS = 32_000
 _STATE_ATTEMPTS = 25
@@ -79,6 +92,28 @@ class _Table:
                 return False
             raise
 
+    def upsert(self, entity: dict) -> None:
+        """Insert or overwrite, unconditionally (the expiry index: rewriting it is harmless)."""
+        for attempt in range(2):
+            try:
+                with translated(f"{self._what} upsert"):
+                    self._client.upsert_entity(entity, mode=UpdateMode.REPLACE)
+                return
+            except StoreError as exc:
+                if isinstance(exc.__cause__, ResourceNotFoundError) and attempt == 0:
+                    self._create_table()
+                    continue
+                raise
+
+    def delete_any(self, partition: str, row: str) -> None:
+        """Delete unconditionally; a row already gone is fine."""
+        try:
+            with translated(f"{self._what} delete"):
+                self._client.delete_entity(partition, row)
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, ResourceNotFoundError):
+                raise
+
     def delete(self, partition: str, row: str, etag: str) -> bool:
         """Delete only if the row still has `etag`. (The SDK reports a row deleted by someone
         else meanwhile as success: either way it is gone.)"""
@@ -119,8 +154,18 @@ def _from_json_property(value) -> object:
 
 
 class TableClaimStore:
-    def __init__(self, client):
+    def __init__(self, client, first_removable_after_s: float = DEFAULT_DEDUP_TTL_S, clock=time.time):
+        """`first_removable_after_s`: the earliest a claim created now can be removable
+        (the dedup window, ``DT_DEDUP_TTL_S``: a claim is completed for at least that
+        long, and an unfinished one is kept longer still). The sweeper re-files a claim
+        it finds not yet removable, so an early index entry only costs one look."""
         self.table = _Table(client, "claim table")
+        self._first_removable_after_s = first_removable_after_s
+        self._clock = clock
+
+    def index(self, key: str, at: float) -> None:
+        """File `key` in the expiry index under moment `at`."""
+        self.table.upsert({"PartitionKey": expiry_partition(at), "RowKey": key})
 
     @staticmethod
     def _entity(key: str, claim: Claim) -> dict:
@@ -140,6 +185,10 @@ class TableClaimStore:
         )
 
     def create(self, key: str, claim: Claim) -> bool:
+        # Indexed first: a crash between the two leaves an index entry the sweeper drops,
+        # never a claim nothing would find. (A duplicate's entry is dropped the same way.)
+        first_removable = claim.expires_at if claim.status == COMPLETED else self._clock() + self._first_removable_after_s
+        self.index(key, min(first_removable, claim.expires_at + self._first_removable_after_s))
         return self.table.create(self._entity(key, claim))
 
     def get(self, key: str) -> Claim | None:

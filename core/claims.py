@@ -36,7 +36,10 @@ class Held:
     key: str
     claim: Claim
     queued: bool = False  # the claim was written together with the queued message
-    first: bool = True  # a new record, not one taken over from an earlier attempt
+    #: A new record, not one taken over from an earlier attempt. An event completed on a
+    #: later attempt may have a dead-lettered copy, so the worker remembers it longer
+    #: (`core.retention.Retention.completed_ttl_s`).
+    first: bool = True
 
     @property
     def done(self) -> tuple[str, ...]:
@@ -111,7 +114,7 @@ class Claims:
         claim = replace(held.claim, version=_token(), done=held.claim.done + (handler_name,))
         if not self._store.replace(held.key, held.claim.version, claim):
             raise LostClaim("the event was taken over by another worker")
-        return Held(held.key, claim)
+        return replace(held, claim=claim)  # still `first` or not: the completion's TTL depends on it
 
     def abandon(self, held: Held) -> bool:
         """Let the next delivery take over at once, keeping the handlers already done."""

@@ -21,6 +21,10 @@ test_direct.py holds the table; change both when DT's real format is known):
 
 Only the envelope is decided here; `core.events.parse_event` still checks the event
 itself, so both failures reach the worker's dead-letter path with a reason in the log.
+Every JSON text is read with `core.events.load_json`, ingest's own strict parser, so a
+message is refused for exactly what an HTTP body is refused for (nesting past
+`MAX_JSON_DEPTH`, NaN, numbers no store holds, lone surrogates), and a decoded body
+longer than ``DT_MAX_BODY_BYTES`` is refused as HTTP ingest answers 413.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import binascii
 import json
 from typing import Any, Mapping
 
-from .events import InvalidEvent
+from .events import InvalidEvent, load_json
 
 #: Fields whose presence makes an object a bare DT event rather than an envelope.
 _EVENT_FIELDS = ("eventId", "eventType", "targetName")
@@ -43,13 +47,19 @@ class NotADtEvent(InvalidEvent):
     """The queued message is not a DT event in any shape we accept: dead-letter it."""
 
 
-def decode_direct_message(raw: bytes | bytearray | memoryview | str | Mapping[str, Any]) -> bytes:
+def decode_direct_message(
+    raw: bytes | bytearray | memoryview | str | Mapping[str, Any], max_bytes: int | None = None
+) -> bytes:
     """The HTTP-push body (UTF-8 JSON bytes) carried by one directly delivered message.
 
     A push body given as bytes is returned byte for byte; other shapes are re-serialised.
-    Raises `NotADtEvent` (a core `InvalidEvent`) with a reason that never quotes the input.
+    Raises `NotADtEvent` (a core `InvalidEvent`) with a reason that never quotes the input,
+    also when the body is longer than `max_bytes` (the worker passes ``DT_MAX_BODY_BYTES``).
     """
-    return _decode(raw, _MAX_DEPTH)
+    body = _decode(raw, _MAX_DEPTH)
+    if max_bytes is not None and len(body) > max_bytes:
+        raise NotADtEvent(f"message body is {len(body)} bytes, over DT_MAX_BODY_BYTES ({max_bytes})")
+    return body
 
 
 def _decode(raw: object, depth: int) -> bytes:
@@ -75,9 +85,9 @@ def _from_text(text: str, depth: int, original: bytes | None) -> bytes:
         raise NotADtEvent("message body is empty")
     if stripped[0] in '{["':
         try:
-            doc = json.loads(stripped)
-        except (ValueError, RecursionError):
-            raise NotADtEvent("message body is not valid JSON") from None
+            doc = load_json(stripped)
+        except InvalidEvent as exc:  # "body is not valid JSON", "... nested more than ..."
+            raise NotADtEvent(f"message {exc}") from None
         if isinstance(doc, str):
             return _decode(doc, depth - 1)
         if not isinstance(doc, dict):

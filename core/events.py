@@ -51,6 +51,13 @@ def _finite_float(text: str) -> float:
 _JSON = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 # A \uD800-\uDFFF escape: JSON allows a lone one, UTF-8 (every store) cannot hold it.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+#: The deepest nesting of objects and arrays a body may have. DT's bodies nest four
+#: levels. Without a fixed bound, what parses would depend on how deep the caller's stack
+#: already is (Python's parser, and every serialiser after it, recurse): a body that
+#: ingest accepted could raise RecursionError in a worker, or in a store's SDK, on every
+#: delivery. With it, every such body is refused the same way everywhere (400, or a
+#: poison message in direct mode).
+MAX_JSON_DEPTH = 64
 
 
 def parse_timestamp(value: object) -> tuple[datetime, int]:
@@ -171,6 +178,49 @@ def body_text(body: bytes) -> str:
         raise InvalidEvent("body is not UTF-8") from None
 
 
+def _nested_deeper_than(doc: object, limit: int) -> bool:
+    """True if `doc` nests objects/arrays more than `limit` levels; iterative, so it
+    cannot itself run out of stack."""
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def _check_depth(doc: object, text: str | None) -> None:
+    # Fewer brackets than the limit cannot nest deeper than it: DT's bodies skip the walk.
+    if isinstance(doc, (dict, list)) and (text is None or text.count("{") + text.count("[") > MAX_JSON_DEPTH):
+        if _nested_deeper_than(doc, MAX_JSON_DEPTH):
+            raise InvalidEvent(f"body is nested more than {MAX_JSON_DEPTH} levels deep")
+
+
+def load_json(text: str) -> object:
+    """Decode one JSON text as every store downstream can keep it, or raise `InvalidEvent`.
+
+    Strict RFC 8259 (no NaN/Infinity, no number too large for a double, no integer over
+    Python's 4300-digit limit), no lone UTF-16 surrogate escape, at most `MAX_JSON_DEPTH`
+    levels deep. Duplicate member names are allowed, the last one wins (as in most
+    parsers): every step here parses with this function, so ingest, the queue and the
+    worker all read the same value. Any root is returned; `parse_event` needs an object.
+    """
+    try:
+        doc = _JSON.decode(text)
+    except InvalidEvent:
+        raise
+    except RecursionError:
+        raise InvalidEvent(f"body is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except ValueError:  # JSONDecodeError, and int() past its digit limit
+        raise InvalidEvent("body is not valid JSON") from None
+    _check_depth(doc, text)
+    if _SURROGATE_ESCAPE.search(text):
+        _refuse_lone_surrogates(doc)
+    return doc
+
+
 def parse_event(body: bytes | str | dict) -> Event:
     """Parse a DT request body (raw bytes, text, or an already decoded dict).
 
@@ -180,15 +230,9 @@ def parse_event(body: bytes | str | dict) -> Event:
         body = body_text(bytes(body))
     if isinstance(body, dict):
         doc = body
+        _check_depth(doc, None)
     else:
-        try:
-            doc = _JSON.decode(body)
-        except InvalidEvent:
-            raise
-        except (ValueError, RecursionError):
-            raise InvalidEvent("body is not valid JSON") from None
-        if _SURROGATE_ESCAPE.search(body):
-            _refuse_lone_surrogates(doc)
+        doc = load_json(body)
     if not isinstance(doc, dict):
         raise InvalidEvent("body is not a JSON object")
     event = doc.get("event")

@@ -39,6 +39,7 @@ from .metrics import (
     Recorder,
 )
 from .ports import ClaimStore, DeviceState, DeviceStateStore, StoreError
+from .retention import Retention
 from .tracing import from_env as tracing_from_env, split_message
 
 WORKER_NAMESPACE = "w"
@@ -120,8 +121,10 @@ class Worker:
         registry: HandlerRegistry = default_registry,
         clock: Callable[[], float] = time.time,
         metrics: Recorder = NULL,
+        retention: Retention | None = None,
     ):
         self.settings = settings
+        self._retention = Retention.from_env() if retention is None else retention
         self.metrics = metrics
         self._tracing = tracing_from_env()  # None unless DT_OTEL=1 and OpenTelemetry is installed
         self._clock = clock
@@ -144,7 +147,7 @@ class Worker:
             if self.settings.delivery == "direct":
                 from .direct import decode_direct_message
 
-                message = decode_direct_message(message)
+                message = decode_direct_message(message, self.settings.max_body_bytes)
             event = parse_event(message)
         except InvalidEvent as exc:
             event_log(
@@ -179,7 +182,8 @@ class Worker:
                     raise HandlerFailed(event.event_id, handler.name, exc, handler.func) from None
                 self.metrics.count(HANDLER_RUNS, outcome="ok", handler=handler.name)
                 held = self._claims.record_progress(held, handler.name)
-            if not self._claims.complete(held, self.settings.dedup_ttl_s):
+            ttl_s = self._retention.completed_ttl_s(self.settings.dedup_ttl_s, after_failure=not held.first)
+            if not self._claims.complete(held, ttl_s):
                 event_log(logging.WARNING, "ledger was taken over before completion", eventId=event.event_id)
         except BaseException:
             # RetryLater, StoreError, an adapter's untranslated error, or the runtime

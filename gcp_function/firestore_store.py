@@ -24,15 +24,11 @@ import time
 
 from core.keys import store_key
 from core.ports import Claim, DeviceState, StoreError
-from core.retention import UNFINISHED_GRACE_S, removable_at
+from core.retention import Retention
 
 #: Per-call budget (seconds) incl. the SDK's own retries. Ingest makes 2-4 calls and must
 #: answer DT within 10 s.
 CALL_DEADLINE_S = 3.0
-#: An unfinished claim is garbage-collected this long after its lease ends, so a worker's
-#: recorded progress survives until Pub/Sub's redeliveries of that message are over
-#: (core.retention's rule, shared by every platform).
-IN_PROGRESS_GRACE_S = UNFINISHED_GRACE_S
 #: Rounds of read-compare-write before giving up under heavy contention on one document.
 MAX_CAS_ROUNDS = 50
 
@@ -96,16 +92,17 @@ def compare_and_write(client, ref, decide, what: str) -> bool:
 
 
 class FirestoreClaimStore:
-    def __init__(self, client, collection: str):
+    def __init__(self, client, collection: str, retention: Retention | None = None):
         self._client = client  # google.cloud.firestore.Client; swapped by tests' broken()
         self._collection = collection
+        # `expiresAt`, the TTL policy's field, is core.retention's rule, shared by every platform.
+        self._retention = Retention.from_env() if retention is None else retention
 
     def _ref(self, key: str):
         return self._client.collection(self._collection).document(key)
 
-    @staticmethod
-    def _doc(claim: Claim) -> dict:
-        gc_at = removable_at(claim, IN_PROGRESS_GRACE_S)
+    def _doc(self, claim: Claim) -> dict:
+        gc_at = self._retention.removable_at(claim)
         return {
             "status": claim.status,
             "version": claim.version,

@@ -3,9 +3,10 @@
 Claims are small JSON strings (``{"s","e","v","d"}``) under ``<prefix>c:<key>``. `create`
 is one ``SET NX PXAT``; `replace` and `delete` are Lua scripts that compare the stored
 version first, so each is one atomic round trip. Redis expires the key at
-`core.retention.removable_at`: a completed claim when its dedup window ends, an unfinished
-one a day after its lease (an abandoned worker lease keeps the handlers it recorded as
-done for the redelivery to find). So Redis holds about one dedup window of claims.
+`core.retention.Retention.removable_at`: a completed claim when its dedup window ends, an
+unfinished one the dead-letter retention plus a day after its lease (an abandoned worker
+lease keeps the handlers it recorded as done for a redelivery, or a requeued dead letter,
+to find). So Redis holds about one dedup window of claims.
 
 Device state is one hash per device (``<prefix>s:<deviceId>``), one field per event type.
 Each value starts with the version as a fixed-width decimal string, so the Lua
@@ -23,7 +24,7 @@ from typing import Callable
 from redis.exceptions import RedisError
 
 from core.ports import Claim, DeviceState, StoreError
-from core.retention import removable_at
+from core.retention import Retention
 
 from .connection import describe
 
@@ -80,10 +81,11 @@ def _decode_claim(raw: bytes | str) -> Claim:
 
 
 class RedisClaimStore:
-    def __init__(self, client, prefix: str, clock: Callable[[], float] = time.time):
+    def __init__(self, client, prefix: str, clock: Callable[[], float] = time.time, retention: Retention | None = None):
         self.client = client
         self._prefix = prefix + "c:"
         self._clock = clock
+        self._retention = Retention.from_env() if retention is None else retention
         self._replace = client.register_script(_REPLACE)
         self._delete = client.register_script(_DELETE)
 
@@ -91,7 +93,7 @@ class RedisClaimStore:
         return self._prefix + key
 
     def _expire_at_ms(self, claim: Claim) -> int:
-        return math.ceil(max(removable_at(claim), self._clock() + EXPIRY_MARGIN_S) * 1000)
+        return math.ceil(max(self._retention.removable_at(claim), self._clock() + EXPIRY_MARGIN_S) * 1000)
 
     def create(self, key: str, claim: Claim) -> bool:
         try:

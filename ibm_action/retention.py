@@ -19,7 +19,7 @@ replication into a new database (see the IBM README). `store_report` counts them
 from __future__ import annotations
 
 from core.ports import COMPLETED, IN_PROGRESS
-from core.retention import DEFAULT_SWEEP_BATCH, UNFINISHED_GRACE_S, StoreReport, SweepResult, is_removable
+from core.retention import DEFAULT_SWEEP_BATCH, Retention, StoreReport, SweepResult
 from core.worker import WORKER_NAMESPACE
 
 from .claims import claim_from_json
@@ -32,16 +32,15 @@ _FIELDS = ["_id", "_rev", "claim", "outbox.state", "outbox.updatedAt"]
 
 
 class CloudantSweeper:
-    def __init__(self, docs: Docs, dead_letter_retention_s: float, grace_s: float = UNFINISHED_GRACE_S):
+    def __init__(self, docs: Docs, dead_letter_retention_s: float):
         self.docs = docs
-        self.dead_letter_retention_s = dead_letter_retention_s
-        self.grace_s = grace_s
+        self.retention = Retention(dead_letter_retention_s)
 
     def removable(self, doc: dict, now: float) -> bool:
         """`core.retention`'s rule for one document: the claim (if any) and the outbox
         entry (if any) must both be finished with."""
         claim = claim_from_json(doc.get("claim"))
-        if claim is not None and not is_removable(claim, now, self.grace_s):
+        if claim is not None and not self.retention.is_removable(claim, now):
             return False
         box = outbox_of(doc)
         if box is None:
@@ -50,7 +49,7 @@ class CloudantSweeper:
         if state == DONE:
             return True
         if state == DEAD:
-            return float(box.get("updatedAt") or 0.0) + self.dead_letter_retention_s <= now
+            return float(box.get("updatedAt") or 0.0) + self.retention.dead_letter_s <= now
         return False  # pending: the worker still needs it
 
     def _candidates(self, now: float, limit: int) -> list[list[dict]]:
@@ -60,13 +59,13 @@ class CloudantSweeper:
             {"claim.expiresAt": {"$lte": now}, "claim.status": COMPLETED, **finished}, _FIELDS, limit, oldest_first
         )
         unfinished = self.docs.find_page(
-            {"claim.expiresAt": {"$lte": now - self.grace_s}, "claim.status": IN_PROGRESS, **finished},
+            {"claim.expiresAt": {"$lte": now - self.retention.rerun_window_s}, "claim.status": IN_PROGRESS, **finished},
             _FIELDS,
             limit,
             oldest_first,
         )
         dead = self.docs.find_page(
-            {"outbox.state": DEAD, "outbox.updatedAt": {"$lte": now - self.dead_letter_retention_s}}, _FIELDS, limit
+            {"outbox.state": DEAD, "outbox.updatedAt": {"$lte": now - self.retention.dead_letter_s}}, _FIELDS, limit
         )
         unclaimed = self.docs.find_page({"outbox.state": DONE, "claim": {"$exists": False}}, _FIELDS, limit)
         return [completed, unfinished, dead, unclaimed]

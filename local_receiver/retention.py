@@ -6,6 +6,13 @@ thread: one short ``DELETE ... LIMIT`` statement per batch, each holding the dat
 lock only for that statement, with a pause between batches so ingest is never queued
 behind the cleanup. Deleted pages are reused by later inserts, so the file stops growing
 once it holds about one dedup window of events.
+
+Cleanup keeps pace with ingest at any rate: a round removes batches for as long as more
+has expired (no cap per round), and the next round starts when the next record becomes
+removable (`SQLiteSweeper.next_removal`, one index lookup), at least `MIN_INTERVAL_S`
+later so work comes in batches, at most ``DT_SWEEP_INTERVAL_S`` when nothing is due.
+Each kind of record is found by a range scan of the ``claims_removable`` index
+(status, expires_at), so a round never reads a record it cannot remove.
 """
 
 from __future__ import annotations
@@ -16,22 +23,18 @@ import time
 from typing import Callable
 
 from core.logs import event_log
-from core.ports import COMPLETED, StoreError
-from core.retention import (
-    DEFAULT_SWEEP_BATCH,
-    UNFINISHED_GRACE_S,
-    StoreReport,
-    SweepResult,
-    sweep_until_done,
-)
+from core.ports import COMPLETED, IN_PROGRESS, StoreError
+from core.retention import DEFAULT_SWEEP_BATCH, Retention, StoreReport, SweepResult, sweep_until_done
 from core.worker import WORKER_NAMESPACE
 
 from .sqlite_store import Database
 
-#: How often the receiver looks for expired records (seconds), at most.
+#: The longest wait between two rounds when nothing is due (``DT_SWEEP_INTERVAL_S``).
 DEFAULT_SWEEP_INTERVAL_S = 60.0
-#: Pause between two batches of one sweep, so waiting ingest requests go first.
-BATCH_PAUSE_S = 0.05
+#: The shortest: expiries are collected for at least this long before a round removes them.
+MIN_INTERVAL_S = 1.0
+#: Pause between batches of one round, so waiting ingest requests go first.
+BATCH_PAUSE_S = 0.01
 
 
 class SQLiteSweeper:
@@ -40,28 +43,46 @@ class SQLiteSweeper:
     Each DELETE re-checks the rule in its own WHERE clause, inside the statement that
     deletes, so a claim taken over or renewed since it was seen is never removed."""
 
-    def __init__(self, db: Database, dead_letter_retention_s: float, grace_s: float = UNFINISHED_GRACE_S):
+    def __init__(self, db: Database, dead_letter_retention_s: float):
         self._db = db
-        self.dead_letter_retention_s = dead_letter_retention_s
-        self.grace_s = grace_s
+        self.retention = Retention(dead_letter_retention_s)
+
+    def _delete_claims(self, status: str, removable_before: float, limit: int) -> int:
+        return self._db.write(
+            "DELETE FROM claims WHERE key IN"
+            " (SELECT key FROM claims WHERE status = ? AND expires_at <= ? ORDER BY expires_at LIMIT ?)",
+            (status, removable_before, limit),
+            durable=False,
+        )
 
     def sweep(self, now: float, limit: int = DEFAULT_SWEEP_BATCH) -> SweepResult:
         result = SweepResult()
-        claims = self._db.write(
-            "DELETE FROM claims WHERE key IN (SELECT key FROM claims WHERE expires_at <= ?"
-            " AND (status = ? OR expires_at <= ?) LIMIT ?)",
-            (now, COMPLETED, now - self.grace_s, limit),
-            durable=False,
-        )
+        completed = self._delete_claims(COMPLETED, now, limit)
+        unfinished = self._delete_claims(IN_PROGRESS, now - self.retention.rerun_window_s, limit)
         dead = self._db.write(
             "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE dead_at <= ? LIMIT ?)",
-            (now - self.dead_letter_retention_s, limit),
+            (now - self.retention.dead_letter_s, limit),
             durable=False,
         )
-        result.add("claims", claims)
+        result.add("claims", completed + unfinished)
         result.add("dead_letters", dead)
-        result.more = claims >= limit or dead >= limit
+        result.more = max(completed, unfinished, dead) >= limit
         return result
+
+    def next_removal(self) -> float | None:
+        """When the next record becomes removable (epoch seconds), or None if none will."""
+        [(completed, unfinished)] = self._db.query(
+            "SELECT (SELECT min(expires_at) FROM claims WHERE status = ?),"
+            " (SELECT min(expires_at) FROM claims WHERE status = ?)",
+            (COMPLETED, IN_PROGRESS),
+        )
+        [(dead,)] = self._db.query("SELECT min(dead_at) FROM dead_letters")
+        moments = [
+            at + delay
+            for at, delay in ((completed, 0.0), (unfinished, self.retention.rerun_window_s), (dead, self.retention.dead_letter_s))
+            if at is not None
+        ]
+        return min(moments, default=None)
 
 
 def store_report(db: Database) -> StoreReport:
@@ -85,27 +106,45 @@ def store_report(db: Database) -> StoreReport:
 
 
 class BackgroundSweeper:
-    """Runs `SQLiteSweeper` every `interval_s` in a daemon thread until stopped."""
+    """Runs `SQLiteSweeper` in a daemon thread until stopped: a round when records are due
+    (see the module doc), at most `interval_s` apart."""
 
-    def __init__(self, sweeper: SQLiteSweeper, clock: Callable[[], float] = time.time, interval_s: float = DEFAULT_SWEEP_INTERVAL_S):
+    def __init__(
+        self,
+        sweeper: SQLiteSweeper,
+        clock: Callable[[], float] = time.time,
+        interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
+        min_interval_s: float = MIN_INTERVAL_S,
+    ):
         self.sweeper = sweeper
         self.clock = clock
         self.interval_s = interval_s
+        self.min_interval_s = min(min_interval_s, interval_s)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> SweepResult:
         result = sweep_until_done(self.sweeper, self.clock(), pause_s=BATCH_PAUSE_S, wait=self._stop.wait)
         if result.total:
-            event_log(logging.INFO, "removed expired records", **result.removed)
+            event_log(logging.DEBUG, "removed expired records", **result.removed)
         return result
 
+    def next_wait(self) -> float:
+        """Seconds until the next round: when the next record is due, within bounds."""
+        due = self.sweeper.next_removal()
+        if due is None:
+            return self.interval_s
+        return min(self.interval_s, max(self.min_interval_s, due - self.clock()))
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        wait_s = self.min_interval_s
+        while not self._stop.wait(wait_s):
             try:
                 self.run_once()
+                wait_s = self.next_wait()
             except StoreError as exc:  # the next round tries again
                 event_log(logging.WARNING, "cleanup of expired records failed", error=str(exc))
+                wait_s = self.interval_s
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="dtconnector-sweeper", daemon=True)

@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS device_state (
     labels     TEXT NOT NULL,
     PRIMARY KEY (device_id, event_type)
 );
-CREATE INDEX IF NOT EXISTS claims_expiry ON claims (expires_at);  -- the sweeper's range scan
+DROP INDEX IF EXISTS claims_expiry;  -- replaced by claims_removable
+CREATE INDEX IF NOT EXISTS claims_removable ON claims (status, expires_at);  -- the sweeper's range scans
 """
 
 

@@ -437,6 +437,37 @@ def render(results: list[Result], suites: dict, suite_cmd: str, suite_s: float, 
     return "\n".join(lines) + "\n"
 
 
+def _long_rows(args) -> list:
+    from . import long_run
+
+    rows = []
+    for name in args.only:
+        print(f"[reliability] {name}: long run ...", file=sys.stderr, flush=True)
+        rate = args.long_run_rate if name in ("local", "heroku") else args.long_run_cloud_rate
+        row = long_run.run(name, args.long_run_windows, rate, args.long_run_ttl, SECRET)
+        rows.append(row)
+        print(f"[reliability] {name}: {row.events} events at {row.rate:.0f}/s over {row.windows} windows, "
+              f"peak {row.peak_events} event records ({row.peak_windows:.2f} windows) {row.error}",
+              file=sys.stderr, flush=True)
+    return rows
+
+
+def _long_run_only(args) -> int:
+    """Re-measure the long run alone and put its section in place of the old one."""
+    from . import long_run
+
+    rows = _long_rows(args)
+    out = Path(args.out)
+    text = out.read_text() if out.exists() else ""
+    marker = "\n## Long run"
+    kept = text[: text.index(marker)] if marker in text else text
+    section = "\n".join(long_run.render(rows, args.long_run_windows, args.long_run_ttl))
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    out.write_text(kept.rstrip("\n") + "\n" + section + f"\n\n(Long run measured {when}, `python -m reliability --long-run-only`.)\n")
+    print(f"[reliability] wrote {out}", file=sys.stderr)
+    return 0 if all(not r.error for r in rows) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reliability", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=10_000, help="deliveries for local and heroku")
@@ -446,10 +477,15 @@ def main(argv: list[str] | None = None) -> int:
                         default=["local", "heroku", *CLOUDS])
     parser.add_argument("--skip-tests", action="store_true", help="do not run tests/reliability per platform")
     parser.add_argument("--out", default=str(ROOT / "RELIABILITY.md"))
-    parser.add_argument("--long-run-windows", type=int, default=4, help="dedup windows in the long run (0: skip it)")
-    parser.add_argument("--long-run-events", type=int, default=50, help="new events per window in the long run")
-    parser.add_argument("--long-run-ttl", type=float, default=5.0, help="the long run's DT_DEDUP_TTL_S (seconds)")
+    parser.add_argument("--long-run-windows", type=int, default=10, help="dedup windows in the long run (0: skip it)")
+    parser.add_argument("--long-run-rate", type=float, default=1000.0, help="events/s in the long run (local, heroku)")
+    parser.add_argument("--long-run-cloud-rate", type=float, default=100.0, help="events/s in the long run (cloud stand-ins)")
+    parser.add_argument("--long-run-ttl", type=float, default=2.0, help="the long run's DT_DEDUP_TTL_S (seconds)")
+    parser.add_argument("--long-run-only", action="store_true",
+                        help="run only the long run and replace its section of --out, keeping the rest")
     args = parser.parse_args(argv)
+    if args.long_run_only:
+        return _long_run_only(args)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="dtconnector-reliability-") as tmp_name:
@@ -470,22 +506,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_tests:
             print("[reliability] fault and hostile-input suites ...", file=sys.stderr, flush=True)
             suites, suite_cmd, suite_s = run_suites(tmp, args.only)
-    long_rows = []
-    if args.long_run_windows > 0:
-        from . import long_run
-
-        for name in args.only:
-            print(f"[reliability] {name}: long run ...", file=sys.stderr, flush=True)
-            row = long_run.run(name, args.long_run_windows, args.long_run_events, args.long_run_ttl, SECRET)
-            long_rows.append(row)
-            print(f"[reliability] {name}: {row.events} events over {row.windows} windows, "
-                  f"{row.stored_events} event records + {row.stored_state} state records stored {row.error}",
-                  file=sys.stderr, flush=True)
+    long_rows = _long_rows(args) if args.long_run_windows > 0 else []
     text = render(results, suites, suite_cmd, suite_s, args, started)
     if long_rows:
         from . import long_run
 
-        text += "\n".join(long_run.render(long_rows, args.long_run_windows, args.long_run_events, args.long_run_ttl)) + "\n"
+        text += "\n".join(long_run.render(long_rows, args.long_run_windows, args.long_run_ttl)) + "\n"
     Path(args.out).write_text(text)
     print(f"[reliability] wrote {args.out}", file=sys.stderr)
     return 0 if all(not r.problems and not r.error for r in results) else 1

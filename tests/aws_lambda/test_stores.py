@@ -6,7 +6,9 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 
 from core.ports import COMPLETED, IN_PROGRESS, Claim, DeviceState, QueueError, StoreError
-from core.retention import UNFINISHED_GRACE_S
+from core.retention import Retention
+
+RERUN_WINDOW_S = Retention().rerun_window_s  # the default rule: 14 days of dead letters + 1 day
 
 
 def raw_item(harness, table: str, key: dict) -> dict:
@@ -27,7 +29,7 @@ def test_an_unfinished_claim_outlives_its_lease_in_the_ttl(harness):
     # not remove it before the queue's redeliveries are over.
     harness.claim_store.create("w_k1", Claim(IN_PROGRESS, 1893456000.25, "v1", ("a.b",)))
     item = raw_item(harness, harness.dedup_table, {"eventId": {"S": "w_k1"}})
-    assert int(item["expiresAt"]["N"]) == 1893456001 + int(UNFINISHED_GRACE_S)
+    assert int(item["expiresAt"]["N"]) == 1893456001 + int(RERUN_WINDOW_S)
     assert harness.claim_store.get("w_k1").expires_at == 1893456000.25
 
 

@@ -35,7 +35,7 @@ def test_app_has_exactly_ingest_process_and_sweep():
 def test_sweep_is_a_timer_trigger_in_the_same_app():
     [trigger] = _bindings("sweep")
     assert trigger["type"] == "timerTrigger" and trigger["direction"] == "IN"
-    assert trigger["schedule"] == "0 */10 * * * *"  # NCRONTAB with seconds: every 10 minutes
+    assert trigger["schedule"] == "0 * * * * *"  # NCRONTAB with seconds: every minute
     assert not trigger.get("runOnStartup")
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 
-from core.ports import COMPLETED, IN_PROGRESS, Claim
-from core.retention import UNFINISHED_GRACE_S
 from azure_trigger.retention import TableSweeper, store_report
+from azure_trigger.table_store import EXPIRY_PREFIX
+from core.ports import COMPLETED, IN_PROGRESS, Claim
+from core.retention import Retention
+
+RERUN_WINDOW_S = Retention().rerun_window_s  # the default rule: 14 days of dead letters + 1 day
 
 
 def test_sweep_removes_expired_claims_and_keeps_what_is_needed(azure):
@@ -15,7 +18,7 @@ def test_sweep_removes_expired_claims_and_keeps_what_is_needed(azure):
     claims.create("gone", Claim(COMPLETED, now - 1, "a"))
     claims.create("live", Claim(COMPLETED, now + 60, "b"))
     claims.create("w_unfinished", Claim(IN_PROGRESS, now - 60, "c", ("h1",)))  # progress kept for redelivery
-    claims.create("w_old", Claim(IN_PROGRESS, now - UNFINISHED_GRACE_S - 1, "d"))
+    claims.create("w_old", Claim(IN_PROGRESS, now - RERUN_WINDOW_S - 1, "d"))
     result = TableSweeper(claims).sweep(now)
     assert result.removed == {"claims": 2}
     assert claims.get("gone") is None and claims.get("w_old") is None
@@ -37,16 +40,63 @@ def test_a_claim_taken_over_after_the_sweeper_read_it_is_kept(azure, monkeypatch
     now = time.time()
     claims.create("k", Claim(COMPLETED, now - 1, "old"))
     sweeper = TableSweeper(claims)
-    real = sweeper._expired_page
+    real_get = sweeper.table.get
 
-    def read_then_takeover(at, limit):
-        page = real(at, limit)
+    def read_then_takeover(partition, row):
+        entity = real_get(partition, row)
+        monkeypatch.undo()  # the sweeper's read is done; the takeover reads for itself
         assert claims.replace("k", "old", Claim(IN_PROGRESS, now + 8, "new"))  # a DT retry, meanwhile
-        return page
+        return entity
 
-    monkeypatch.setattr(sweeper, "_expired_page", read_then_takeover)
+    monkeypatch.setattr(sweeper.table, "get", read_then_takeover)
     assert sweeper.sweep(now).removed == {}
     assert claims.get("k").version == "new"
+    assert _index(azure) == {"k"}  # filed again: a later sweep looks at it again
+
+
+def _index(azure, upto: float | None = None) -> set[str]:
+    """The claim keys filed in the expiry index (at or before `upto`)."""
+    rows = azure.claim_store.table._client.query_entities(
+        "PartitionKey ge @first", parameters={"first": EXPIRY_PREFIX}, select=["PartitionKey", "RowKey"]
+    )
+    return {r["RowKey"] for r in rows if upto is None or int(r["PartitionKey"][len(EXPIRY_PREFIX):]) <= upto}
+
+
+def test_the_sweep_reads_the_expiry_index_never_the_claims(azure, monkeypatch):
+    """Expired claims are found through the index, by a range query over its partitions:
+    no query of the claim rows' columns (the old full-table scan), and a claim not yet
+    removable is re-filed after now, so no entry is read twice in one sweep."""
+    claims = azure.claim_store
+    now = time.time()
+    for n in range(30):
+        claims.create(f"live{n}", Claim(IN_PROGRESS, now - 60, "v", ("h",)))  # kept for the rerun window
+    claims.create("gone", Claim(COMPLETED, now - 1, "v"))
+    client = claims.table._client
+    filters: list[str] = []
+    real_query = client.query_entities
+    monkeypatch.setattr(client, "query_entities", lambda f, **kw: filters.append(f) or real_query(f, **kw))
+    sweeper = TableSweeper(claims)
+    first = sweeper.sweep(now + 14 * 3600, limit=10)  # past the dedup window the index was filed for
+    assert filters and all(f == "PartitionKey ge @first and PartitionKey le @last" for f in filters)
+    assert first.removed == {"claims": 1} and first.more
+    result = first
+    rounds = 1
+    while result.more:
+        result = sweeper.sweep(now + 14 * 3600, limit=10)
+        rounds += 1
+    assert rounds <= 4  # 31 entries in batches of 10: each read once
+    assert _index(azure, upto=now + 14 * 3600) == set()
+    assert _index(azure) == {f"live{n}" for n in range(30)}  # re-filed at their removable moment
+    assert sweeper.sweep(now + 14 * 3600).removed == {}
+
+
+def test_an_index_entry_without_its_claim_is_dropped(azure):
+    claims = azure.claim_store
+    now = time.time()
+    claims.create("released", Claim(IN_PROGRESS, now + 8, "v"))
+    assert claims.delete("released", "v")  # ingest gave the id back (its enqueue failed)
+    assert TableSweeper(claims).sweep(now + 14 * 3600).removed == {}
+    assert _index(azure) == set()
 
 
 def test_store_report_counts_rows(azure):

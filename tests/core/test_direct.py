@@ -62,7 +62,10 @@ REFUSED = [
     ("bare event lacking targetName", json.dumps({"eventId": "e", "eventType": "touch"}), "neither a DT 'event'"),
     ("Pub/Sub data not base64", {"message": {"data": "%%%"}}, "neither JSON nor base64"),
     ("Pub/Sub data not a string", {"message": {"data": 5}}, "not a base64 string"),
-    ("NaN smuggled in a bare event", '{"eventId":"e","eventType":"t","targetName":"x","data":NaN}', "JSON cannot carry"),
+    ("NaN smuggled in a bare event", '{"eventId":"e","eventType":"t","targetName":"x","data":NaN}', "NaN is not a JSON number"),
+    ("a bare event nested too deep", '{"eventId":"e","eventType":"t","targetName":"x","data":' + "[" * 900 + "]" * 900 + "}", "nested more than"),
+    ("1e400 in a bare event", '{"eventId":"e","eventType":"t","targetName":"x","data":1e400}', "number too large"),
+    ("a lone surrogate in a bare event", '{"eventId":"\\ud800","eventType":"t","targetName":"x"}', "lone UTF-16 surrogate"),
     ("a list object", [PUSH], "not bytes, text or an object"),
     ("None", None, "not bytes, text or an object"),
 ]
@@ -89,6 +92,12 @@ def test_anything_else_is_not_a_dt_event(raw, reason):
         decode_direct_message(raw)
     assert reason in str(caught.value)
     assert isinstance(caught.value, InvalidEvent)  # the worker's poison path catches it
+
+
+def test_a_decoded_body_over_the_limit_is_not_a_dt_event():
+    assert decode_direct_message(b64(PUSH), max_bytes=len(PUSH)) == PUSH
+    with pytest.raises(NotADtEvent, match="over DT_MAX_BODY_BYTES"):
+        decode_direct_message(b64(PUSH), max_bytes=len(PUSH) - 1)
 
 
 def test_unwrapping_is_bounded():

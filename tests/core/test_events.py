@@ -190,3 +190,21 @@ def test_numbers_json_does_not_have_are_refused(number):
     with pytest.raises(InvalidEvent, match="JSON number|too large"):
         parse_event(body)
     assert parse_event(body.replace(number, "1e308")).raw["event"]["data"]["co2"]["ppm"] == 1e308
+
+
+def test_nesting_is_refused_past_a_fixed_depth_whatever_the_stack():
+    """What parses must not depend on how deep the caller's stack is (a body ingest
+    accepted once raised RecursionError in a worker): the bound is MAX_JSON_DEPTH."""
+    from core.events import MAX_JSON_DEPTH, load_json
+
+    ok, too_deep = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH, "[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1)
+
+    def at_depth(frames, text):
+        return load_json(text) if frames == 0 else at_depth(frames - 1, text)
+
+    for frames in (0, 300, 800):
+        assert at_depth(frames, ok) is not None
+        with pytest.raises(InvalidEvent, match=f"nested more than {MAX_JSON_DEPTH} levels"):
+            at_depth(frames, too_deep)
+    with pytest.raises(InvalidEvent, match="nested more than"):
+        parse_event({"event": json.loads(too_deep)})

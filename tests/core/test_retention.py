@@ -12,24 +12,36 @@ from core.retention import (
     StoreReport,
     SweepResult,
     dead_letter_retention_s,
-    is_removable,
-    removable_at,
+    REDELIVERY_WINDOW_S,
+    Retention,
     sweep_until_done,
 )
 
 
 def test_a_completed_claim_goes_when_its_window_ends():
     claim = Claim(COMPLETED, 100.0, "v")
-    assert removable_at(claim) == 100.0
-    assert not is_removable(claim, 99.9)
-    assert is_removable(claim, 100.0)
+    assert Retention().removable_at(claim) == 100.0
+    assert not Retention().is_removable(claim, 99.9)
+    assert Retention().is_removable(claim, 100.0)
 
 
-def test_an_unfinished_claim_outlives_its_lease_by_the_grace():
+def test_an_unfinished_claim_outlives_every_dead_letter_that_may_rerun_it():
+    """Its recorded progress is what a requeued dead letter needs: it stays for the
+    dead-letter retention plus the queue's own redeliveries before that."""
+    rule = Retention(dead_letter_s=1000.0)
     claim = Claim(IN_PROGRESS, 100.0, "v", ("h1",))
-    assert removable_at(claim, grace_s=50) == 150.0
-    assert not is_removable(claim, 149.0, grace_s=50)
-    assert is_removable(claim, 150.0, grace_s=50)
+    assert rule.rerun_window_s == 1000.0 + REDELIVERY_WINDOW_S
+    assert rule.removable_at(claim) == 100.0 + 1000.0 + REDELIVERY_WINDOW_S
+    assert not rule.is_removable(claim, 100.0 + 1000.0 + REDELIVERY_WINDOW_S - 1)
+    assert Retention().rerun_window_s == DEFAULT_DEAD_LETTER_RETENTION_S + REDELIVERY_WINDOW_S
+
+
+def test_a_completion_after_a_failure_is_remembered_for_the_rerun_window():
+    rule = Retention(dead_letter_s=1000.0)
+    assert rule.completed_ttl_s(60.0, after_failure=False) == 60.0
+    assert rule.completed_ttl_s(60.0, after_failure=True) == 1000.0 + REDELIVERY_WINDOW_S
+    assert rule.completed_ttl_s(10 * REDELIVERY_WINDOW_S, after_failure=True) == 10 * REDELIVERY_WINDOW_S
+    assert Retention.from_env({"DT_DEAD_LETTER_RETENTION_S": "7"}).dead_letter_s == 7.0
 
 
 def test_dead_letter_retention_comes_from_the_environment():
@@ -64,8 +76,12 @@ def test_sweep_until_done_repeats_bounded_batches_with_pauses():
     assert pauses == [0.5, 0.5]
 
 
-def test_sweep_until_done_stops_at_max_batches_or_when_told():
+def test_sweep_until_done_has_no_fixed_cap_but_stops_at_a_budget_or_when_told():
+    assert sweep_until_done(Batches(10_000), 0.0, limit=10).removed == {"claims": 10_000}
     assert sweep_until_done(Batches(100), 0.0, limit=10, max_batches=2).removed == {"claims": 20}
+    ticks = iter(range(100))
+    timed = sweep_until_done(Batches(100), 0.0, limit=10, budget_s=3, monotonic=lambda: next(ticks))
+    assert (timed.removed, timed.more) == ({"claims": 30}, True)
     stopped = sweep_until_done(Batches(100), 0.0, limit=10, pause_s=1, wait=lambda s: True)
     assert (stopped.removed, stopped.more) == ({"claims": 10}, True)
 

@@ -10,7 +10,9 @@ import redis
 
 from core.claims import Claims
 from core.ports import COMPLETED, IN_PROGRESS, Claim, DeviceState, QueueError, StoreError
-from core.retention import UNFINISHED_GRACE_S
+from core.retention import Retention
+
+RERUN_WINDOW_S = Retention().rerun_window_s  # the default rule: 14 days of dead letters + 1 day
 from heroku.connection import connect
 from heroku.stores import EXPIRY_MARGIN_S, encode_version
 
@@ -62,7 +64,7 @@ def test_redis_expires_a_claim_when_nobody_needs_it_any_more(h):
     # Unfinished: kept a day past its lease, for the redelivery that needs its progress.
     assert h.claim_store.create("k-ttl", Claim(IN_PROGRESS, now + 10, "v1"))
     pttl = client.pttl(h.prefix + "c:k-ttl")
-    assert (10 + UNFINISHED_GRACE_S - 2) * 1000 < pttl <= (10 + UNFINISHED_GRACE_S + 1) * 1000
+    assert (10 + RERUN_WINDOW_S - 2) * 1000 < pttl <= (10 + RERUN_WINDOW_S + 1) * 1000
     # A claim already past its expiry is still stored (and reported expired by core):
     assert h.claim_store.create("k-past", Claim(IN_PROGRESS, now - 5, "v1", ("mod.h",)))
     assert h.claim_store.get("k-past").done == ("mod.h",)

@@ -7,7 +7,9 @@ import json
 import time
 
 from core.ports import COMPLETED, IN_PROGRESS, Claim
-from core.retention import UNFINISHED_GRACE_S
+from core.retention import Retention
+
+RERUN_WINDOW_S = Retention().rerun_window_s  # the default rule: 14 days of dead letters + 1 day
 from ibm_action import worker as worker_module
 from ibm_action.claims import claim_to_json
 from ibm_action.retention import CloudantSweeper
@@ -44,7 +46,7 @@ def test_sweep_removes_finished_documents_and_keeps_what_is_needed(ibm):
     _put(ibm, "unclaimed-done", None, "done")
     _put(ibm, "w_done", Claim(COMPLETED, now - 1, "v"))
     _put(ibm, "w_unfinished", Claim(IN_PROGRESS, now - 60, "v", ("h1",)))  # progress a redelivery needs
-    _put(ibm, "w_abandoned", Claim(IN_PROGRESS, now - UNFINISHED_GRACE_S - 1, "v", ("h1",)))
+    _put(ibm, "w_abandoned", Claim(IN_PROGRESS, now - RERUN_WINDOW_S - 1, "v", ("h1",)))
 
     result = CloudantSweeper(_docs(ibm), dead_letter_retention_s=2 * DAY).sweep(now)
 

@@ -8,7 +8,9 @@ import time
 import pytest
 
 from core.ports import COMPLETED, IN_PROGRESS, Claim, DeviceState
-from core.retention import UNFINISHED_GRACE_S
+from core.retention import Retention
+
+RERUN_WINDOW_S = Retention().rerun_window_s  # the default rule: 14 days of dead letters + 1 day
 from local_receiver import cli
 from local_receiver.app import LocalApp
 from local_receiver.retention import SQLiteSweeper, store_report
@@ -40,7 +42,7 @@ def test_sweep_removes_only_what_nobody_needs(tmp_path):
     claims.create("done-expired", Claim(COMPLETED, NOW - 1, "a"))
     claims.create("done-live", Claim(COMPLETED, NOW + 60, "b"))
     claims.create("w_unfinished", Claim(IN_PROGRESS, NOW - 60, "c", ("h1",)))  # abandoned lease, progress kept
-    claims.create("w_unfinished-old", Claim(IN_PROGRESS, NOW - UNFINISHED_GRACE_S - 1, "d", ("h1",)))
+    claims.create("w_unfinished-old", Claim(IN_PROGRESS, NOW - RERUN_WINDOW_S - 1, "d", ("h1",)))
     queue = SQLiteQueue(db)
     queue.enqueue("{}", event_id="queued-long-ago")  # a queued event is never removed by age
     db.write("UPDATE queue SET visible_at = ?", (NOW - 100 * DAY,))
@@ -86,6 +88,54 @@ def test_a_claim_taken_over_before_the_sweep_is_kept(tmp_path):
     assert claims.replace("k", "old", Claim(IN_PROGRESS, NOW + 8, "new"))  # a DT retry took it over
     SQLiteSweeper(db, dead_letter_retention_s=DAY).sweep(NOW)
     assert claims.get("k") == Claim(IN_PROGRESS, NOW + 8, "new")
+
+
+def test_a_round_removes_everything_expired_however_much(tmp_path):
+    """No fixed capacity per round (it was 50 batches of 200 per minute, ~83 events/s):
+    a round works off the whole backlog in bounded batches."""
+    from local_receiver.retention import BackgroundSweeper
+
+    clock = Clock()
+    db = _db(tmp_path, clock)
+    with db.transaction() as conn:
+        conn.executemany(
+            "INSERT INTO claims (key, status, expires_at, version) VALUES (?, ?, ?, 'v')",
+            [(f"k{n}", COMPLETED, NOW - 1 - n % 100) for n in range(30_000)],
+        )
+    result = BackgroundSweeper(SQLiteSweeper(db, DAY), clock).run_once()
+    assert (result.removed, result.more, _keys(db)) == ({"claims": 30_000}, False, set())
+
+
+def test_the_next_round_comes_when_the_next_record_is_due(tmp_path):
+    """Rounds follow expiry: as soon as something is due (at least MIN_INTERVAL_S apart,
+    so work comes in batches), at most DT_SWEEP_INTERVAL_S apart when nothing is."""
+    from local_receiver.retention import MIN_INTERVAL_S, BackgroundSweeper
+
+    clock = Clock()
+    db = _db(tmp_path, clock)
+    sweeper = SQLiteSweeper(db, dead_letter_retention_s=DAY)
+    background = BackgroundSweeper(sweeper, clock, interval_s=60.0)
+    assert (sweeper.next_removal(), background.next_wait()) == (None, 60.0)
+    claims = SQLiteClaimStore(db)
+    claims.create("unfinished", Claim(IN_PROGRESS, NOW - 10, "v", ("h1",)))
+    assert sweeper.next_removal() == NOW - 10 + sweeper.retention.rerun_window_s
+    claims.create("completed", Claim(COMPLETED, NOW + 2.5, "v"))
+    assert (sweeper.next_removal(), background.next_wait()) == (NOW + 2.5, 2.5)
+    claims.create("due", Claim(COMPLETED, NOW - 5, "v"))
+    assert background.next_wait() == MIN_INTERVAL_S
+    background.run_once()
+    assert _keys(db) == {"unfinished", "completed"}
+
+
+def test_the_sweeper_reads_only_what_it_removes(tmp_path):
+    """Unfinished records kept for the rerun window are not in the completed range, and the
+    reverse: each DELETE is a range scan of the (status, expires_at) index."""
+    db = _db(tmp_path)
+    plans = [
+        " ".join(row[-1] for row in db.query("EXPLAIN QUERY PLAN SELECT key FROM claims WHERE status = ? AND expires_at <= ?", (status, NOW)))
+        for status in (COMPLETED, IN_PROGRESS)
+    ]
+    assert all("claims_removable (status=? AND expires_at<?)" in plan for plan in plans), plans
 
 
 def test_the_receiver_sweeps_in_the_background(tmp_path, monkeypatch):

@@ -150,7 +150,10 @@ class AwsHarness(Harness):
             ],
             BillingMode="PAY_PER_REQUEST",
         )
-        self.dlq_url = sqs.create_queue(QueueName=f"{prefix}-dlq")["QueueUrl"]
+        # 14 days, as template.yaml's DeadLetterQueue (moto drops older messages, like SQS).
+        self.dlq_url = sqs.create_queue(QueueName=f"{prefix}-dlq", Attributes={"MessageRetentionPeriod": "1209600"})[
+            "QueueUrl"
+        ]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(self.max_attempts)}
         self.queue_url = sqs.create_queue(
@@ -266,6 +269,30 @@ class AwsHarness(Harness):
             attr = m.get("MessageAttributes", {}).get("eventId")
             ids.append(attr["StringValue"] if attr else json.loads(m["Body"])["event"]["eventId"])
         return ids
+
+    def requeue_dead_letters(self) -> int:
+        """What a redrive (``aws sqs start-message-move-task``, which moto lacks) does: each
+        DLQ message sent back to the work queue with its attributes, then deleted."""
+        moved = 0
+        while True:
+            batch = self.sqs.receive_message(
+                QueueUrl=self.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=60, MessageAttributeNames=["All"]
+            ).get("Messages", [])
+            if not batch:
+                return moved
+            for m in batch:
+                attributes = {
+                    name: {"DataType": a["DataType"], "StringValue": a["StringValue"]}
+                    for name, a in m.get("MessageAttributes", {}).items()
+                    if "StringValue" in a
+                }
+                self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=m["Body"], MessageAttributes=attributes)
+                self.sqs.delete_message(QueueUrl=self.dlq_url, ReceiptHandle=m["ReceiptHandle"])
+                moved += 1
+
+    def native_expiry(self, key: str) -> float | None:
+        item = self.dynamodb.get_item(TableName=self.dedup_table, Key={"eventId": {"S": key}}, ConsistentRead=True)
+        return float(item["Item"]["expiresAt"]["N"]) if "Item" in item else None
 
     def metrics(self):
         from tests.metrics_native import parse_emf

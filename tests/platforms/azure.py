@@ -233,6 +233,24 @@ class AzureHarness(Harness):
             return []
         return [json.loads(base64.b64decode(m.content))["event"]["eventId"] for m in peeked]
 
+    def requeue_dead_letters(self) -> int:
+        """What an operator does (Storage Explorer's "move", or a script): each poison
+        message sent back to the watched queue as it is, then deleted."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        moved = 0
+        try:
+            while True:
+                batch = list(self.poison_queue.receive_messages(messages_per_page=32, visibility_timeout=60, max_messages=32))
+                if not batch:
+                    return moved
+                for message in batch:
+                    self.raw_queue.send_message(message.content)
+                    self.poison_queue.delete_message(message.id, message.pop_receipt)
+                    moved += 1
+        except ResourceNotFoundError:
+            return moved
+
     # -- bounded storage ----------------------------------------------------------------
     def sweep(self) -> None:
         from azure.functions.timer import TimerRequest

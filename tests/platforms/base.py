@@ -93,13 +93,21 @@ class Harness(abc.ABC):
 
     # -- bounded storage (core.retention); tests/contract/test_retention.py ---------------
 
-    #: True where the stand-in never deletes expired records itself (moto's DynamoDB TTL,
-    #: the Firestore emulator's TTL policy): the suite then checks `record_expiries` instead.
+    #: True where the store's own TTL removes expired records (DynamoDB, Firestore, Redis):
+    #: a test's fake clock cannot fire it (and moto and the Firestore emulator never fire it
+    #: at all), so the suite checks `record_expiries` instead of counting records.
     ttl_never_fires: bool = False
 
     def sweep(self) -> None:
         """Run the platform's own cleanup of expired records once, as its schedule would
         (a no-op where the store's native TTL does it)."""
+
+    def start_cleanup(self):
+        """Start the platform's scheduled cleanup exactly as deployed, where it runs in the
+        test's process (the local receiver's background thread); returns a function that
+        stops it, or None where the schedule is the cloud's (a timer, a cron job: callers
+        then run `sweep` on a schedule of their own). Used by the reliability long run."""
+        return None
 
     def stored_records(self) -> dict[str, int]:
         """How many records the store holds: ``events`` (claims, ledger entries, outbox
@@ -107,9 +115,30 @@ class Harness(abc.ABC):
         raise NotImplementedError
 
     def record_expiries(self) -> list[float]:
-        """For `ttl_never_fires` platforms: each stored event record's native-TTL expiry
-        (epoch seconds); raises if a record has none or the store's TTL is not enabled."""
+        """For `ttl_never_fires` platforms: each stored claim's native-TTL expiry (epoch
+        seconds); raises if a record has none or the store's TTL is not enabled."""
         raise NotImplementedError
+
+    def native_expiry(self, key: str) -> float | None:
+        """When the store's own TTL removes the record under `key` (epoch seconds, read
+        back from what was written: DynamoDB's ``expiresAt``, Firestore's ``expiresAt``,
+        Redis's PEXPIRETIME), or None where a sweeper removes records instead (`sweep`).
+        A test's fake clock cannot make a native TTL fire, so the suite checks this."""
+        return None
+
+    # -- dead letters and restarts; tests/contract/test_retention.py ---------------------
+
+    def requeue_dead_letters(self) -> int:
+        """Put every dead letter back on the work queue, as an operator does once the
+        handler is fixed (the platform's documented way: ``dtconnector dead-letters
+        --requeue``, an SQS redrive, republishing the dead-letter subscription, moving
+        the poison queue back...). Returns how many."""
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        """Stop and start the platform's processes, as a redeploy or a crash would: what
+        the entry points cached is forgotten and their start-up recovery runs."""
+        self.new_container()
 
     def device_state(self, device_id: str) -> dict[str, DeviceState]:
         return {s.event_type: s for s in self.state_store.get_device(device_id)}

@@ -259,6 +259,7 @@ class GcpHarness(Harness):
         }
         self._prefetched: dict[str, object] = {}  # message id -> ReceivedMessage (leased)
         self._dead: list = []  # PubsubMessage of each dead-lettered delivery, pulled so far
+        self._requeued = 0  # how many of `_dead` were published again
         self.stdout = io.StringIO()  # what Cloud Logging would parse into jsonPayload
         self._activate()
 
@@ -417,7 +418,22 @@ class GcpHarness(Harness):
             )
 
     def dead_letters(self) -> list[str]:
-        return [message.attributes.get("eventId", "") for message in self.dead_messages()]
+        return [message.attributes.get("eventId", "") for message in self.dead_messages()[self._requeued :]]
+
+    def requeue_dead_letters(self) -> int:
+        """What an operator does: pull the dead-letter subscription and publish each
+        message's data and attributes to the topic again."""
+        dead = self.dead_messages()[self._requeued :]
+        for message in dead:
+            self._si.publisher.publish(self.topic, message.data, **dict(message.attributes)).result(timeout=30)
+        self._requeued += len(dead)
+        return len(dead)
+
+    def native_expiry(self, key: str) -> float | None:
+        from google.cloud import firestore
+
+        snap = firestore.Client().collection(self.env["DT_DEDUP_COLLECTION"]).document(key).get()
+        return snap.to_dict()["expiresAt"].timestamp() if snap.exists else None
 
     # -- outages ----------------------------------------------------------------------
     @contextlib.contextmanager

@@ -188,6 +188,23 @@ class HerokuHarness(Harness):
     def dead_letters(self) -> list[str]:
         return [d["eventId"] for d in self.queue.dead_letters()]
 
+    def requeue_dead_letters(self) -> int:
+        return self.queue.requeue_dead_letters()  # `python -m heroku.worker --requeue-dead-letters`
+
+    # Redis expires claims itself, in its own (real) time: the suite checks the expiries.
+    ttl_never_fires = True
+
+    def record_expiries(self) -> list[float]:
+        client = self._runtime.redis()
+        expiries = [client.pexpiretime(key) for key in client.scan_iter(match=self.prefix + "c:*", count=1000)]
+        assert all(ms > 0 for ms in expiries), expiries  # -1: a claim written without an expiry
+        return [ms / 1000 for ms in expiries]
+
+    def native_expiry(self, key: str) -> float | None:
+        """Redis expires claims itself (PXAT, `heroku.stores`): when, as written."""
+        ms = self._runtime.redis().pexpiretime(self.prefix + "c:" + key)
+        return None if ms < 0 else ms / 1000
+
     def metrics(self):
         from tests.metrics_native import parse_l2met
 

@@ -161,6 +161,11 @@ class IBMHarness(Harness):
     def dead_letters(self) -> list[str]:
         return [d["eventId"] for d in self.ingest.outbox.dead_letters()]
 
+    def requeue_dead_letters(self) -> int:
+        """`python -m ibm_action.worker --dead-letters --requeue`."""
+        outbox = self.ingest.outbox
+        return sum(1 for letter in outbox.dead_letters() if outbox.requeue(letter["id"]))
+
     def sweep(self) -> None:
         self.runner().sweep()  # what the worker job runs on its interval and after --once
 

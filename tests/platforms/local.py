@@ -33,10 +33,24 @@ class _FailingConnection:
 
 class LocalHarness(Harness):
     def __init__(self, db_path: Path, env: Mapping[str, str]):
-        settings = Settings.from_env(env, max_attempts=self.max_attempts)
-        self.app = LocalApp(db_path, settings, retry_base_s=0.0)
+        self._db_path = db_path
+        self._settings = Settings.from_env(env, max_attempts=self.max_attempts)
+        self._open()
+
+    def _open(self) -> None:
+        self.app = LocalApp(self._db_path, self._settings, retry_base_s=0.0)
         self.claim_store = self.app.claims
         self.state_store = self.app.state
+
+    def restart(self) -> None:
+        """`dtconnector serve` stopped and started again: the new process takes the file
+        over and releases what the old one held (`LocalApp.take_ownership`)."""
+        self.app.stop()
+        self._open()
+        self.app.take_ownership()
+
+    def requeue_dead_letters(self) -> int:
+        return self.app.queue.requeue_dead_letters()  # `dtconnector dead-letters --requeue`
 
     def new_container(self) -> None:
         """Nothing to forget: `dtconnector serve` reads its settings once, from its command
@@ -81,6 +95,12 @@ class LocalHarness(Harness):
 
         sweep_until_done(self.app.sweeper, self.app.db.clock())
 
+    def start_cleanup(self):
+        """The receiver's own `BackgroundSweeper`, with its production schedule."""
+        sweeper = self.app.background_sweeper
+        sweeper.start()
+        return sweeper.stop
+
     def stored_records(self) -> dict[str, int]:
         counts = self.app.db.query(
             "SELECT (SELECT count(*) FROM claims) + (SELECT count(*) FROM queue)"
@@ -89,7 +109,7 @@ class LocalHarness(Harness):
         return {"events": counts[0], "state": counts[1]}
 
     def close(self) -> None:
-        self.app.db.close()
+        self.app.stop()
 
 
 class LocalStandIn(StandIn):

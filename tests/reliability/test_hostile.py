@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core import on
+from core.events import MAX_JSON_DEPTH
 from emulator.signing import sign
 from reliability.inproc import event_id, state_snapshot
 from reliability.workload import body as event_json
@@ -285,15 +286,56 @@ def test_deeply_nested_json_is_400_not_a_crash(platform):
         assert platform.deliver(body, signed(body)).status == 400
 
 
-def test_moderately_nested_event_is_accepted_and_never_stuck(platform):
-    """Nesting Python can parse (400 levels) but some stores cannot keep as a document:
-    accepted, then processed or dead-lettered, never left cycling on the queue."""
-    doc = json.loads(event_body("co2", device="d-deep"))
-    doc["event"]["data"] = {"co2": {"ppm": 1, "deep": json.loads("[" * 400 + "]" * 400)}}
-    body = json.dumps(doc).encode()
-    assert platform.deliver(body, signed(body)).status == 202
+def test_nesting_up_to_the_limit_is_processed_and_one_more_level_is_400(platform, seen):
+    """Nesting is bounded at a fixed depth (core.events.MAX_JSON_DEPTH), not by whatever
+    stack the platform has left: the deepest allowed body is processed everywhere, one
+    level more is 400 everywhere (a body ingest once accepted at 900 levels then raised
+    RecursionError in the IBM worker on every delivery)."""
+    from tests.malformed import ENVELOPE_LEVELS, nested, with_value
+
+    deepest = with_value(nested(MAX_JSON_DEPTH - ENVELOPE_LEVELS), "deepest")
+    assert platform.deliver(deepest, signed(deepest)).status == 202
+    for levels in (MAX_JSON_DEPTH - ENVELOPE_LEVELS + 1, 400, 900, 990):
+        body = with_value(nested(levels), f"deep-{levels}")
+        assert platform.deliver(body, signed(body)).status == 400
     platform.drain()
-    assert platform.queue_depth() == 0
+    assert [e.event_id for e in seen] == ["deepest"]
+    assert platform.dead_letters() == [] and platform.queue_depth() == 0
+
+
+_POISON_VALUES = ["NaN", "Infinity", "-Infinity", "1e400", "-1e999", '"\\ud800"', '"a\\udc00"', "9" * 4301]
+
+
+def test_fuzz_nesting_and_values_no_store_holds_are_400_at_any_depth(platform):
+    """Any nesting depth, of arrays or objects, optionally holding a value no store can keep:
+    400 exactly when the body nests past MAX_JSON_DEPTH or holds such a value, else 202."""
+    from tests.malformed import ENVELOPE_LEVELS, with_value
+
+    accepted: set[str] = set()
+
+    @FUZZ
+    @given(
+        levels=st.integers(0, 1200),
+        objects=st.booleans(),
+        poison=st.one_of(st.none(), st.sampled_from(_POISON_VALUES)),
+        n=st.integers(0, 10**9),
+    )
+    def run(levels, objects, poison, n):
+        leaf = poison or "1"
+        value = ('{"a":' * levels + leaf + "}" * levels) if objects else ("[" * levels + leaf + "]" * levels)
+        event_id_ = f"fuzz-depth-{n}-{levels}"
+        body = with_value(value, event_id_)
+        expected = 400 if poison is not None or ENVELOPE_LEVELS + levels > MAX_JSON_DEPTH else 202
+        if expected == 202 and event_id_ in accepted:
+            expected = 200  # hypothesis drew the same event again: a duplicate
+        status = platform.deliver(body, signed(body)).status
+        assert status == expected, f"{levels} levels, leaf {leaf[:12]}: {status}"
+        if status == 202:
+            accepted.add(event_id_)
+
+    run()
+    platform.drain()
+    assert platform.dead_letters() == []
 
 
 def _big_event(size: int) -> bytes:

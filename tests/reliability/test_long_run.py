@@ -1,15 +1,18 @@
-"""The long-run row of `python -m reliability`, scaled down, on SQLite."""
+"""The long-run row of `python -m reliability`, scaled down, on SQLite: a steady rate with
+the receiver's own background sweeper running as deployed."""
 
 from __future__ import annotations
 
 from reliability import long_run
 
 
-def test_records_stored_after_several_windows_stay_within_one_window():
-    row = long_run.run("local", windows=3, per_window=6, ttl_s=1.0, secret="long-run-test-secret-0123456789abcdef")
+def test_records_stored_at_a_steady_rate_stay_within_about_two_windows():
+    row = long_run.run("local", windows=4, rate=300, ttl_s=1.0, secret="long-run-test-secret-0123456789abcdef")
     assert row.error == ""
-    assert (row.windows, row.events) == (3, 18)
-    assert row.stored_events == 0  # the last window expired and was swept
-    assert 6 <= row.peak_events <= 2 * 6  # never more than one window's records
+    assert 0 < row.events <= 1200 and len(row.per_window) >= 4  # fewer if this shared machine is slow
+    # Cleanup keeps pace: with the sweeper rounds following expiry, the store never holds
+    # much more than the window being received plus the one expiring (the old 60 s rounds
+    # held sixty windows here). Generous: the machine is shared.
+    assert row.peak_windows <= 3.0, row.per_window
     assert row.stored_state == long_run.DEVICES
-    assert "| local | 3 | 18 | 0 |" in "\n".join(long_run.render([row], 3, 6, 1.0))
+    assert f"| local | 300 | {row.rate:.0f} | {row.events} |" in "\n".join(long_run.render([row], 4, 1.0))

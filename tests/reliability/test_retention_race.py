@@ -2,9 +2,11 @@
 loop while expired events are delivered again (taking over records the sweeper is
 removing) and new ones arrive and are processed. Nothing is lost, nothing runs twice.
 
-(On DynamoDB and Firestore the cleanup is the service's own TTL, which moto and the
-emulator never run: there the harness's `sweep` does nothing and this checks only that
-expired records are taken over correctly.)
+Where the store's own TTL is the cleanup (DynamoDB, Firestore, Redis) there is no sweeper
+of ours to race, and a fake clock cannot fire that TTL: there this checks that expired
+records are taken over correctly and that every record a takeover rewrote carries a TTL
+ahead of the clock again (a stale one would let the cloud delete a live claim).
+The dedup window passes on a fake clock (time-machine), not by sleeping.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import threading
 import time
 from collections import Counter
 
+import time_machine
+
 from tests.dt import event_body, event_id_of, signed
 
 TTL_S = 3.0
@@ -20,11 +24,17 @@ TTL_S = 3.0
 
 def test_cleanup_racing_ingest_and_worker_loses_nothing_and_runs_nothing_twice(make_platform, seen):
     platform = make_platform(DT_DEDUP_TTL_S=str(TTL_S))
+    with time_machine.travel(time.time(), tick=True) as clock:
+        _race(platform, seen, clock)
+
+
+def _race(platform, seen, clock) -> None:
+    sweeps_itself = not platform.ttl_never_fires
     old = [event_body(device=f"race-{i % 3}", timestamp=f"2026-11-22T10:00:{i:02d}.000000Z") for i in range(6)]
     for body in old:
         assert platform.deliver(body, signed(body)).status == 202
     platform.drain()
-    time.sleep(TTL_S + 0.3)  # every record of `old` is now expired, none removed yet
+    clock.shift(TTL_S + 0.5)  # every record of `old` is now expired, none removed yet
 
     stop = threading.Event()
     sweeps: list[int] = []
@@ -41,7 +51,8 @@ def test_cleanup_racing_ingest_and_worker_loses_nothing_and_runs_nothing_twice(m
             stop.wait(0.01)
 
     thread = threading.Thread(target=sweeper)
-    thread.start()
+    if sweeps_itself:
+        thread.start()
     try:
         new = [event_body(device=f"race-{i % 3}", timestamp=f"2026-11-22T11:00:{i:02d}.000000Z") for i in range(6)]
         for again, fresh in zip(old, new):
@@ -57,9 +68,16 @@ def test_cleanup_racing_ingest_and_worker_loses_nothing_and_runs_nothing_twice(m
         platform.drain()
     finally:
         stop.set()
-        thread.join(30)
+        if sweeps_itself:
+            thread.join(30)
     assert errors == []
-    assert sweeps, "the sweeper never ran"
+    if sweeps_itself:
+        assert sweeps, "the sweeper never ran"
+    else:
+        now = time.time()
+        expiries = platform.record_expiries()
+        assert len(expiries) == 2 * (len(old) + 6)  # ingest claim + ledger entry per delivery
+        assert min(expiries) > now, "a record kept a TTL from before its takeover"
     assert platform.queue_depth() == 0
     assert platform.dead_letters() == []
     handled = Counter(e.event_id for e in seen)
