@@ -17,8 +17,10 @@ import math
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any, Optional
+
+from .times import parse_timestamp as _parse_timestamp
 
 
 class InvalidEvent(ValueError):
@@ -26,12 +28,6 @@ class InvalidEvent(ValueError):
     return to the caller: it names fields, never echoes their values."""
 
 
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):?(\d{2}))",
-    re.ASCII,
-)
-_EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _refuse_constant(name: str) -> float:
@@ -61,37 +57,11 @@ MAX_JSON_DEPTH = 64
 
 
 def parse_timestamp(value: object) -> tuple[datetime, int]:
-    """An RFC 3339 timestamp as (aware UTC datetime, integer nanoseconds since the epoch).
-
-    DT sends 6 or 9 fractional digits; `datetime` keeps only 6, so the nanosecond integer
-    is the version used for "only overwrite with a strictly newer event". The regex
-    checks the shape, the `datetime` constructor (C code) the calendar, and the version is
-    integer arithmetic: this runs twice per event, on ingest and in the worker.
-    """
-    if not isinstance(value, str):
-        raise InvalidEvent("timestamp must be an RFC 3339 string")
-    m = _RFC3339.fullmatch(value) or _RFC3339.fullmatch(value.strip())
-    if not m:
-        raise InvalidEvent("timestamp is not RFC 3339")
-    year, month, day, hour, minute, second, fraction, sign, offset_h, offset_m = m.groups()
-    nanos = int(fraction.ljust(9, "0")) if fraction else 0
+    """`core.times.parse_timestamp`, its error an `InvalidEvent` (answered 400)."""
     try:
-        dt = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), nanos // 1000, timezone.utc)
-    except ValueError:
-        raise InvalidEvent("timestamp is not a valid date and time") from None
-    seconds = (dt.toordinal() - _EPOCH_ORDINAL) * 86_400 + dt.hour * 3600 + dt.minute * 60 + dt.second
-    offset_s = 0
-    if sign:
-        offset_s = (int(offset_h) * 60 + int(offset_m)) * 60
-        if sign == "+":
-            offset_s = -offset_s
-        seconds += offset_s
-    version = seconds * 1_000_000_000 + nanos
-    if not _INT64_MIN <= version <= _INT64_MAX:  # stores keep versions as signed 64-bit
-        raise InvalidEvent("timestamp is outside 1677-09-21..2262-04-11")
-    if offset_s:  # checked first: near year 1 or 9999 the shift would overflow datetime
-        dt += timedelta(seconds=offset_s)
-    return dt, version
+        return _parse_timestamp(value)
+    except ValueError as exc:
+        raise InvalidEvent(str(exc)) from None
 
 
 # --- the envelope ------------------------------------------------------------------

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Optional
 
-from .events import InvalidEvent, parse_timestamp
+from .times import parse_timestamp
 
 
 def _optional_time(value: object) -> Optional[datetime]:
     try:
         return parse_timestamp(value)[0]
-    except InvalidEvent:
+    except ValueError:
         return None
 
 

@@ -1,5 +1,9 @@
 """Durations and RFC 3339 times: the one parser and the one formatter of the project.
 
+`parse_timestamp` reads a DT event's timestamp to the nanosecond (the device-state
+version); `parse_rfc3339` and `parse_when` read what a person types or DT's REST API
+returns; `rfc3339` and `rfc3339_ns` write them.
+
 Why one module: every time option of every command takes the same syntax (`600`, `600s`,
 `500ms`, `90m`, `12h`, `3d`), so nobody has to remember which option wants seconds; DT's
 REST API speaks RFC 3339 UTC with up to nine fractional digits, which `datetime` cannot read
@@ -9,7 +13,6 @@ import it without pulling anything else in.
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 from datetime import datetime, timedelta, timezone
@@ -31,6 +34,8 @@ def parse_duration(text: str) -> float:
 
 def duration_arg(text: str) -> float:
     """`parse_duration` for argparse (`type=duration_arg`): a bad value is a usage error."""
+    import argparse  # here, not at the top: core.events imports this module on cold starts
+
     try:
         return parse_duration(text)
     except ValueError as exc:
@@ -50,6 +55,57 @@ def rfc3339(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def rfc3339_ns(ns: int, digits: int = 9) -> str:
+    """``2024-05-29T10:34:03.970415001Z`` from integer epoch nanoseconds, with `digits`
+    fractional digits (DT writes 6 or 9): `parse_timestamp` reads it back exactly."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{rest // 10 ** (9 - digits):0{digits}d}Z"
+
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):?(\d{2}))",
+    re.ASCII,
+)
+_EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def parse_timestamp(value: object) -> tuple[datetime, int]:
+    """A DT event timestamp (RFC 3339 with an offset) as (aware UTC datetime, integer nanoseconds since the epoch).
+
+    DT sends 6 or 9 fractional digits; `datetime` keeps only 6, so the nanosecond integer
+    is the version used for "only overwrite with a strictly newer event". The regex
+    checks the shape, the `datetime` constructor (C code) the calendar, and the version is
+    integer arithmetic: this runs twice per event, on ingest and in the worker. Raises
+    ValueError with a fixed message (it never echoes the value).
+    """
+    if not isinstance(value, str):
+        raise ValueError("timestamp must be an RFC 3339 string")
+    m = _RFC3339.fullmatch(value) or _RFC3339.fullmatch(value.strip())
+    if not m:
+        raise ValueError("timestamp is not RFC 3339")
+    year, month, day, hour, minute, second, fraction, sign, offset_h, offset_m = m.groups()
+    nanos = int(fraction.ljust(9, "0")) if fraction else 0
+    try:
+        dt = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), nanos // 1000, timezone.utc)
+    except ValueError:
+        raise ValueError("timestamp is not a valid date and time") from None
+    seconds = (dt.toordinal() - _EPOCH_ORDINAL) * 86_400 + dt.hour * 3600 + dt.minute * 60 + dt.second
+    offset_s = 0
+    if sign:
+        offset_s = (int(offset_h) * 60 + int(offset_m)) * 60
+        if sign == "+":
+            offset_s = -offset_s
+        seconds += offset_s
+    version = seconds * 1_000_000_000 + nanos
+    if not _INT64_MIN <= version <= _INT64_MAX:  # stores keep versions as signed 64-bit
+        raise ValueError("timestamp is outside 1677-09-21..2262-04-11")
+    if offset_s:  # checked first: near year 1 or 9999 the shift would overflow datetime
+        dt += timedelta(seconds=offset_s)
+    return dt, version
 
 
 _FRACTION = re.compile(r"^(.*T\d\d:\d\d:\d\d)(\.\d+)?(.*)$")

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
+from core.times import rfc3339_ns
+
 # deviceType (as in metadata) -> the event types that kind of device publishes.
 DEVICE_KINDS: dict[str, tuple[str, ...]] = {
     "touch": ("touch", "networkStatus", "batteryStatus", "labelsChanged"),
@@ -49,8 +51,7 @@ def dt_id(rng: random.Random, prefix: str = "") -> str:
 
 def rfc3339(ns: int) -> str:
     """``2024-05-29T10:34:03.970415Z`` (DT's 6 fractional digits) from epoch nanoseconds."""
-    seconds, rest = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1000:06d}Z"
+    return rfc3339_ns(ns, 6)
 
 
 def _data(event_type: str, ts: str, rng: random.Random, dev: "VirtualDevice") -> dict:

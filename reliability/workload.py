@@ -14,16 +14,14 @@ import random
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
+from core.times import rfc3339_ns
+
 POISON_PREFIX = "poison-"
 EVENT_TYPES = ("temperature", "touch", "co2", "humidity")
 _BASE_NS = 1_795_341_600 * 1_000_000_000  # 2026-11-22T10:00:00Z
 
 
-def rfc3339(ns: int) -> str:
-    import time
-
-    seconds, rest = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest:09d}Z"
+rfc3339 = rfc3339_ns  # nine fractional digits, as DT writes them
 
 
 def body(event_id: str, device: str, event_type: str, ns: int, value: float = 0.0) -> bytes:
