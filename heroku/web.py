@@ -3,7 +3,11 @@ header/body deadlines and a bound on connections (`core.serving`).
 
 Heroku's router does not buffer requests for us, so slow or idle clients reach this
 process: they hold a cheap socket on the event loop, never a thread, and are cut off at
-their deadline. Redis calls run on a thread pool (``DT_HTTP_THREADS``).
+their deadline. Redis is reached through its asyncio client on the same loop, one script
+call claiming and queueing the events that arrived together (`heroku.ingest`); a thread is
+used only for a signature whose DT keys must first be fetched. Every answer is counted as
+an l2met line on stdout (`heroku.metrics`). Scale with processes (dynos, or several of
+this command): they share nothing but Redis.
 """
 
 from __future__ import annotations

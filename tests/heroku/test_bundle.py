@@ -35,11 +35,26 @@ def test_app_json_declares_the_addon_the_secret_and_the_formation():
         assert name.startswith("DT_") and set(spec) <= {"description", "value", "required", "generator"}
 
 
+def _requirements() -> dict[str, str]:
+    lines = [line for line in (BUNDLE / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    return {re.split(r"[<>=\[ ]", line)[0].lower(): line for line in lines}
+
+
 def test_python_version_and_requirements():
     assert re.fullmatch(r"3\.1[0-9]\n", (BUNDLE / ".python-version").read_text())
-    lines = [line for line in (BUNDLE / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
-    names = {re.split(r"[<>=\[ ]", line)[0].lower() for line in lines}
-    assert names == {"pyjwt", "flask", "gunicorn", "redis", "uvicorn", "httptools", "uvloop"}
+    # What the Procfile's two processes import, nothing else: no Flask, no gunicorn.
+    assert set(_requirements()) == {"pyjwt", "redis", "uvicorn", "httptools", "uvloop"}
+
+
+def test_uvicorn_is_bounded_as_in_pyproject():
+    """core/serving.py extends uvicorn's protocol class: the bundle installs the range
+    pyproject declares (the one tests/core/test_serving.py checks), upper bound included."""
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    [spec] = [d for d in declared if d.startswith("uvicorn")]
+    assert "<" in spec
+    assert _requirements()["uvicorn"] == spec
 
 
 def test_deploy_script_is_valid_bash_and_stops_without_the_cli(tmp_path):
@@ -60,25 +75,28 @@ def bundle(tmp_path_factory) -> Path:
 
 def test_bundle_layout(bundle):
     for name in ("Procfile", "app.json", ".python-version", "requirements.txt", "handlers.py",
-                 "core/__init__.py", "heroku/app.py", "heroku/worker.py"):
+                 "core/__init__.py", "heroku/web.py", "heroku/asgi.py", "heroku/ingest.py", "heroku/worker.py"):
         assert (bundle / name).is_file(), name
     assert not (bundle / "heroku" / "bundle").exists() and not (bundle / "heroku" / "deploy.sh").exists()
+    assert not (bundle / "heroku" / "app.py").exists()  # the Flask app production no longer runs
 
 
 def test_bundle_imports_from_a_clean_interpreter(bundle):
     code = (
         "import sys, json; sys.path.insert(0, sys.argv[1]);"
-        "import heroku.app, core, handlers; from heroku.app import app;"
+        "import heroku.web, heroku.asgi, core, handlers;"
         "lazy = 'redis' not in sys.modules;"
         "import heroku.worker;"
-        "print(json.dumps({'app': heroku.app.__file__, 'worker': heroku.worker.__file__, 'core': core.__file__,"
-        " 'wsgi': callable(app), 'redis_lazy': lazy}))"
+        "print(json.dumps({'web': heroku.web.__file__, 'worker': heroku.worker.__file__, 'core': core.__file__,"
+        " 'asgi': callable(heroku.asgi.app), 'redis_lazy': lazy,"
+        " 'no_flask': not any(m in sys.modules for m in ('flask', 'gunicorn', 'werkzeug'))}))"
     )
     out = subprocess.run([sys.executable, "-I", "-c", code, str(bundle)], cwd=bundle, capture_output=True, text=True,
                          env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout.strip().splitlines()[-1])
-    for key in ("app", "worker", "core"):
+    for key in ("web", "worker", "core"):
         assert Path(info[key]).resolve().is_relative_to(bundle.resolve()), info
-    assert info["wsgi"] is True
+    assert info["asgi"] is True
     assert info["redis_lazy"] is True  # the web dyno loads the Redis SDK on its first request
+    assert info["no_flask"] is True

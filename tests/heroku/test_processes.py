@@ -1,5 +1,6 @@
-"""Real processes, run from the built bundle with the Procfile's own commands: gunicorn
-serving the app, and the worker dyno stopped by SIGTERM (and SIGKILL) mid-job."""
+"""Real processes, run from the built bundle with the Procfile's own commands: the web
+process (`python -m heroku.web`: uvicorn serving `heroku.asgi.app`) answering over HTTP,
+and the worker dyno stopped by SIGTERM (and SIGKILL) mid-job."""
 
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(10)
 
 
-def test_gunicorn_serves_the_app_with_the_procfile_command(h, bundle):
+def test_the_web_process_serves_the_app_with_the_procfile_command(h, bundle):
     port = free_port()
     command = procfile(bundle)["web"].replace("0.0.0.0", "127.0.0.1")
     assert "$PORT" in command
