@@ -9,8 +9,8 @@ one atomic round trip instead of a `SET NX`, an `LPUSH` and a compare-and-set:
     live IN_PROGRESS record         nothing (a WSGI-era request or another process holds it) → 503
     expired record                  taken over: written COMPLETED with the message, keeping
                                     its ``done`` list if it was IN_PROGRESS              → 202
-    a new message would make the    nothing                                              → 503 + Retry-After
-    queue hold DT_MAX_BACKLOG
+    DT_MAX_BACKLOG messages wait    nothing (for a new event; a duplicate is still 200)  → 503 + Retry-After
+    on the queue already
 
 The record is the one `heroku.stores` writes and the worker reads (``{"s","e","v","d"}``
 under ``<prefix>c:<key>``, expiring at `core.retention.removable_at`), and the message the
@@ -31,7 +31,7 @@ import os
 import time
 from typing import Any, Callable, Mapping
 
-from core.config import number_setting
+from core.config import ConfigError, number_setting
 from core.claims import new_version
 from core.http import Response
 from core.keys import store_key
@@ -43,13 +43,19 @@ from .queue import new_message
 from .stores import encode_claim, expire_at_ms
 
 #: ``DT_MAX_BACKLOG``: messages waiting on the queue at most; past it a new event is
-#: answered 503 with ``Retry-After`` (DT retries it later; nothing is lost). 0: no bound.
-DEFAULT_MAX_BACKLOG = 100_000
+#: answered 503 with ``Retry-After`` (DT retries it later; nothing is lost). The same
+#: setting, default and answer as `dtconnector serve` (`core.receiver` on the local
+#: receiver's branch: `max_backlog_setting`, `backlog_full`, `store_unavailable`).
+DEFAULT_MAX_BACKLOG = 10_000
+BACKLOG_FULL_REASON = "too many events waiting for the worker"
+#: A full backlog is logged at most this often (one line per refused request would be a
+#: flood exactly when the dyno is busiest).
+BACKLOG_LOG_EVERY_S = 10.0
 #: Events one script call decides at most (Lua's `unpack` and the call's size stay small).
 MAX_BATCH = 256
 
 # KEYS: the queue, then one claim key per event. ARGV: now (epoch seconds), the backlog
-# bound (0: none), then per event: its record written COMPLETED with an empty "d" list,
+# bound (0: none, for tests of the state machine alone), then per event: its record written COMPLETED with an empty "d" list,
 # the record's expiry (unix ms), its queue message. Returns one code per event (OUTCOMES).
 ACCEPT = """
 local now = tonumber(ARGV[1])
@@ -102,9 +108,17 @@ def answer_for(code: int, event_id: str) -> Response:
         event_log(logging.INFO, "in flight elsewhere", eventId=event_id)
         return _unavailable("this event is being received by another request")
     if code == BACKLOG_FULL:
-        event_log(logging.WARNING, "backlog full: refused for now", eventId=event_id)
-        return _unavailable("backlog full")
+        return _unavailable(BACKLOG_FULL_REASON)
     raise ValueError(f"unknown ingest script answer {code!r}")
+
+
+def answers_for(codes: list, events: list[Admitted], limit: int) -> list[Response]:
+    """The answer to each event from the script's codes (one per event, in order)."""
+    if len(codes) != len(events):
+        raise RuntimeError(f"the ingest script answered {len(codes)} codes for {len(events)} events")
+    codes = [int(code) for code in codes]
+    BACKLOG_LOG.refused(codes, limit)
+    return [answer_for(code, admitted.event_id) for code, admitted in zip(codes, events)]
 
 
 def store_unavailable(event_id: str, exc: BaseException) -> Response:
@@ -115,8 +129,28 @@ def store_unavailable(event_id: str, exc: BaseException) -> Response:
 
 
 def max_backlog(env: Mapping[str, str] | None = None) -> int:
-    """``DT_MAX_BACKLOG`` (a whole number of messages; 0 turns the bound off)."""
-    return int(number_setting(os.environ if env is None else env, "DT_MAX_BACKLOG", DEFAULT_MAX_BACKLOG))
+    """``DT_MAX_BACKLOG`` (a whole number above 0), or `DEFAULT_MAX_BACKLOG` when unset."""
+    value = number_setting(os.environ if env is None else env, "DT_MAX_BACKLOG", DEFAULT_MAX_BACKLOG)
+    if value < 1 or value != int(value):
+        raise ConfigError("DT_MAX_BACKLOG must be a whole number above 0")
+    return int(value)
+
+
+class BacklogLog:
+    """Says that the backlog is full, at most every `BACKLOG_LOG_EVERY_S`."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._last = -BACKLOG_LOG_EVERY_S
+
+    def refused(self, codes, limit: int) -> None:
+        if BACKLOG_FULL in codes and self._clock() - self._last >= BACKLOG_LOG_EVERY_S:
+            self._last = self._clock()
+            event_log(logging.WARNING, "backlog over DT_MAX_BACKLOG: answering 503 until the worker catches up",
+                      limit=limit)
+
+
+BACKLOG_LOG = BacklogLog()
 
 
 class AcceptScript:
@@ -203,9 +237,7 @@ class RedisIngest:
             codes = await self._call(events)
         except RedisError as exc:
             return [store_unavailable(a.event_id, exc) for a in events]
-        if len(codes) != len(events):
-            raise RuntimeError(f"the ingest script answered {len(codes)} codes for {len(events)} events")
-        return [answer_for(int(code), a.event_id) for code, a in zip(codes, events)]
+        return answers_for(codes, events, self.script.backlog)
 
     async def _call(self, events: list[Admitted]) -> list:
         from redis.exceptions import NoScriptError
@@ -230,4 +262,4 @@ def accept_now(accept, script: AcceptScript, admitted: Admitted) -> Response:
         codes = accept(keys=keys, args=args)
     except RedisError as exc:
         return store_unavailable(admitted.event_id, exc)
-    return answer_for(int(codes[0]), admitted.event_id)
+    return answers_for(codes, [admitted], script.backlog)[0]

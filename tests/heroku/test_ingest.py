@@ -140,7 +140,7 @@ def test_the_backlog_bound_refuses_new_events_only(client, prefix):
     client.lpush(prefix + "q", "1:x", "2:y")
     refused, state = _script(client, prefix, admitted, None, backlog=2)
     assert refused.status == 503 and refused.headers["Retry-After"] == "5"
-    assert refused.payload == {"error": "unavailable", "reason": "backlog full"}
+    assert refused.payload == {"error": "unavailable", "reason": "too many events waiting for the worker"}
     assert state[:2] == (None, -2)  # no claim written
     assert client.llen(prefix + "q") == 2
     client.rpop(prefix + "q")
@@ -183,3 +183,19 @@ def test_concurrent_requests_share_script_calls(redis_url, prefix):
     assert calls <= 3 and opened == 1
     assert sync.llen(prefix + "q") == 100
     sync.close()
+
+
+def test_a_full_backlog_is_logged_at_most_every_ten_seconds(caplog):
+    from heroku.ingest import BACKLOG_FULL, BacklogLog
+
+    now = [100.0]
+    said = BacklogLog(clock=lambda: now[0])
+    with caplog.at_level("WARNING", logger="dtconnector"):
+        said.refused([0, BACKLOG_FULL, BACKLOG_FULL], 5)
+        now[0] += 9.9
+        said.refused([BACKLOG_FULL], 5)
+        said.refused([0, 1], 5)
+        now[0] += 0.2
+        said.refused([BACKLOG_FULL], 5)
+    assert [r.getMessage() for r in caplog.records] == [
+        "backlog over DT_MAX_BACKLOG: answering 503 until the worker catches up"] * 2

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from core.metrics import ACK_LATENCY, REQUESTS
 from heroku import runtime
 from tests.dt import event_body, event_id_of, signed
@@ -88,16 +90,17 @@ def test_past_the_backlog_bound_new_events_get_503_with_retry_after(heroku):
     assert [h.deliver(b, signed(b)).status for b in bodies[:3]] == [202, 202, 202]
     refused = h.deliver(bodies[3], signed(bodies[3]))
     assert refused.status == 503 and refused.headers["retry-after"] == "5"
-    assert refused.json == {"error": "unavailable", "reason": "backlog full"}
+    assert refused.json == {"error": "unavailable", "reason": "too many events waiting for the worker"}
     assert h.deliver(bodies[0], signed(bodies[0])).status == 200  # a duplicate is still answered
     assert h.queue_depth() == 3
-    assert h.metrics()[key(REQUESTS, status="503", reason="backlog full")] == 1
+    assert h.metrics()[key(REQUESTS, status="503", reason="too many events waiting for the worker")] == 1
     h.drain()
     assert h.deliver(bodies[3], signed(bodies[3])).status == 202  # DT's retry, once there is room
 
 
-def test_a_malformed_backlog_bound_is_503_naming_the_variable(heroku):
-    h = heroku(DT_MAX_BACKLOG="lots")
+@pytest.mark.parametrize("value", ["lots", "0", "2.5", "-1"])
+def test_a_malformed_backlog_bound_is_503_naming_the_variable(heroku, value):
+    h = heroku(DT_MAX_BACKLOG=value)
     body = event_body()
     reply = h.deliver(body, signed(body))
     assert reply.status == 503 and "DT_MAX_BACKLOG" in reply.json["reason"]
