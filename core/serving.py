@@ -22,7 +22,10 @@ everybody once idle sockets fill it. `GuardedProtocol` adds, per connection:
   its body, or with the requests pipelined before it) is refused too: 431, and the request
   never reaches the app. The refusal half-closes the connection and discards what the
   client still sends for a moment, so a client busy writing its head reads the 431 rather
-  than a reset.
+  than a reset;
+- one write per response: uvicorn writes a response's head and body separately (two
+  system calls, each paying for the TCP path on the way), so a request's transport gathers
+  what the app sends during one turn of the event loop and hands it to the socket at once.
 
 The uvicorn internals used here (HttpToolsProtocol's callbacks and attributes, the parser
 error path through ``send_400_response``) are checked by tests/core/test_serving.py, and
@@ -100,6 +103,39 @@ _HEAD_TOO_LARGE = (
 )
 
 
+class _Gathered:
+    """The transport as a request's response cycle sees it: writes made during one turn of
+    the event loop go to the socket as one (the head and body of a response, sent back to
+    back). Everything else is the real transport's. The connection flushes it before any
+    write of its own, so answers keep their order."""
+
+    __slots__ = ("_transport", "_loop", "_chunks")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+        self._transport = transport
+        self._loop = loop
+        self._chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._chunks:
+            self._loop.call_soon(self.flush)
+        self._chunks.append(data)
+
+    def flush(self) -> None:
+        if self._chunks:
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+
 class HeadTooLarge(Exception):
     """Raised inside a parser callback to stop parsing an oversized head."""
 
@@ -119,6 +155,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._parsed_head_bytes = 0  # URL and headers the parser handed over for this request
         self._refused = False  # answered 431: what still arrives is dropped
         super().connection_made(transport)
+        self._gathered = _Gathered(transport, self.loop)
         self._arm(self.limits.header_timeout_s)  # a connect that never sends a byte
         if len(self.connections) > self.bound:
             self._make_room()
@@ -130,6 +167,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
+        self._gathered.flush()  # answers already given go out before anything this may write
         if self._reading_head:
             self._head_bytes += len(data)
         super().data_received(data)  # a HeadTooLarge from a callback ends in send_400_response
@@ -177,6 +215,7 @@ class GuardedProtocol(HttpToolsProtocol):
         drop whatever it still sends, and close for good after `_LINGER_S` (closing at once
         with its bytes unread would make the kernel reset the connection, and the client
         would lose the answer)."""
+        self._gathered.flush()
         self.transport.write(_HEAD_TOO_LARGE)
         if not self.transport.can_write_eof():
             self.transport.close()
@@ -188,6 +227,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._reading_head = False
         super().on_headers_complete()
+        if self.cycle is not None:  # the request's task has not run yet: it writes gathered
+            self.cycle.transport = self._gathered
         self._arm(self.limits.body_timeout_s)
 
     def on_message_complete(self) -> None:
@@ -195,11 +236,15 @@ class GuardedProtocol(HttpToolsProtocol):
         self._reading_head, self._head_bytes = True, 0  # what follows is the next request
         super().on_message_complete()
 
+    def shutdown(self) -> None:
+        self._gathered.flush()  # an answer given this turn goes out before the server closes us
+        super().shutdown()
+
     def on_response_complete(self) -> None:
         self._opened = time.monotonic()  # idle from now on: evictable, oldest first
         super().on_response_complete()
-        if self._refused and not self.pipeline and not self.transport.is_closing():
-            self._answer_head_too_large()  # the requests before the oversized one are answered
+        if self._refused and not self.pipeline and self.cycle.response_complete and not self.transport.is_closing():
+            self._answer_head_too_large()  # every request before the oversized one is answered
 
     # -- deadlines ----------------------------------------------------------------------
 
@@ -217,6 +262,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         cycle = self.cycle
+        self._gathered.flush()
         if cycle is None or not cycle.response_started:
             self.transport.write(_TIMEOUT_408)
         self.transport.close()
@@ -236,6 +282,7 @@ class GuardedProtocol(HttpToolsProtocol):
         )
         for victim in idle[:excess]:
             victim.connections.discard(victim)
+            victim._gathered.flush()
             victim.transport.close()
         if len(self.connections) > self.bound:  # every other connection is mid-request
             self.connections.discard(self)

@@ -170,6 +170,7 @@ def test_the_uvicorn_internals_guarded_protocol_uses_are_there():
         "on_message_complete": ["self"],
         "on_response_complete": ["self"],
         "send_400_response": ["self", "msg"],
+        "shutdown": ["self"],
     }.items():
         method = getattr(protocol, name, None)
         assert callable(method), f"uvicorn's HttpToolsProtocol.{name} is gone"
@@ -177,11 +178,14 @@ def test_the_uvicorn_internals_guarded_protocol_uses_are_there():
     source = inspect.getsource(protocol)
     for attribute in ("self.connections", "self.transport", "self.cycle", "self.loop", "self.parser", "self.pipeline"):
         assert attribute + " =" in source or attribute + ":" in source, f"HttpToolsProtocol no longer sets {attribute}"
+    assert "self.cycle = RequestResponseCycle(" in inspect.getsource(protocol.on_headers_complete), (
+        "HttpToolsProtocol.on_headers_complete no longer builds the request's cycle"
+    )
     assert "self.send_400_response(" in inspect.getsource(protocol.data_received), (
         "HttpToolsProtocol.data_received no longer answers a parser error through send_400_response"
     )
     cycle = inspect.getsource(httptools_impl.RequestResponseCycle)
-    for attribute in ("response_started", "response_complete", "more_body"):
+    for attribute in ("response_started", "response_complete", "more_body", "transport"):
         assert f"self.{attribute} =" in cycle, f"RequestResponseCycle.{attribute} is gone"
     assert callable(getattr(uvicorn.Server, "capture_signals", None))
     assert "sockets" in inspect.signature(uvicorn.Server.serve).parameters
@@ -205,3 +209,51 @@ def test_a_parser_error_that_is_not_ours_is_still_uvicorns_400(served):
     port, app = served
     data, closed = _send(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
     assert statuses(data) == [400] and closed
+
+
+def test_a_response_is_one_write_and_answers_keep_their_order():
+    """Head and body reach the socket in one write; pipelined answers stay in order and a
+    431 after them comes last (the gathered writes are flushed before the connection's own)."""
+    import uvicorn
+
+    from core.serving import GuardedProtocol, protocol_for
+
+    writes: list[bytes] = []
+
+    class Recording:
+        """The socket's transport, noting each write."""
+
+        def __init__(self, transport):
+            self._transport = transport
+
+        def write(self, data):
+            writes.append(bytes(data))
+            self._transport.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self._transport, name)
+
+    class Counted(protocol_for(Limits())):
+        def connection_made(self, transport):
+            super().connection_made(Recording(transport))
+
+    app = Counting()
+    sock = bind("127.0.0.1", 0)
+    running = uvicorn.Server(uvicorn.Config(app, http=Counted, lifespan="off", log_level="warning"))
+    thread = threading.Thread(target=run, args=(running.serve(sockets=[sock]),), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not running.started:
+        assert thread.is_alive() and time.monotonic() < deadline
+        time.sleep(0.01)
+    try:
+        port = sock.getsockname()[1]
+        one = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        data, closed = _send(port, one * 3 + _head(120 * 1024))
+        assert statuses(data) == [200, 200, 200, 431] and closed
+        assert [w[:12] for w in writes] == [b"HTTP/1.1 200"] * 3 + [b"HTTP/1.1 431"]
+        assert all(w.endswith(b"\r\n\r\n") for w in writes[:3])  # each whole: head and (empty) body
+        assert issubclass(Counted, GuardedProtocol)
+    finally:
+        running.should_exit = True
+        thread.join(10)
