@@ -61,7 +61,7 @@ class Limits:
     body_timeout_s: float = 10.0
     keepalive_timeout_s: float = 15.0
     max_connections: int = 1000
-    threads: int = 16  # for handlers that block on the network (Redis): `ReceiverASGI(offload=True)`
+    threads: int = 16  # the loop's thread pool: DT key fetches, a synchronous store's accept (`core.asgi.ReceiverIngest`)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Limits":
