@@ -21,8 +21,6 @@ import time
 from core.asgi import ReceiverASGI
 from core.config import ConfigError
 from core.http import Request, Response
-from core.metrics import ACK_LATENCY, REQUESTS
-from core.receiver import Receiver, reason_of
 from core.wsgi import ReceiverWSGI
 
 from . import runtime
@@ -42,6 +40,9 @@ def record(response: Response, started: float) -> None:
     try:
         receiver = runtime.receiver()
     except ConfigError:
+        from core.metrics import ACK_LATENCY, REQUESTS
+        from core.receiver import reason_of
+
         from .metrics import RECORDER
 
         status = str(response.status)
@@ -114,6 +115,8 @@ def handle(request: Request) -> Response:
                 runtime.accept_call(), runtime.accept_script(), admitted
             )
         except Exception:
+            from core.receiver import Receiver
+
             response = Receiver.internal_error()
     record(response, started)
     return response
