@@ -36,7 +36,10 @@ from . import receiver_load, wrk_load
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = receiver_load.SECRET
 CONCURRENCY = receiver_load.CONCURRENCY
-KINDS = ("anchor", "heroku 1 web", "heroku 2 web")
+KINDS = ("anchor", "heroku 1 web", "heroku 2 web", "heroku web alone")
+#: The web-alone row: no worker (on Heroku it has a dyno of its own), and a backlog bound
+#: that the run cannot reach, so it shows what one web process acknowledges by itself.
+WEB_ALONE_BACKLOG = 10_000_000
 ACK_TARGET = 2.0  # × the anchor's acks/s
 P99_TARGET_MS = 10.0
 
@@ -85,7 +88,7 @@ class Group:
 class Dyno:
     """redis-server (AOF everysec), the web process(es) and the worker process."""
 
-    def __init__(self, tmp: Path, run: int, web_processes: int):
+    def __init__(self, tmp: Path, run: int, web_processes: int, worker: bool = True):
         folder = tmp / f"run{run}"
         folder.mkdir()
         self.out = folder / "handled.txt"
@@ -100,12 +103,16 @@ class Dyno:
         self._wait_for_redis()
         env = receiver_load._env(REDIS_URL=self.url, DT_HANDLERS="bench.append_handler", DT_BENCH_OUT=str(self.out),
                                  WEB_CONCURRENCY=str(web_processes))
-        self.worker = Group([sys.executable, "-m", "heroku.worker"], env, ROOT, folder / "worker.log")
-        self.worker.wait_for(r'"message": "(worker started)"')
+        if not worker:
+            env["DT_MAX_BACKLOG"] = str(WEB_ALONE_BACKLOG)
+        self.worker = None
+        if worker:
+            self.worker = Group([sys.executable, "-m", "heroku.worker"], env, ROOT, folder / "worker.log")
+            self.worker.wait_for(r'"message": "(worker started)"')
         self.web = Group([sys.executable, "-m", "heroku.web", "--port", str(_free_port())], env, ROOT,
                          folder / "web.log")
         self.web_url = self.web.wait_for(r"listening on (http://127\.0\.0\.1:\d+/)")
-        self.groups = [self.web, self.worker, self.redis]
+        self.groups = [g for g in (self.web, self.worker, self.redis) if g is not None]
 
     def _wait_for_redis(self) -> None:
         import redis
@@ -130,7 +137,8 @@ class Dyno:
         return int(self.client.llen("dt:q"))
 
     def cpu_s(self) -> dict[str, float]:
-        return {"web": self.web.cpu_s(), "worker": self.worker.cpu_s(), "redis": self.redis.cpu_s()}
+        return {"web": self.web.cpu_s(), "worker": self.worker.cpu_s() if self.worker else 0.0,
+                "redis": self.redis.cpu_s()}
 
     def drain_s(self, limit_s: float = 120) -> float:
         started = time.monotonic()
@@ -146,15 +154,16 @@ class Dyno:
             group.stop()
 
 
-def _measure_dyno(tmp: Path, run: int, web_processes: int, events, seconds: float) -> dict:
-    dyno = Dyno(tmp, run, web_processes)
+def _measure_dyno(tmp: Path, run: int, web_processes: int, events, seconds: float, worker: bool = True) -> dict:
+    dyno = Dyno(tmp, run, web_processes, worker)
     try:
         wrk_load.run(dyno.web_url, events[-300:], 1)  # warm-up: connections, scripts, caches
-        dyno.drain_s()
+        if worker:
+            dyno.drain_s()
         handled_before, cpu_before = dyno.handled(), dyno.cpu_s()
         result = wrk_load.run(dyno.web_url, events[:-300], seconds, connections=CONCURRENCY)
         cpu_after, handled_after, backlog = dyno.cpu_s(), dyno.handled(), dyno.queued()
-        drain = dyno.drain_s()
+        drain = dyno.drain_s() if worker else float("nan")
     finally:
         dyno.stop()
     acks = sum(v for k, v in result["statuses"].items() if k in ("200", "202"))
@@ -196,14 +205,16 @@ def run(quick: bool = False, count: int | None = None, rounds: int | None = None
                 if kind == "anchor":
                     results[kind].append(_measure_anchor(tmp, events, seconds))
                 else:
-                    results[kind].append(_measure_dyno(tmp, run_no, 2 if "2 web" in kind else 1, events, seconds))
+                    processes = 2 if "2 web" in kind else 1
+                    results[kind].append(_measure_dyno(tmp, run_no, processes, events, seconds, "alone" not in kind))
     med = {k: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for k, rs in results.items()}
     ratio = med["heroku 1 web"]["acks_per_s"] / med["anchor"]["acks_per_s"]
     ratio_2 = med["heroku 2 web"]["acks_per_s"] / med["anchor"]["acks_per_s"]
+    ratio_alone = med["heroku web alone"]["acks_per_s"] / med["anchor"]["acks_per_s"]
     targets = {"acks_vs_anchor": ratio >= ACK_TARGET, "p99": med["heroku 1 web"]["p99_ms"] <= P99_TARGET_MS}
     return {
         "concurrency": CONCURRENCY, "seconds": seconds, "rounds": rounds, "median": med, "all": results,
-        "ratio": round(ratio, 2), "ratio_2_web": round(ratio_2, 2),
+        "ratio": round(ratio, 2), "ratio_2_web": round(ratio_2, 2), "ratio_web_alone": round(ratio_alone, 2),
         "scaling_2_web": round(med["heroku 2 web"]["acks_per_s"] / med["heroku 1 web"]["acks_per_s"], 2),
         "targets": targets, "target_met": all(targets.values()),
     }
@@ -216,8 +227,8 @@ def print_summary(hl: dict) -> None:
     for kind, r in hl["median"].items():
         print(f"  {kind:<13} {r['acks_per_s']:8.0f} acks/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms"
               f"  CPU {r['cpu_us_per_ack']:5.0f} µs/ack  non-2xx {r['non_2xx']:.0f}")
-    print(f"  targets: {hl['targets']} (1 web {hl['ratio']}× the anchor, 2 web {hl['ratio_2_web']}×;"
-          f" 2 web / 1 web {hl['scaling_2_web']}×)")
+    print(f"  targets: {hl['targets']} (1 web {hl['ratio']}× the anchor, 2 web {hl['ratio_2_web']}×, web alone"
+          f" {hl['ratio_web_alone']}×; 2 web / 1 web {hl['scaling_2_web']}×)")
 
 
 def render(hl: dict) -> list[str]:
@@ -229,11 +240,14 @@ def render(hl: dict) -> list[str]:
         f"| anchor (Flask, gunicorn 2 sync) | {a['acks_per_s']:.0f} | {a['p50_ms']:.1f} | {a['p99_ms']:.1f} |"
         f" {a['non_2xx']:.0f} | – | – | {a['cpu_us_per_ack']:.0f} |"
     ]
+    names = {"heroku 1 web": "web (1 process) + worker + redis", "heroku 2 web": "web (2 processes) + worker + redis",
+             "heroku web alone": "web (1 process) + redis, no worker"}
     for kind in KINDS[1:]:
         r = hl["median"][kind]
+        drain = "–" if r["drain_s"] != r["drain_s"] else f"{r['drain_s']:.2f}"  # NaN: no worker
         rows.append(
-            f"| {kind.replace('heroku', 'web dyno,')} + worker + redis | {r['acks_per_s']:.0f} | {r['p50_ms']:.1f} |"
-            f" {r['p99_ms']:.1f} | {r['non_2xx']:.0f} | {r['handled_per_s']:.0f} | {r['drain_s']:.2f} |"
+            f"| {names[kind]} | {r['acks_per_s']:.0f} | {r['p50_ms']:.1f} |"
+            f" {r['p99_ms']:.1f} | {r['non_2xx']:.0f} | {r['handled_per_s']:.0f} | {drain} |"
             f" {r['cpu_us_per_ack']:.0f} ({r['web_cpu_us_per_ack']:.0f} + {r['worker_cpu_us_per_ack']:.0f} +"
             f" {r['redis_cpu_us_per_ack']:.0f}) |"
         )
@@ -247,7 +261,9 @@ def render(hl: dict) -> list[str]:
         " heroku.web` (one process; then two, `WEB_CONCURRENCY=2`) and `python -m heroku.worker` with a handler that"
         " appends one line to a file, on redis-server with AOF `everysec` (a fresh one per run). The web process"
         " verifies, parses, and claims + enqueues in one Redis script call shared by the requests that arrive"
-        " together; it writes a JSON log line and two l2met metric lines per request. *Anchor*: as in section 2.",
+        " together; it writes a JSON log line and two l2met metric lines per request. The last row runs no worker"
+        f" (on Heroku the worker has a dyno of its own) with `DT_MAX_BACKLOG={WEB_ALONE_BACKLOG}`, so it shows what"
+        " one web process acknowledges by itself. *Anchor*: as in section 2.",
         "",
         "| receiver | acks/s | p50 ms | p99 ms | non-2xx | handled/s | drain s | CPU µs/ack (web + worker + redis) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -260,7 +276,8 @@ def render(hl: dict) -> list[str]:
         "",
         f"Targets (one web process): acks/s ≥ {ACK_TARGET:.0f}× anchor — **{_ok(t['acks_vs_anchor'])}**"
         f" ({hl['ratio']}×); p99 ≤ {P99_TARGET_MS:.0f} ms — **{_ok(t['p99'])}** ({one['p99_ms']:.1f} ms). A second web"
-        f" process: {hl['ratio_2_web']}× the anchor, {hl['scaling_2_web']}× one web process.",
+        f" process: {hl['ratio_2_web']}× the anchor, {hl['scaling_2_web']}× one web process. The web process alone:"
+        f" {hl['ratio_web_alone']}× the anchor.",
         "",
     ]
 

@@ -27,8 +27,8 @@ message is never duplicated by the queue itself, only redelivered.
 from __future__ import annotations
 
 import json
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Callable
 
@@ -167,8 +167,9 @@ class Message:
 
 
 def new_message(body: str) -> str:
-    """A queue message for `body`: a fresh id (so two copies of one event are two messages), ':', the body."""
-    return uuid.uuid4().hex + ":" + body
+    """A queue message for `body`: a fresh random id of 32 hex digits (so two copies of one
+    event are two messages), ':', the body."""
+    return os.urandom(16).hex() + ":" + body
 
 
 def _queue_error(action: str, exc: RedisError) -> QueueError:
