@@ -287,17 +287,31 @@ def _ok(flag: bool) -> str:
 
 
 def note(hl: dict) -> str:
-    """The closing note's line when a target was missed (see PROFILE_NOTE for the why)."""
-    one, a = hl["median"]["heroku 1 web"], hl["median"]["anchor"]
+    """The closing note's line when a target was missed: by how much, and why (the figures
+    of this run and the profile `python -m bench.heroku_load --profile` prints)."""
+    one, a, alone = hl["median"]["heroku 1 web"], hl["median"]["anchor"], hl["median"]["heroku web alone"]
+    per_handled = one["worker_cpu_us_per_ack"] * one["acks_per_s"] / one["handled_per_s"] if one["handled_per_s"] else 0
     return (
         f"- **Heroku web dyno**: {hl['ratio']}× the anchor's acks/s (target {ACK_TARGET:.0f}×), p99"
-        f" {one['p99_ms']:.1f} ms (target {P99_TARGET_MS:.0f} ms; the anchor's own p99 {a['p99_ms']:.1f} ms). "
-        + PROFILE_NOTE
+        f" {one['p99_ms']:.1f} ms (target {P99_TARGET_MS:.0f} ms; the anchor's own p99 {a['p99_ms']:.1f} ms; at"
+        f" {hl['concurrency']} connections a closed-loop sender sees latency ≈ {hl['concurrency']} / throughput)."
+        f" The web process costs {one['web_cpu_us_per_ack']:.0f} µs of CPU per acknowledgement, the anchor"
+        f" {a['cpu_us_per_ack']:.0f} µs over its two processes: given a core of its own, with no worker beside it,"
+        f" one web process acknowledges {hl['ratio_web_alone']}× the anchor (last row). Beside it on the same two"
+        " cores (with wrk) the worker takes an equal share: core's worker writes the ledger and the device state in"
+        f" four Redis round trips per event (claim, state, progress, complete), {per_handled:.0f} µs per handled"
+        f" event here, and redis-server's CPU ({one['redis_cpu_us_per_ack']:.0f} µs per ack) is mostly those"
+        " round trips. On Heroku the worker runs on a dyno of its own. A second web process on two shared cores"
+        f" adds contention, not capacity ({hl['scaling_2_web']}×). Where the web process's time goes (py-spy,"
+        " samples holding the GIL, `python -m bench.heroku_load --profile`): verifying and parsing the event about"
+        " 20 %, the script call shared by a batch of requests (about 14 per call under this load) about 15 %"
+        " (redis-py's asyncio client, the claim records), writing each response to its socket about 11 % (one"
+        " system call per response; on loopback it also runs the client's receive path), uvicorn's HTTP parsing"
+        " about 8 %, the two l2met lines about 5 %, the JSON log line about 4 %, the rest uvicorn and asyncio."
+        " What would close the gap beyond that: fewer ledger writes per event in core's worker (record the last"
+        " handler and complete in one write; claim and write the state in one), which every platform would gain"
+        " from."
     )
-
-
-#: Where the web process's time goes, from `python -m bench.heroku_load --profile` (py-spy).
-PROFILE_NOTE = "See the profile below."
 
 
 def profile(seconds: float = 10.0, which: str = "web") -> None:
