@@ -6,7 +6,8 @@ one atomic round trip instead of a `SET NX`, an `LPUSH` and a compare-and-set:
 
     no record                       write the claim COMPLETED together with the message  → 202
     live COMPLETED record           nothing                                              → 200 duplicate
-    live IN_PROGRESS record         nothing (a WSGI-era request or another process holds it) → 503
+    live IN_PROGRESS record         nothing (written by core's Receiver on this store, e.g.
+                                    the previous release during a deploy)               → 503
     expired record                  taken over: written COMPLETED with the message, keeping
                                     its ``done`` list if it was IN_PROGRESS              → 202
     DT_MAX_BACKLOG messages wait    nothing (for a new event; a duplicate is still 200)  → 503 + Retry-After
@@ -51,12 +52,14 @@ BACKLOG_FULL_REASON = "too many events waiting for the worker"
 #: A full backlog is logged at most this often (one line per refused request would be a
 #: flood exactly when the dyno is busiest).
 BACKLOG_LOG_EVERY_S = 10.0
-#: Events one script call decides at most (Lua's `unpack` and the call's size stay small).
+#: Events one script call decides at most: a call's size, and the time Redis spends on it
+#: while other clients wait, stay small.
 MAX_BATCH = 256
 
 # KEYS: the queue, then one claim key per event. ARGV: now (epoch seconds), the backlog
-# bound (0: none, for tests of the state machine alone), then per event: its record written COMPLETED with an empty "d" list,
-# the record's expiry (unix ms), its queue message. Returns one code per event (OUTCOMES).
+# bound (0: none, for tests of the state machine alone), then per event: its record written
+# COMPLETED with an empty "d" list, the record's expiry (unix ms), its queue message.
+# Returns one code per event: ACCEPTED, DUPLICATE, IN_FLIGHT, BACKLOG_FULL or TAKEN_OVER.
 ACCEPT = """
 local now = tonumber(ARGV[1])
 local bound = tonumber(ARGV[2])
@@ -88,7 +91,7 @@ end
 return codes
 """
 
-ACCEPTED, DUPLICATE, IN_FLIGHT, BACKLOG_FULL, TAKEN_OVER = range(5)
+ACCEPTED, DUPLICATE, IN_FLIGHT, BACKLOG_FULL, TAKEN_OVER = range(5)  # the script's codes, 0 to 4
 
 
 def _unavailable(reason: str) -> Response:
