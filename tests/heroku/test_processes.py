@@ -4,6 +4,7 @@ and the worker dyno stopped by SIGTERM (and SIGKILL) mid-job."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -129,7 +130,9 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_web_concurrency_serves_from_that_many_processes_and_one_dying_stops_the_dyno(h, bundle):
+@contextlib.contextmanager
+def two_web_processes(h, bundle):
+    """The Procfile's web command with WEB_CONCURRENCY=2, answering: (process, port, children)."""
     port = free_port()
     command = procfile(bundle)["web"].replace("0.0.0.0", "127.0.0.1")
     proc = subprocess.Popen(["bash", "-c", "exec " + command], cwd=bundle,
@@ -137,7 +140,13 @@ def test_web_concurrency_serves_from_that_many_processes_and_one_dying_stops_the
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: healthy(port), 30, "the web processes to answer /healthz", proc)
-        children = _children(proc.pid)
+        yield proc, port, _children(proc.pid)
+    finally:
+        stop(proc)
+
+
+def test_web_concurrency_serves_from_that_many_processes_and_one_dying_stops_the_dyno(h, bundle):
+    with two_web_processes(h, bundle) as (proc, port, children):
         assert len(children) == 2
         for _ in range(10):  # new connections each: the kernel spreads them over both
             body = event_body()
@@ -151,24 +160,13 @@ def test_web_concurrency_serves_from_that_many_processes_and_one_dying_stops_the
         assert not _alive(children[1])
         out = proc.stdout.read().decode()
         assert f"web process {children[0]} exited (killed by signal 9); stopping the dyno" in out
-    finally:
-        stop(proc)
 
 
 def test_web_concurrency_stops_cleanly_on_sigterm(h, bundle):
-    port = free_port()
-    command = procfile(bundle)["web"].replace("0.0.0.0", "127.0.0.1")
-    proc = subprocess.Popen(["bash", "-c", "exec " + command], cwd=bundle,
-                            env=dyno_env(h, PORT=str(port), WEB_CONCURRENCY="2"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: healthy(port), 30, "the web processes to answer /healthz", proc)
-        children = _children(proc.pid)
+    with two_web_processes(h, bundle) as (proc, _, children):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
         assert not any(_alive(c) for c in children)
-    finally:
-        stop(proc)
 
 
 def test_a_malformed_web_concurrency_is_one_line_and_exit_2(h, bundle):
