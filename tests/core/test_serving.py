@@ -141,13 +141,22 @@ def test_a_client_still_sending_a_huge_head_reads_the_431(served):
 
 
 def test_uvicorn_is_in_the_tested_range():
-    import uvicorn
+    """The installed uvicorn is inside the range pyproject.toml declares, and that range
+    has an upper bound (tests/heroku/test_bundle.py checks the bundle declares the same)."""
+    import tomllib
+    from pathlib import Path
 
-    major, minor = (int(p) for p in uvicorn.__version__.split(".")[:2])
-    assert (0, 30) <= (major, minor) < (0, 56), (
-        f"uvicorn {uvicorn.__version__} is outside the range core/serving.py was tested with: re-run"
-        " tests/core/test_serving.py and the hostile suites, then move the bound in pyproject.toml and"
-        " every bundle's requirements"
+    import uvicorn
+    from packaging.specifiers import SpecifierSet
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    [spec] = [d for d in tomllib.loads(pyproject.read_text())["project"]["dependencies"] if d.startswith("uvicorn")]
+    declared = SpecifierSet(spec[len("uvicorn"):])
+    assert any(s.operator in ("<", "<=") for s in declared), f"{spec}: no upper bound"
+    assert uvicorn.__version__ in declared, (
+        f"uvicorn {uvicorn.__version__} is outside {spec}, the range core/serving.py was tested with: run"
+        " tests/core/test_serving.py and the hostile suites on it, then move the bound in pyproject.toml and"
+        " heroku/bundle/requirements.txt"
     )
 
 
