@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only verify,receiver,coldstart,metrics] [--out BENCHMARKS.md]`"""
+"""`python -m bench [--quick] [--only verify,receiver,coldstart,metrics,heroku] [--out BENCHMARKS.md]`"""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import platform
 import sys
 from pathlib import Path
 
-from . import coldstart, metrics_cost, receiver_load, verify_parse
+from . import coldstart, heroku_load, metrics_cost, receiver_load, verify_parse
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,8 @@ def _ok(flag) -> str:
     return "n/a" if flag is None else ("met" if flag else "MISSED")
 
 
-def render(m: dict, vp: dict | None, rl: dict | None, cs: dict | None, quick: bool, mc: dict | None = None) -> str:
+def render(m: dict, vp: dict | None, rl: dict | None, cs: dict | None, quick: bool, mc: dict | None = None,
+           hl: dict | None = None) -> str:
     out = [
         "# Benchmarks",
         "",
@@ -127,6 +128,8 @@ def render(m: dict, vp: dict | None, rl: dict | None, cs: dict | None, quick: bo
         out += ["", f"Target: every entry module adds ≤ 25 ms — **{_ok(cs['target_met'])}**.", ""]
     if mc:
         out += metrics_cost.render(mc)
+    if hl:
+        out += heroku_load.render(hl)
     out += ["## Closing note: missed targets, by how much, and what limits them", ""]
     notes = []
     if vp and not vp["target_met"]:
@@ -166,6 +169,8 @@ def render(m: dict, vp: dict | None, rl: dict | None, cs: dict | None, quick: bo
         )
     if mc and not mc["target_met"]:
         notes.append(metrics_cost.note(mc))
+    if hl and "skipped" not in hl and not hl["target_met"]:
+        notes.append(heroku_load.note(hl))
     out += notes or ["Every target was met in this run."]
     out.append("")
     return "\n".join(out)
@@ -174,7 +179,7 @@ def render(m: dict, vp: dict | None, rl: dict | None, cs: dict | None, quick: bo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description="dtconnector performance comparisons")
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (small counts, few repetitions)")
-    parser.add_argument("--only", default="verify,receiver,coldstart,metrics", help="comma-separated sections")
+    parser.add_argument("--only", default="verify,receiver,coldstart,metrics,heroku", help="comma-separated sections")
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="where to write the report ('-': nowhere)")
     parser.add_argument("--count", type=int, default=None, help="events signed for the interleaved runs (default 40000)")
     parser.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
@@ -182,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     only = {s.strip() for s in args.only.split(",")}
     m = machine()
     print(f"machine: {m['nproc']} CPUs, {m['cpu']}, Python {m['python']}, load {m['loadavg_at_start']}", flush=True)
-    vp = rl = cs = mc = None
+    vp = rl = cs = mc = hl = None
     if "verify" in only:
         print("\n(1) verify + parse per event ...", flush=True)
         vp = verify_parse.run(args.quick)
@@ -219,10 +224,15 @@ def main(argv: list[str] | None = None) -> int:
         for name, us, ratio, own, verdict in mc["rows"]:
             print(f"  {name:<32} {us:7.1f} µs ({ratio:5.3f}× off)  metrics alone {own:5.2f} µs → {verdict:5.3f}×")
         print(f"  target metrics add ≤ 5 %: {_ok(mc['target_met'])} (worst {mc['worst_ratio']}×)")
+    if "heroku" in only:
+        print("\n(5) the Heroku web dyno (web + worker + redis AOF everysec) vs DT's Flask receiver, wrk 32 ...", flush=True)
+        hl = heroku_load.run(args.quick, count=args.count)
+        heroku_load.print_summary(hl)
     if args.json:
-        print(json.dumps({"machine": m, "verify_parse": vp, "receiver": rl, "coldstart": cs, "metrics": mc}, indent=2))
+        print(json.dumps({"machine": m, "verify_parse": vp, "receiver": rl, "coldstart": cs, "metrics": mc,
+                          "heroku": hl}, indent=2))
     if args.out != "-":
-        Path(args.out).write_text(render(m, vp, rl, cs, args.quick, mc) + "\n")
+        Path(args.out).write_text(render(m, vp, rl, cs, args.quick, mc, hl) + "\n")
         print(f"\nwrote {args.out}")
     return 0
 

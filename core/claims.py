@@ -46,7 +46,7 @@ class Held:
         return self.claim.done
 
 
-def _token() -> str:
+def new_version() -> str:
     """A fresh record version. It only has to differ from every other version of the same
     record (compare-and-set needs no secrecy), so 64 random bits from `random`, which is
     reseeded in a forked child, instead of a system call to the OS's random source."""
@@ -79,7 +79,7 @@ class Claims:
         key = store_key(event_id, self._namespace)
         for _ in range(4):
             now = self._clock()
-            fresh = Claim(IN_PROGRESS, now + lease_s, _token())
+            fresh = Claim(IN_PROGRESS, now + lease_s, new_version())
             if create is not None:
                 first = fresh if completed_ttl_s is None else Claim(COMPLETED, now + completed_ttl_s, fresh.version)
                 if create(key, first):
@@ -102,7 +102,7 @@ class Claims:
 
     def complete(self, held: Held, ttl_s: float) -> bool:
         """Mark done and remember for `ttl_s`. False if our claim was taken over meanwhile."""
-        done = Claim(COMPLETED, self._clock() + ttl_s, _token(), held.claim.done)
+        done = Claim(COMPLETED, self._clock() + ttl_s, new_version(), held.claim.done)
         return self._store.replace(held.key, held.claim.version, done)
 
     def release(self, held: Held) -> bool:
@@ -111,12 +111,12 @@ class Claims:
 
     def record_progress(self, held: Held, handler_name: str) -> Held:
         """Note that one handler finished. Raises `LostClaim` if we no longer own it."""
-        claim = replace(held.claim, version=_token(), done=held.claim.done + (handler_name,))
+        claim = replace(held.claim, version=new_version(), done=held.claim.done + (handler_name,))
         if not self._store.replace(held.key, held.claim.version, claim):
             raise LostClaim("the event was taken over by another worker")
         return replace(held, claim=claim)  # still `first` or not: the completion's TTL depends on it
 
     def abandon(self, held: Held) -> bool:
         """Let the next delivery take over at once, keeping the handlers already done."""
-        claim = replace(held.claim, version=_token(), expires_at=self._clock())
+        claim = replace(held.claim, version=new_version(), expires_at=self._clock())
         return self._store.replace(held.key, held.claim.version, claim)

@@ -16,6 +16,19 @@ log = logging.getLogger(LOGGER_NAME)
 
 
 _ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)  # built once, not per line
+#: Line breaks to `str.splitlines` (and to log readers) that JSON may write raw: every
+#: other one (\n, \r, \x0b, \x0c, \x1c-\x1e) is a control character JSON always escapes.
+_RAW_SEPARATORS = (("\x85", "\\u0085"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
+
+
+def one_line(encoded: str) -> str:
+    """`encoded` JSON (text from ``ensure_ascii=False``) with every line separator escaped,
+    so the document is exactly one line. They can only occur inside its strings, where the
+    escape decodes to the same character."""
+    for raw, escaped in _RAW_SEPARATORS:
+        if raw in encoded:
+            encoded = encoded.replace(raw, escaped)
+    return encoded
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,7 +50,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}))
         if record.exc_info and record.exc_info[0] is not None:
             entry["exception"] = self.formatException(record.exc_info)
-        return _ENCODER.encode(entry)
+        return one_line(_ENCODER.encode(entry))
 
 
 def event_log(level: int, message: str, **fields: object) -> None:

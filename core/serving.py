@@ -15,7 +15,21 @@ everybody once idle sockets fill it. `GuardedProtocol` adds, per connection:
   body): 408, and the connection is closed;
 - a bound on open connections below the process's file-descriptor limit: over it, the
   oldest connection that has no request being handled is closed to make room, so 1,000
-  idle sockets cannot keep ``/healthz`` or DT's POST waiting.
+  idle sockets cannot keep ``/healthz`` or DT's POST waiting;
+- a 64 KiB cap on a request's head (request line and headers; llhttp has none), whatever
+  the write pattern: counted across socket reads while a head is incomplete, and per
+  header as the parser hands them over, so a whole oversized head arriving in one read (with
+  its body, or with the requests pipelined before it) is refused too: 431, and the request
+  never reaches the app. The refusal half-closes the connection and discards what the
+  client still sends for a moment, so a client busy writing its head reads the 431 rather
+  than a reset;
+- one write per response: uvicorn writes a response's head and body separately (two
+  system calls, each paying for the TCP path on the way), so a request's transport gathers
+  what the app sends during one turn of the event loop and hands it to the socket at once.
+
+The uvicorn internals used here (HttpToolsProtocol's callbacks and attributes, the parser
+error path through ``send_400_response``) are checked by tests/core/test_serving.py, and
+uvicorn's version is bounded in pyproject.toml and every bundle that installs it.
 """
 
 from __future__ import annotations
@@ -36,6 +50,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from .config import ConfigError, number_setting
 
 _MAX_HEAD_BYTES = 64 * 1024  # request line + headers; DT's are under 2 KiB. llhttp has no cap
+_HEADER_OVERHEAD = 4  # ": " and CRLF around each header the parser hands over
+_LINGER_S = 2.0  # how long a refused connection's incoming bytes are read and dropped
 _FD_RESERVE = 48  # descriptors kept for SQLite, logs, the listening socket, the worker
 
 
@@ -45,7 +61,7 @@ class Limits:
     body_timeout_s: float = 10.0
     keepalive_timeout_s: float = 15.0
     max_connections: int = 1000
-    threads: int = 16  # for handlers that block on the network (Redis): `ReceiverASGI(offload=True)`
+    threads: int = 16  # the loop's thread pool: DT key fetches, a synchronous store's accept (`core.asgi.ReceiverIngest`)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Limits":
@@ -87,8 +103,46 @@ _HEAD_TOO_LARGE = (
 )
 
 
+class _Gathered:
+    """The transport as a request's response cycle sees it: writes made during one turn of
+    the event loop go to the socket as one (the head and body of a response, sent back to
+    back). Everything else is the real transport's. The connection flushes it before any
+    write of its own, so answers keep their order."""
+
+    __slots__ = ("_transport", "_loop", "_chunks")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+        self._transport = transport
+        self._loop = loop
+        self._chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._chunks:
+            self._loop.call_soon(self.flush)
+        self._chunks.append(data)
+
+    def flush(self) -> None:
+        if self._chunks:
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+
+class HeadTooLarge(Exception):
+    """Raised inside a parser callback to stop parsing an oversized head."""
+
+
 class GuardedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with header/body deadlines and a connection bound."""
+    """uvicorn's httptools protocol with header/body deadlines, a head cap and a
+    connection bound."""
 
     limits: Limits = Limits()
     bound: int = 1000
@@ -97,8 +151,11 @@ class GuardedProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._opened = time.monotonic()
         self._reading_head = True  # bytes now belong to a request line or headers
-        self._head_bytes = 0
+        self._head_bytes = 0  # raw bytes read while this head is incomplete
+        self._parsed_head_bytes = 0  # URL and headers the parser handed over for this request
+        self._refused = False  # answered 431: what still arrives is dropped
         super().connection_made(transport)
+        self._gathered = _Gathered(transport, self.loop)
         self._arm(self.limits.header_timeout_s)  # a connect that never sends a byte
         if len(self.connections) > self.bound:
             self._make_room()
@@ -108,21 +165,70 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._gathered.flush()  # answers already given go out before anything this may write
         if self._reading_head:
             self._head_bytes += len(data)
-        super().data_received(data)
+        super().data_received(data)  # a HeadTooLarge from a callback ends in send_400_response
         # Still inside the head after this chunk (so none of it was body): cap its size.
         if self._reading_head and self._head_bytes > _MAX_HEAD_BYTES and not self.transport.is_closing():
-            self.transport.write(_HEAD_TOO_LARGE)
-            self.transport.close()
+            self._refuse_head()
 
     def on_message_begin(self) -> None:
+        self._parsed_head_bytes = 0
         super().on_message_begin()
         self._arm(self.limits.header_timeout_s)
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + _HEADER_OVERHEAD)
+        super().on_header(name, value)
+
+    def _count_head(self, size: int) -> None:
+        """Within one read the parser may take a whole head (and more): count what it hands
+        over and stop it (llhttp aborts on a callback's exception) once over the cap."""
+        self._parsed_head_bytes += size
+        if self._parsed_head_bytes > _MAX_HEAD_BYTES:
+            raise HeadTooLarge()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a parser error; ours when the error was `HeadTooLarge`."""
+        if self._parsed_head_bytes > _MAX_HEAD_BYTES:
+            self._refuse_head()
+        else:
+            super().send_400_response(msg)
+
+    def _refuse_head(self) -> None:
+        """Stop reading this connection and answer 431, after the answers still owed to
+        the requests pipelined before this one (`on_response_complete`)."""
+        self._refused = True
+        self._disarm()
+        if self.cycle is None or self.cycle.response_complete:
+            self._answer_head_too_large()
+
+    def _answer_head_too_large(self) -> None:
+        """431, then a lingering close: half-close so the client sees the answer and EOF,
+        drop whatever it still sends, and close for good after `_LINGER_S` (closing at once
+        with its bytes unread would make the kernel reset the connection, and the client
+        would lose the answer)."""
+        self._gathered.flush()
+        self.transport.write(_HEAD_TOO_LARGE)
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self._disarm()
+        self._deadline = self.loop.call_later(_LINGER_S, self.transport.close)
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
         super().on_headers_complete()
+        if self.cycle is not None:  # the request's task has not run yet: it writes gathered
+            self.cycle.transport = self._gathered
         self._arm(self.limits.body_timeout_s)
 
     def on_message_complete(self) -> None:
@@ -130,9 +236,15 @@ class GuardedProtocol(HttpToolsProtocol):
         self._reading_head, self._head_bytes = True, 0  # what follows is the next request
         super().on_message_complete()
 
+    def shutdown(self) -> None:
+        self._gathered.flush()  # an answer given this turn goes out before the server closes us
+        super().shutdown()
+
     def on_response_complete(self) -> None:
         self._opened = time.monotonic()  # idle from now on: evictable, oldest first
         super().on_response_complete()
+        if self._refused and not self.pipeline and self.cycle.response_complete and not self.transport.is_closing():
+            self._answer_head_too_large()  # every request before the oversized one is answered
 
     # -- deadlines ----------------------------------------------------------------------
 
@@ -150,6 +262,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         cycle = self.cycle
+        self._gathered.flush()
         if cycle is None or not cycle.response_started:
             self.transport.write(_TIMEOUT_408)
         self.transport.close()
@@ -169,6 +282,7 @@ class GuardedProtocol(HttpToolsProtocol):
         )
         for victim in idle[:excess]:
             victim.connections.discard(victim)
+            victim._gathered.flush()
             victim.transport.close()
         if len(self.connections) > self.bound:  # every other connection is mid-request
             self.connections.discard(self)
@@ -199,10 +313,9 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app, sock: socket.socket, limits: Limits) -> None:
-    """Serve the ASGI `app` on `sock` until SIGTERM/SIGINT."""
-    import signal
-
+def server(app, limits: Limits) -> uvicorn.Server:
+    """uvicorn's server for the ASGI `app` with `GuardedProtocol` and our settings, not yet
+    serving (`serve` runs it; tests run it on a thread of their own)."""
     config = uvicorn.Config(
         app,
         http=protocol_for(limits),
@@ -215,27 +328,30 @@ def serve(app, sock: socket.socket, limits: Limits) -> None:
         proxy_headers=False,  # we never use the client address: skip the middleware
         date_header=False,
     )
-    server = _Server(config)
+    return _Server(config)
+
+
+def serve(app, sock: socket.socket, limits: Limits) -> None:
+    """Serve the ASGI `app` on `sock` until SIGTERM/SIGINT."""
+    import signal
+
+    running = server(app, limits)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         loop.set_default_executor(ThreadPoolExecutor(limits.threads, thread_name_prefix="dtconnector-http"))
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, lambda: setattr(server, "should_exit", True))
-        await server.serve(sockets=[sock])
+            loop.add_signal_handler(signum, lambda: setattr(running, "should_exit", True))
+        await running.serve(sockets=[sock])
 
-    asyncio.run(main()) if not _has_uvloop() else _run_uvloop(main)
+    run(main())
 
 
-def _has_uvloop() -> bool:
+def run(main) -> None:
+    """Run the coroutine `main` to completion on uvloop when it is installed, else asyncio."""
     try:
-        import uvloop  # noqa: F401
+        import uvloop
     except ImportError:
-        return False
-    return True
-
-
-def _run_uvloop(main) -> None:
-    import uvloop
-
-    uvloop.run(main())
+        asyncio.run(main)
+        return
+    uvloop.run(main)

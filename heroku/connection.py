@@ -1,4 +1,5 @@
-"""The Redis connection: one client (one connection pool) per process, from `REDIS_URL`.
+"""The Redis connections, from `REDIS_URL`: one synchronous client per process (the worker,
+`--dead-letters`, the WSGI mount) and one asyncio client per event loop (the web dyno).
 
 Heroku Key-Value Store sets `REDIS_URL` to a ``rediss://`` URL whose server certificate is
 self-signed, so certificate verification is turned off for ``rediss://`` (the traffic is
@@ -19,6 +20,9 @@ DEFAULT_PREFIX = "dt:"
 # Well under DT's 10 s answer budget; a blocking pop waits at most BLOCK_S < SOCKET_TIMEOUT_S.
 SOCKET_TIMEOUT_S = 5.0
 BLOCK_S = 1.0
+#: Connections the web dyno's asyncio client opens at most: one for the ingest's
+#: pipelined batches, one for `/healthz`, spare for a batch sent while one is being read.
+ASYNC_MAX_CONNECTIONS = 4
 
 
 def redis_url(env: Mapping[str, str] | None = None) -> str:
@@ -32,11 +36,16 @@ def redis_url(env: Mapping[str, str] | None = None) -> str:
     return url
 
 
-def client_options(url: str, env: Mapping[str, str] | None = None) -> dict:
-    """The keyword arguments given to `redis.Redis.from_url` besides the URL."""
+def client_options(url: str, env: Mapping[str, str] | None = None, *, asyncio: bool = False) -> dict:
+    """The keyword arguments given to `redis.Redis.from_url` (or, with `asyncio`,
+    `redis.asyncio.Redis.from_url`) besides the URL."""
     env = os.environ if env is None else env
     from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
+
+    if asyncio:
+        from redis.asyncio.retry import Retry
+    else:
+        from redis.retry import Retry
 
     options: dict = {
         "socket_timeout": SOCKET_TIMEOUT_S,
@@ -61,6 +70,24 @@ def connect(url: str, env: Mapping[str, str] | None = None):
     import redis
 
     return redis.Redis.from_url(url, **client_options(url, env))
+
+
+def connect_async(
+    url: str, env: Mapping[str, str] | None = None, *, max_connections: int = ASYNC_MAX_CONNECTIONS,
+    client_name: str = "dtconnector-web",
+):
+    """A `redis.asyncio.Redis` client for the running event loop, on a pool of at most
+    `max_connections` that makes a caller wait for a free connection rather than fail:
+    Heroku Key-Value Store plans cap clients (``mini``: 20 for every dyno together), and the
+    web dyno's ingest pipelines concurrent requests through one connection anyway
+    (`heroku.ingest`). The connections are named `client_name` in Redis's ``CLIENT LIST``."""
+    from redis.asyncio import BlockingConnectionPool, Redis
+
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=SOCKET_TIMEOUT_S, client_name=client_name,
+        **client_options(url, env, asyncio=True),
+    )
+    return Redis.from_pool(pool)
 
 
 def key_prefix(env: Mapping[str, str] | None = None) -> str:

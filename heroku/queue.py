@@ -27,8 +27,8 @@ message is never duplicated by the queue itself, only redelivered.
 from __future__ import annotations
 
 import json
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,11 +38,17 @@ from core.ports import QueueError
 
 from .connection import BLOCK_S, describe
 
+# Up to ARGV[1] messages, oldest first, each with its delivery count.
+# KEYS: queue, processing, attempts. Returns {message, count, message, count, ...}.
 _TAKE = """
-local m = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-if not m then return false end
-local n = redis.call('HINCRBY', KEYS[3], string.sub(m, 1, 32), 1)
-return {m, n}
+local out = {}
+for _ = 1, tonumber(ARGV[1]) do
+  local m = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not m then break end
+  out[#out + 1] = m
+  out[#out + 1] = redis.call('HINCRBY', KEYS[3], string.sub(m, 1, 32), 1)
+end
+return out
 """
 
 # KEYS: processing, queue, delayed, attempts. ARGV: message, due (0 = now), uncount (0/1).
@@ -57,10 +63,16 @@ if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[4], string.sub(ARGV[1], 1, 32)
 return 1
 """
 
+# KEYS: processing, attempts. ARGV: the messages done. Returns how many were still ours.
 _ACK = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-redis.call('HDEL', KEYS[2], string.sub(ARGV[1], 1, 32))
-return 1
+local n = 0
+for _, m in ipairs(ARGV) do
+  if redis.call('LREM', KEYS[1], 1, m) > 0 then
+    redis.call('HDEL', KEYS[2], string.sub(m, 1, 32))
+    n = n + 1
+  end
+end
+return n
 """
 
 # KEYS: processing, dead, attempts. ARGV: message, dead-letter record.
@@ -154,6 +166,12 @@ class Message:
             return None
 
 
+def new_message(body: str) -> str:
+    """A queue message for `body`: a fresh random id of 32 hex digits (so two copies of one
+    event are two messages), ':', the body."""
+    return os.urandom(16).hex() + ":" + body
+
+
 def _queue_error(action: str, exc: RedisError) -> QueueError:
     return QueueError(f"redis queue {action} failed: {describe(exc)}")
 
@@ -188,7 +206,7 @@ class RedisQueue:
 
     # -- ingest ---------------------------------------------------------------------------
     def enqueue(self, message: str, *, event_id: str) -> None:
-        raw = uuid.uuid4().hex + ":" + message
+        raw = new_message(message)
         try:
             self.client.lpush(self.queue_key, raw)
         except RedisError as exc:
@@ -242,28 +260,33 @@ class RedisQueue:
         except RedisError as exc:
             raise _queue_error("promote", exc) from exc
 
-    def take(self, worker_id: str, block_s: float = 0.0) -> Message | None:
-        """Move the oldest message into our processing list and count the delivery.
-        Waits up to `block_s` (at most BLOCK_S) for one when the queue is empty."""
+    def take(self, worker_id: str, most: int = 1, block_s: float = 0.0) -> list[Message]:
+        """Move up to `most` of the oldest messages into our processing list (one round
+        trip), counting a delivery of each. When the queue is empty, waits up to `block_s`
+        (at most BLOCK_S) for one."""
         processing = self.processing_key(worker_id)
         try:
-            got = self._take(keys=[self.queue_key, processing, self.attempts_key], client=self.client)
+            got = self._take(keys=[self.queue_key, processing, self.attempts_key], args=[most], client=self.client)
             if got:
-                return Message(got[0], int(got[1]))
+                return [Message(got[i], int(got[i + 1])) for i in range(0, len(got), 2)]
             if block_s <= 0:
-                return None
+                return []
             raw = self.client.blmove(self.queue_key, processing, min(block_s, BLOCK_S), "RIGHT", "LEFT")
             if raw is None:
-                return None
+                return []
             attempts = self.client.hincrby(self.attempts_key, raw[:_ID_LEN].decode("ascii"), 1)
-            return Message(raw, int(attempts))
+            return [Message(raw, int(attempts))]
         except RedisError as exc:
             raise _queue_error("take", exc) from exc
 
-    def ack(self, worker_id: str, message: Message) -> bool:
+    def ack(self, worker_id: str, *messages: Message) -> int:
+        """Remove finished messages from our processing list (one round trip for all).
+        Returns how many were still ours (not recovered by another worker meanwhile)."""
+        if not messages:
+            return 0
         try:
             keys = [self.processing_key(worker_id), self.attempts_key]
-            return self._ack(keys=keys, args=[message.raw], client=self.client) == 1
+            return int(self._ack(keys=keys, args=[m.raw for m in messages], client=self.client))
         except RedisError as exc:
             raise _queue_error("ack", exc) from exc
 
@@ -330,7 +353,7 @@ class RedisQueue:
         count = 0
         try:
             for record in self.client.lrange(self.dead_key, 0, -1):
-                fresh = uuid.uuid4().hex + ":" + json.loads(record)["body"]
+                fresh = new_message(json.loads(record)["body"])
                 count += self._requeue(keys=[self.dead_key, self.queue_key], args=[record, fresh], client=self.client)
         except RedisError as exc:
             raise _queue_error("requeue", exc) from exc

@@ -1,12 +1,16 @@
-"""Everything a dyno process builds once, lazily: settings, the Redis client (one
-connection pool per process), the ports, core's Receiver and Worker.
+"""Everything a dyno process builds once, lazily: settings, the Redis clients, the ports,
+core's Receiver and Worker, the web dyno's ingest.
 
-Nothing here runs at import. gunicorn forks its workers before the first request, so each
-one builds its own pool on first use. Tests call `reset()` after changing the environment.
+Nothing here runs at import, so a missing variable is a `ConfigError` on first use (the web
+dyno answers 503, DT retries) rather than a crash at start. The synchronous client (one
+connection pool per process) serves the worker and the WSGI mount; the web dyno's asyncio
+client and ingest belong to the event loop that built them (their connections and
+futures are bound to it), one per loop. Tests call `reset()` after changing the environment.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from typing import Callable, TypeVar
@@ -14,6 +18,8 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 _lock = threading.RLock()
 _cache: dict[str, object] = {}
+#: Bumped by `reset()`, so apps built from these objects (`heroku.asgi`) rebuild too.
+generation = 0
 
 
 def _once(name: str, build: Callable[[], T]) -> T:
@@ -29,14 +35,33 @@ def _once(name: str, build: Callable[[], T]) -> T:
 
 def reset() -> None:
     """Forget every built object (tests: after changing os.environ)."""
+    global generation
     with _lock:
+        generation += 1
         client = _cache.get("redis")
+        loop_bound = _cache.get("loop")
         _cache.clear()
     if client is not None:
         try:
             client.close()
         except Exception:
             pass
+    if loop_bound is not None:
+        _close_on_its_loop(*loop_bound)
+
+
+def _close_on_its_loop(loop: asyncio.AbstractEventLoop, ingest) -> None:
+    """Close an asyncio client from any thread: on its own loop if that still runs."""
+    if loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        loop.create_task(ingest.client.aclose())
+    elif loop.is_running():
+        asyncio.run_coroutine_threadsafe(ingest.client.aclose(), loop)
 
 
 def settings():
@@ -86,6 +111,37 @@ def receiver():
         return Receiver(settings(), claim_store(), queue(), metrics=RECORDER)
 
     return _once("receiver", build)
+
+
+def accept_script():
+    """The web's claim-and-enqueue script call builder (`heroku.ingest`)."""
+    from .ingest import AcceptScript, max_backlog
+
+    return _once("accept_script", lambda: AcceptScript(prefix(), settings().dedup_ttl_s, max_backlog()))
+
+
+def accept_call():
+    """`heroku.ingest.ACCEPT` on the synchronous client (the WSGI mount's ingest)."""
+    from .ingest import ACCEPT
+
+    return _once("accept_call", lambda: redis().register_script(ACCEPT))
+
+
+def ingest():
+    """The running event loop's `heroku.ingest.RedisIngest` (its asyncio client inside)."""
+    loop = asyncio.get_running_loop()
+    bound = _cache.get("loop")
+    if bound is not None and bound[0] is loop:
+        return bound[1]
+    from .connection import connect_async, redis_url
+    from .ingest import RedisIngest
+
+    built = RedisIngest(receiver(), connect_async(redis_url()), accept_script())
+    with _lock:
+        previous, _cache["loop"] = _cache.get("loop"), (loop, built)
+    if previous is not None:  # tests: another loop's client, whose loop may be gone
+        _close_on_its_loop(*previous)
+    return built
 
 
 def worker():

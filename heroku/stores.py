@@ -68,16 +68,23 @@ def encode_version(version: int) -> str:
     return f"{shifted:0{VERSION_WIDTH}d}"
 
 
-def _encode_claim(claim: Claim) -> str:
+def encode_claim(claim: Claim) -> str:
     return json.dumps(
         {"s": claim.status, "e": claim.expires_at, "v": claim.version, "d": list(claim.done)},
         separators=(",", ":"),
     )
 
 
-def _decode_claim(raw: bytes | str) -> Claim:
+def decode_claim(raw: bytes | str) -> Claim:
     d = json.loads(raw)
     return Claim(d["s"], float(d["e"]), d["v"], tuple(d.get("d") or ()))
+
+
+def expire_at_ms(claim: Claim, now: float, retention: Retention = Retention()) -> int:
+    """When Redis drops `claim` (unix ms, for ``PXAT``): at `Retention.removable_at`, and
+    never sooner than `EXPIRY_MARGIN_S` from `now`. (Ingest's claims are COMPLETED: their
+    moment is their own expiry, whatever the dead-letter retention.)"""
+    return math.ceil(max(retention.removable_at(claim), now + EXPIRY_MARGIN_S) * 1000)
 
 
 class RedisClaimStore:
@@ -93,11 +100,11 @@ class RedisClaimStore:
         return self._prefix + key
 
     def _expire_at_ms(self, claim: Claim) -> int:
-        return math.ceil(max(self._retention.removable_at(claim), self._clock() + EXPIRY_MARGIN_S) * 1000)
+        return expire_at_ms(claim, self._clock(), self._retention)
 
     def create(self, key: str, claim: Claim) -> bool:
         try:
-            stored = self.client.set(self._key(key), _encode_claim(claim), nx=True, pxat=self._expire_at_ms(claim))
+            stored = self.client.set(self._key(key), encode_claim(claim), nx=True, pxat=self._expire_at_ms(claim))
         except RedisError as exc:
             raise StoreError(f"redis claim create failed: {describe(exc)}") from exc
         return bool(stored)
@@ -107,10 +114,10 @@ class RedisClaimStore:
             raw = self.client.get(self._key(key))
         except RedisError as exc:
             raise StoreError(f"redis claim get failed: {describe(exc)}") from exc
-        return None if raw is None else _decode_claim(raw)
+        return None if raw is None else decode_claim(raw)
 
     def replace(self, key: str, expected_version: str, claim: Claim) -> bool:
-        args = [expected_version, _encode_claim(claim), self._expire_at_ms(claim)]
+        args = [expected_version, encode_claim(claim), self._expire_at_ms(claim)]
         try:
             return self._replace(keys=[self._key(key)], args=args, client=self.client) == 1
         except RedisError as exc:

@@ -16,6 +16,16 @@ interrupted (an exception raised in the handler, so core records which handlers 
 and releases its lease) and put back on the queue without using up an attempt. If the
 process dies anyway (SIGKILL, crash, lost dyno), its heartbeat expires and the next
 worker moves its processing list back onto the queue: nothing taken is ever lost.
+
+Batches: the worker takes up to `DT_WORKER_BATCH` messages in one round trip and
+acknowledges the finished ones together in one more, so fast handlers cost fewer round
+trips per event. It is safe because every message stays in the worker's processing list
+until it is acknowledged, retried or dead-lettered, and core's ledger says which handlers
+finished: a worker killed mid-batch has all of its batch redelivered, and the events it had
+finished are acknowledged without running anything. Only the messages taken but not yet
+started count one delivery more than they were tried. The batch grows (doubling) while a
+whole batch takes under `BATCH_TARGET_S` and shrinks back to one message when handlers are
+slow, so a slow handler never holds events another worker could run.
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ DEFAULT_SHUTDOWN_GRACE_S = 25.0
 DEFAULT_HEARTBEAT_TTL_S = 30.0
 MAINTENANCE_EVERY_S = 1.0
 BACKLOG_EVERY_S = 60.0  # how often the worker samples the queue's depth (one pipelined round trip)
+DEFAULT_MAX_BATCH = 64
+BATCH_TARGET_S = 0.1
 
 
 class WorkerShutdown(Exception):
@@ -68,6 +80,7 @@ class QueueWorker:
         shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S,
         worker_id: str | None = None,
         dead_letter_retention_s: float = DEFAULT_DEAD_LETTER_RETENTION_S,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ):
         self.worker = worker
         self.queue = queue
@@ -77,6 +90,7 @@ class QueueWorker:
         self.heartbeat_ttl_s = max(heartbeat_ttl_s, 1.0)
         self.shutdown_grace_s = shutdown_grace_s
         self.dead_letter_retention_s = dead_letter_retention_s
+        self.max_batch = max(1, max_batch)
         self.id = worker_id or f"{os.environ.get('DYNO', 'worker')}.{uuid.uuid4().hex[:12]}"
         self._stopping = threading.Event()
         self._in_job = False
@@ -97,6 +111,7 @@ class QueueWorker:
             heartbeat_ttl_s=_env_float("DT_HEARTBEAT_TTL_S", DEFAULT_HEARTBEAT_TTL_S),
             shutdown_grace_s=_env_float("DT_SHUTDOWN_GRACE_S", DEFAULT_SHUTDOWN_GRACE_S),
             dead_letter_retention_s=dead_letter_retention_s(),
+            max_batch=int(_env_float("DT_WORKER_BATCH", DEFAULT_MAX_BATCH)),
         )
 
     # -- signals (main thread only) -----------------------------------------------------
@@ -126,6 +141,7 @@ class QueueWorker:
     def run(self, burst: bool = False) -> int:
         """Process messages until stopped (or, with `burst`, until none is due). Returns
         how many messages were taken."""
+        batch_size = 1
         taken = 0
         self.queue.register(self.id, self.heartbeat_ttl_s)
         beat_stop = threading.Event()
@@ -147,16 +163,15 @@ class QueueWorker:
                         maintained = time.monotonic()
                         if maintained - sampled >= BACKLOG_EVERY_S:
                             sampled = self._sample_backlog()
-                    message = self.queue.take(self.id, block_s=0 if burst else 1.0)
-                    if message is None:
+                    batch = self.queue.take(self.id, batch_size, block_s=0 if burst else 1.0)
+                    if not batch:
                         if burst and self.queue.promote_due() == 0 and self.queue.recover() == 0:
                             break
                         continue
-                    taken += 1
-                    if self._stopping.is_set():  # SIGTERM arrived while we waited
-                        self.queue.retry(self.id, message, uncount=True)
-                        break
-                    self._handle(message)
+                    taken += len(batch)
+                    started = time.monotonic()
+                    self._process(batch)
+                    batch_size = self._next_batch_size(batch_size, len(batch), time.monotonic() - started)
                     failures = 0
                 except StoreError as exc:  # Redis unreachable: the queue's own operations
                     if burst:
@@ -164,6 +179,7 @@ class QueueWorker:
                     failures += 1
                     event_log(logging.ERROR, "queue unavailable", error=str(exc))
                     self._stopping.wait(min(0.5 * 2**failures, 15.0))
+                    self._put_back_quietly()
         finally:
             beat_stop.set()
             try:
@@ -171,6 +187,15 @@ class QueueWorker:
             except StoreError as exc:
                 event_log(logging.ERROR, "could not unregister; heartbeat expiry will recover", error=str(exc))
         return taken
+
+    def _put_back_quietly(self) -> None:
+        """After a queue failure mid-batch, what is still in our processing list (taken
+        but not started, or finished but not acknowledged) goes back on the queue now
+        rather than when this worker exits; finished events are no-ops when redelivered."""
+        try:
+            self.queue.release(self.id, uncount=True)
+        except StoreError:
+            pass  # still down: the next failure tries again, and unregister at exit
 
     def _sample_backlog(self) -> float:
         """`sample#dt_queue_backlog`: messages waiting, delayed or being processed."""
@@ -186,7 +211,30 @@ class QueueWorker:
             except StoreError as exc:
                 event_log(logging.WARNING, "heartbeat failed", error=str(exc))
 
-    def _handle(self, message: Message) -> None:
+    def _process(self, batch: list[Message]) -> None:
+        """Run each message of `batch`, then acknowledge the finished ones in one round
+        trip. Once stopping, the rest stay in our processing list for `unregister` to put
+        back uncounted (SIGTERM arrived while we waited, or mid-batch). If anything escapes
+        (Redis down while retrying one), nothing is acknowledged: the finished ones are
+        redelivered later and the ledger makes them no-ops, as after a crash."""
+        done: list[Message] = []
+        for message in batch:
+            if self._stopping.is_set():
+                break
+            if self._handle(message):
+                done.append(message)
+        self.queue.ack(self.id, *done)
+
+    def _next_batch_size(self, size: int, taken: int, elapsed_s: float) -> int:
+        if elapsed_s >= BATCH_TARGET_S:
+            return max(1, size // 2)
+        if taken == size:  # a full batch, done quickly: take more next time
+            return min(size * 2, self.max_batch)
+        return size
+
+    def _handle(self, message: Message) -> bool:
+        """Run one message. True: it may be acknowledged; False: it was already put back
+        for a retry or dead-lettered."""
         error: BaseException | None = None
         self._in_job = True
         try:
@@ -203,8 +251,7 @@ class QueueWorker:
         if self._alarm_set:
             signal.setitimer(signal.ITIMER_REAL, 0)
         if error is None:
-            self.queue.ack(self.id, message)
-            return
+            return True
         event_id = message.event_id
         dead = not self._interrupted and not isinstance(error, EventInFlight) and (
             isinstance(error, PoisonMessage) or message.attempts >= self.max_attempts
@@ -223,6 +270,7 @@ class QueueWorker:
             event_log(logging.WARNING, "will retry", eventId=event_id, attempts=message.attempts, delayS=delay)
             self.queue.retry(self.id, message, delay)
         self.worker.delivery_failed(dead_lettered=dead)
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

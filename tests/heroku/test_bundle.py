@@ -42,7 +42,20 @@ def test_python_version_and_requirements():
 
     _, pins, _ = lock.read_lock((BUNDLE / "requirements.txt").read_text())
     names = {pin.name for pin in pins}
-    assert {"pyjwt", "cryptography", "redis", "uvicorn", "httptools", "uvloop"} <= names
+    assert {"pyjwt", "cryptography", "redis", "hiredis", "uvicorn", "httptools", "uvloop"} <= names
+    # What the Procfile's two processes import, nothing else: no Flask, no gunicorn.
+    assert not names & {"flask", "gunicorn", "werkzeug"}
+
+
+def test_uvicorn_is_bounded_in_pyproject():
+    """core/serving.py extends uvicorn's protocol class: pyproject declares an upper bound
+    (the range tests/core/test_serving.py checks); the bundle's lock pins inside it
+    (tests/deploy/test_locks.py)."""
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    [spec] = [d for d in declared if d.startswith("uvicorn")]
+    assert "<" in spec
 
 
 def test_deploy_script_is_valid_bash_and_stops_without_the_cli(tmp_path):
@@ -63,25 +76,28 @@ def bundle(tmp_path_factory) -> Path:
 
 def test_bundle_layout(bundle):
     for name in ("Procfile", "app.json", ".python-version", "requirements.txt", "handlers.py",
-                 "core/__init__.py", "heroku/app.py", "heroku/worker.py"):
+                 "core/__init__.py", "heroku/web.py", "heroku/asgi.py", "heroku/ingest.py", "heroku/worker.py"):
         assert (bundle / name).is_file(), name
     assert not (bundle / "heroku" / "bundle").exists() and not (bundle / "heroku" / "deploy.sh").exists()
+    assert not (bundle / "heroku" / "app.py").exists()  # the Flask app production no longer runs
 
 
 def test_bundle_imports_from_a_clean_interpreter(bundle):
     code = (
         "import sys, json; sys.path.insert(0, sys.argv[1]);"
-        "import heroku.app, core, handlers; from heroku.app import app;"
+        "import heroku.web, heroku.asgi, core, handlers;"
         "lazy = 'redis' not in sys.modules;"
         "import heroku.worker;"
-        "print(json.dumps({'app': heroku.app.__file__, 'worker': heroku.worker.__file__, 'core': core.__file__,"
-        " 'wsgi': callable(app), 'redis_lazy': lazy}))"
+        "print(json.dumps({'web': heroku.web.__file__, 'worker': heroku.worker.__file__, 'core': core.__file__,"
+        " 'asgi': callable(heroku.asgi.app), 'redis_lazy': lazy,"
+        " 'no_flask': not any(m in sys.modules for m in ('flask', 'gunicorn', 'werkzeug'))}))"
     )
     out = subprocess.run([sys.executable, "-I", "-c", code, str(bundle)], cwd=bundle, capture_output=True, text=True,
                          env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout.strip().splitlines()[-1])
-    for key in ("app", "worker", "core"):
+    for key in ("web", "worker", "core"):
         assert Path(info[key]).resolve().is_relative_to(bundle.resolve()), info
-    assert info["wsgi"] is True
+    assert info["asgi"] is True
     assert info["redis_lazy"] is True  # the web dyno loads the Redis SDK on its first request
+    assert info["no_flask"] is True

@@ -1,8 +1,10 @@
-"""Real processes, run from the built bundle with the Procfile's own commands: gunicorn
-serving the app, and the worker dyno stopped by SIGTERM (and SIGKILL) mid-job."""
+"""Real processes, run from the built bundle with the Procfile's own commands: the web
+process (`python -m heroku.web`: uvicorn serving `heroku.asgi.app`) answering over HTTP,
+and the worker dyno stopped by SIGTERM (and SIGKILL) mid-job."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -92,7 +94,7 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(10)
 
 
-def test_gunicorn_serves_the_app_with_the_procfile_command(h, bundle):
+def test_the_web_process_serves_the_app_with_the_procfile_command(h, bundle):
     port = free_port()
     command = procfile(bundle)["web"].replace("0.0.0.0", "127.0.0.1")
     assert "$PORT" in command
@@ -113,6 +115,66 @@ def test_gunicorn_serves_the_app_with_the_procfile_command(h, bundle):
             proc.wait(15)
         finally:
             stop(proc)
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@contextlib.contextmanager
+def two_web_processes(h, bundle):
+    """The Procfile's web command with WEB_CONCURRENCY=2, answering: (process, port, children)."""
+    port = free_port()
+    command = procfile(bundle)["web"].replace("0.0.0.0", "127.0.0.1")
+    proc = subprocess.Popen(["bash", "-c", "exec " + command], cwd=bundle,
+                            env=dyno_env(h, PORT=str(port), WEB_CONCURRENCY="2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: healthy(port), 30, "the web processes to answer /healthz", proc)
+        yield proc, port, _children(proc.pid)
+    finally:
+        stop(proc)
+
+
+def test_web_concurrency_serves_from_that_many_processes_and_one_dying_stops_the_dyno(h, bundle):
+    with two_web_processes(h, bundle) as (proc, port, children):
+        assert len(children) == 2
+        for _ in range(10):  # new connections each: the kernel spreads them over both
+            body = event_body()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("POST", "/", body=body, headers=signed(body))
+            assert conn.getresponse().status == 202
+            conn.close()
+        assert h.queue_depth() == 10
+        os.kill(children[0], signal.SIGKILL)
+        assert proc.wait(15) == 1  # the dyno stops, for Heroku to restart it whole
+        assert not _alive(children[1])
+        out = proc.stdout.read().decode()
+        assert f"web process {children[0]} exited (killed by signal 9); stopping the dyno" in out
+
+
+def test_web_concurrency_stops_cleanly_on_sigterm(h, bundle):
+    with two_web_processes(h, bundle) as (proc, _, children):
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        assert not any(_alive(c) for c in children)
+
+
+def test_a_malformed_web_concurrency_is_one_line_and_exit_2(h, bundle):
+    command = procfile(bundle)["web"].replace("0.0.0.0", "127.0.0.1")
+    out = subprocess.run(["bash", "-c", "exec " + command], cwd=bundle, capture_output=True, text=True, timeout=30,
+                         env=dyno_env(h, PORT=str(free_port()), WEB_CONCURRENCY="two"))
+    assert out.returncode == 2
+    assert out.stderr.strip() == "dtconnector web dyno: WEB_CONCURRENCY must be a number"
 
 
 def _start_worker(h, bundle, tmp_path, *args, **env) -> subprocess.Popen:

@@ -48,7 +48,7 @@ def test_messages_of_a_worker_whose_heartbeat_expired_are_redelivered(h):
     _accept(h, body)
     ghost = "ghost.1"
     h.queue.register(ghost, 60)
-    assert h.queue.take(ghost) is not None  # taken, then the process was SIGKILLed
+    assert len(h.queue.take(ghost)) == 1  # taken, then the process was SIGKILLed
     QueueWorker.from_env().run(burst=True)
     assert calls == [] and h.queue_depth() == 1  # heartbeat still alive: not stolen
     redis.Redis.from_url(h.url).delete(h.queue.heartbeat_key(ghost))  # ... until it expires
@@ -96,3 +96,112 @@ def test_dead_letter_commands_list_and_requeue(h, capsys):
     assert lines[0]["attempts"] == h.max_attempts and lines[0]["error"].startswith("HandlerFailed")
     assert worker_mod.main(["--requeue-dead-letters"]) == 0
     assert h.dead_letters() == [] and h.queue_depth() == 1
+
+
+# -- batches ----------------------------------------------------------------------------
+
+
+class Died(BaseException):
+    """A kill -9 in the middle of a handler: nothing after it runs, no cleanup."""
+
+
+def _counting(queue):
+    """Count the worker's take and ack round trips."""
+    counts = {"take": 0, "ack": 0}
+    for name in counts:
+        real = getattr(queue, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            counts[_name] += 1
+            return _real(*args, **kwargs)
+
+        setattr(queue, name, counted)
+    return counts
+
+
+def test_fast_handlers_are_taken_and_acknowledged_in_batches(h):
+    done = []
+
+    @on("*")
+    def record(event):
+        done.append(event.event_id)
+
+    bodies = [event_body() for _ in range(40)]
+    for body in bodies:
+        _accept(h, body)
+    runner = QueueWorker.from_env()
+    counts = _counting(runner.queue)
+    runner.run(burst=True)
+    assert sorted(done) == sorted(event_id_of(b) for b in bodies)
+    assert h.queue_depth() == 0
+    # 1, 2, 4, 8, 16, 9 messages per batch, plus the take that finds the queue empty
+    assert counts["take"] <= 10 and counts["ack"] <= 9, counts
+
+
+def test_the_batch_size_doubles_while_fast_and_falls_back_when_slow(h):
+    runner = QueueWorker.from_env()
+    runner.max_batch = 16
+    grow = [runner._next_batch_size(n, n, 0.01) for n in (1, 2, 4, 8, 16)]
+    assert grow == [2, 4, 8, 16, 16]
+    assert runner._next_batch_size(8, 3, 0.01) == 8  # the queue ran short: no evidence either way
+    assert [runner._next_batch_size(n, n, 0.5) for n in (16, 8, 1)] == [8, 4, 1]  # a slow handler
+
+
+def test_a_worker_killed_mid_batch_reruns_no_finished_handler(h):
+    """Three messages taken in one batch; the worker dies in the second one's handler.
+    The first finished but was not acknowledged (that happens at the end of a batch), the
+    third never started. After the heartbeat expires, the next worker gets all three: the
+    first is a no-op (the ledger says done), the second and third run once to completion."""
+    starts, finished = [], []
+    bodies = [event_body(device=f"d{i}") for i in range(3)]
+    doomed = event_id_of(bodies[1])
+
+    @on("*")
+    def handler(event):
+        starts.append(event.event_id)
+        if event.event_id == doomed and starts.count(doomed) == 1:
+            raise Died()
+        finished.append(event.event_id)
+
+    for body in bodies:
+        _accept(h, body)
+    dying = QueueWorker.from_env()
+    h.queue.register(dying.id, 60)
+    batch = h.queue.take(dying.id, most=3)
+    assert [m.event_id for m in batch] == [event_id_of(b) for b in bodies]
+    try:
+        dying._process(batch)
+    except Died:
+        pass
+    assert finished == [event_id_of(bodies[0])]
+    assert h.queue_depth() == 3  # all three still in the dead worker's processing list
+    redis.Redis.from_url(h.url).delete(h.queue.heartbeat_key(dying.id))  # its heartbeat expires
+    QueueWorker.from_env().run(burst=True)
+    ids = [event_id_of(b) for b in bodies]
+    assert sorted(finished) == sorted(ids)  # each finished exactly once
+    assert starts.count(ids[0]) == 1 and starts.count(ids[1]) == 2 and starts.count(ids[2]) == 1
+    assert h.queue_depth() == 0 and h.dead_letters() == []
+
+
+def test_a_stop_mid_batch_puts_the_rest_back_uncounted(h):
+    ran = []
+    bodies = [event_body(device=f"d{i}") for i in range(3)]
+    runner = QueueWorker.from_env()
+
+    @on("*")
+    def handler(event):
+        ran.append(event.event_id)
+        runner.stop()  # SIGTERM arrives while the first message runs
+
+    for body in bodies:
+        _accept(h, body)
+    runner.queue.register(runner.id, 60)
+    runner._process(runner.queue.take(runner.id, most=3))
+    runner.queue.unregister(runner.id)
+    assert ran == [event_id_of(bodies[0])]
+    assert h.queue_depth() == 2
+    client = redis.Redis.from_url(h.url)
+    assert not any(int(v) for v in client.hvals(h.prefix + "attempts"))  # neither delivery counted
+    client.close()
+    QueueWorker.from_env().run(burst=True)
+    assert sorted(ran) == sorted(event_id_of(b) for b in bodies)

@@ -1,5 +1,15 @@
-"""Heroku on a real redis-server: the Flask `app` through Flask's test client, the worker's
-burst mode in-process, Redis for claims, queue and state.
+"""Heroku on a real redis-server: `heroku.asgi.app`, the app the Procfile's web process
+serves, on the same uvicorn server and `core.serving.GuardedProtocol` (`core.serving.server`),
+reached over real HTTP; the worker's burst mode in-process; Redis for claims, queue and state.
+
+Why in-process rather than the Procfile's subprocess: every contract scenario then runs the
+production code path (HTTP parsing and limits, the ASGI app, the asyncio Redis client and
+its one-script ingest, the l2met recorder) while the harness can still do what a subprocess
+would not allow cheaply: swap a Redis client for a dead one (`broken`), forget the built
+objects (`new_container`) and read the recorder's lines. One server thread serves the whole
+session; each harness resets the runtime, so the next request builds the app from the
+harness's environment. The Procfile's own processes are started by tests/heroku
+(test_processes.py, test_web_dyno_hostile.py).
 
 One redis-server per session on a free loopback port, without persistence; each harness
 gets its own key prefix (deleted when the harness closes). `broken(part)` points that
@@ -9,7 +19,9 @@ ConnectionError, as with a dead server, and the adapter has to translate it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import http.client
 import io
 import os
 import shutil
@@ -100,6 +112,104 @@ class RedisServer:
 
 SERVER = RedisServer()
 
+
+class WebServer:
+    """`heroku.asgi.app` on `core.serving.server` (uvicorn, GuardedProtocol, uvloop) on a
+    thread of this process, for the whole session: started on first use, stopped at exit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.port = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._server = None
+        self._thread: threading.Thread | None = None
+        self.died: set[str] = set()  # ids of requests during which the "process" died
+
+    def ensure(self) -> int:
+        with self._lock:
+            if self._thread is None:
+                self._start()
+            return self.port
+
+    def _start(self) -> None:
+        import atexit
+
+        from core.serving import Limits, bind, run, server
+        from heroku.asgi import app
+
+        sock = bind("127.0.0.1", 0)
+        self.port = sock.getsockname()[1]
+        self._server = server(_CrashAware(app, self.died), Limits())
+
+        async def main() -> None:
+            self.loop = asyncio.get_running_loop()
+            await self._server.serve(sockets=[sock])
+
+        self._thread = threading.Thread(target=run, args=(main(),), name="heroku-web", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the in-process web server did not start")
+            time.sleep(0.01)
+        atexit.register(self.stop)
+
+    def call(self, coroutine, timeout: float = 10.0):
+        """Run `coroutine` on the server's event loop (where the runtime's asyncio client
+        and ingest live) and return its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(10)
+            self._thread = None
+
+
+class _CrashAware:
+    """Passes every request to the app untouched. A crash the reliability suite models
+    in-process (`reliability.inproc.ProcessDied`, raised by a fault it injected) is noted
+    under the request's ``X-Harness-Request`` id, so `deliver` raises it as the client of a
+    killed web process would see it: no answer (uvicorn itself would answer 500)."""
+
+    def __init__(self, app, died: set[str]):
+        self.app = app
+        self.died = died
+
+    async def __call__(self, scope, receive, send) -> None:
+        from reliability.inproc import ProcessDied
+
+        try:
+            await self.app(scope, receive, send)
+        except ProcessDied:
+            self.died.add(dict(scope.get("headers") or ()).get(HARNESS_REQUEST, b"").decode())
+            raise
+
+
+HARNESS_REQUEST = b"x-harness-request"
+WEB = WebServer()
+
+
+def http_request(port: int, method: str, path: str, body: bytes, headers: list[tuple[str, str]]):
+    """One request on a fresh connection (every 4xx closes its connection anyway), the
+    headers sent exactly as given (duplicates too), a Content-Length added unless framed."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", "dt.example")
+        names = {name.lower() for name, _ in headers}
+        for name, value in headers:
+            conn.putheader(name, value)
+        if body or method in ("POST", "PUT", "PATCH"):
+            if not names & {"content-length", "transfer-encoding"}:
+                conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body or None)
+        response = conn.getresponse()
+        return response.status, response.read().decode("utf-8"), dict(response.getheaders())
+    finally:
+        conn.close()
+
+
 _ENV_PREFIXES = ("DT_", "REDIS_")
 
 
@@ -133,7 +243,6 @@ def delete_prefix(url: str, prefix: str) -> None:
 class HerokuHarness(Harness):
     def __init__(self, url: str, env: Mapping[str, str]):
         from heroku import runtime
-        from heroku.app import app
 
         self.url = url
         self.prefix = f"t-{uuid.uuid4().hex[:10]}:"
@@ -149,7 +258,7 @@ class HerokuHarness(Harness):
 
         self.stdout = io.StringIO()  # what Logplex would carry to a metrics add-on
         RECORDER.stream = self.stdout
-        self.client = app.test_client()
+        self.port = WEB.ensure()
         self._dead_port_socket: socket.socket | None = None
 
     @property
@@ -168,9 +277,15 @@ class HerokuHarness(Harness):
         self._runtime.reset()
 
     def deliver(self, body, headers, method="POST", path="/") -> Reply:
+        from reliability.inproc import ProcessDied
+
+        request_id = uuid.uuid4().hex
         header_list = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
-        response = self.client.open(path, method=method, data=body, headers=header_list)
-        return Reply(response.status_code, response.get_data(as_text=True), dict(response.headers))
+        header_list.append((HARNESS_REQUEST.decode(), request_id))
+        status, text, response_headers = http_request(self.port, method, path, body, header_list)
+        if request_id in WEB.died:
+            raise ProcessDied("the web process died while handling this request")
+        return Reply(status, text, response_headers)
 
     def drain(self) -> None:
         from heroku.worker import QueueWorker
@@ -216,28 +331,51 @@ class HerokuHarness(Harness):
         counts = store_report(self._runtime.redis(), self.prefix).counts
         return {"events": counts["claims"] + counts["ledger"] + counts["dead_letters"], "state": counts["device_state"]}
 
-    def dead_client(self):
-        """A client built like the real one, for a loopback port where nothing listens."""
-        from heroku.connection import connect
-
+    def _dead_port(self) -> int:
         if self._dead_port_socket is None:
             # Bound but never listening: connecting is refused, and no one else gets the port.
             self._dead_port_socket = socket.socket()
             self._dead_port_socket.bind(("127.0.0.1", 0))
-        port = self._dead_port_socket.getsockname()[1]
-        return connect(f"redis://127.0.0.1:{port}/0")
+        return self._dead_port_socket.getsockname()[1]
+
+    def dead_client(self):
+        """A client built like the real one, for a loopback port where nothing listens."""
+        from heroku.connection import connect
+
+        return connect(f"redis://127.0.0.1:{self._dead_port()}/0")
 
     @contextlib.contextmanager
     def broken(self, part: str):
+        """claims, queue: the web's one script writes both, so its asyncio client goes dead
+        too (the synchronous adapter's as well, for the tests of the port itself); state:
+        the worker's store."""
         adapter = {"claims": self.claim_store, "queue": self.queue, "state": self.state_store}[part]
-        real = adapter.client
-        dead = self.dead_client()
+        real, dead = adapter.client, self.dead_client()
         adapter.client = dead
         try:
-            yield
+            with self._web_client_dead() if part in ("claims", "queue") else contextlib.nullcontext():
+                yield
         finally:
             adapter.client = real
             dead.close()
+
+    @contextlib.contextmanager
+    def _web_client_dead(self):
+        """The web ingest's asyncio client points at the dead port (swapped on its loop)."""
+        from heroku.connection import connect_async
+
+        url = f"redis://127.0.0.1:{self._dead_port()}/0"
+
+        async def swap(client):
+            ingest = self._runtime.ingest()  # built now if no request built it yet
+            previous, ingest.client = ingest.client, client or connect_async(url)
+            return previous
+
+        real = WEB.call(swap(None))
+        try:
+            yield
+        finally:
+            WEB.call(WEB.call(swap(real)).aclose())
 
     def close(self) -> None:
         try:

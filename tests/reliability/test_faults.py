@@ -157,11 +157,27 @@ class _DiesAfterOutboxWrite:
         return method
 
 
-def test_process_dies_after_enqueue_before_claim_completed(short_lease_platform, monkeypatch, probe):
+class _DiesAfterScriptWrite:
+    """Heroku's web dyno claims and queues in one Redis script (`heroku.ingest`): die once
+    per event right after the script stored both, before anything is answered."""
+
+    def __init__(self, real):
+        self.real, self.hit = real, set()
+
+    def __call__(self, code, event_id):
+        from heroku.ingest import ACCEPTED
+
+        if code == ACCEPTED and event_id not in self.hit:
+            self.hit.add(event_id)
+            raise ProcessDied("killed after the script's write")
+        return self.real(code, event_id)
+
+
+def test_process_dies_after_enqueue_before_claim_completed(short_lease_platform, stand_in, monkeypatch, probe):
     """The event is queued but the process vanishes before answering. DT got no answer and
     retries. With a plain queue the claim was never marked completed: 503 while the dead
     claim's lease runs, then 202 (a second copy is queued); the worker's ledger runs the
-    handlers once. With an atomic outbox (IBM, local) the claim was written completed with
+    handlers once. With an atomic outbox (IBM, local; Heroku's one script) the claim was written completed with
     the message, so there is no such moment: the retry is a 200 duplicate at once."""
     platform = short_lease_platform
     w = workload.make(4, devices=2, seed=13)
@@ -169,10 +185,17 @@ def test_process_dies_after_enqueue_before_claim_completed(short_lease_platform,
     outbox_crash = _DiesAfterOutboxWrite(Claims.acquire)
     monkeypatch.setattr(Claims, "complete", crash)
     monkeypatch.setattr(Claims, "acquire", outbox_crash)
+    script_crash = None
+    if stand_in.name == "heroku":
+        import heroku.ingest
+
+        script_crash = _DiesAfterScriptWrite(heroku.ingest.answer_for)
+        monkeypatch.setattr(heroku.ingest, "answer_for", script_crash)
     results = [deliver_until_acked(platform, body, SECRET) for body in w.unique]
     monkeypatch.undo()
-    outbox = bool(outbox_crash.hit)
-    assert len(outbox_crash.hit if outbox else crash.hit) == len(w.unique)
+    atomic = outbox_crash.hit | (script_crash.hit if script_crash else set())
+    outbox = bool(atomic)
+    assert len(atomic if outbox else crash.hit) == len(w.unique)
     for r in results:
         assert r.attempts[0] is None  # no answer: the process died
         if outbox:

@@ -158,6 +158,10 @@ def test_fuzz_methods_other_than_post_get_405(platform, stand_in):
             # The Functions host routes only the standard methods: others get its own 404
             # and never reach our code.
             assert status in (404, 405)
+        elif stand_in.name == "heroku" and method in ("get", "Post ", "BREW"):
+            # Over real HTTP, the web dyno's parser (llhttp) refuses a method that is not an
+            # upper-case token it knows before our code runs.
+            assert status == 400
         else:
             assert status == 405
 
@@ -268,11 +272,13 @@ def test_previous_secret_is_refused_once_rotation_ended(make_platform):
     assert platform.deliver(body, signed(body, NEW_SECRET)).status == 202
 
 
-def test_huge_token_is_refused_without_5xx(platform):
+def test_huge_token_is_refused_without_5xx(platform, stand_in):
     body = event_body()
     real = sign(body, SECRET)
+    # Over real HTTP, the web dyno refuses a head over 64 KiB before reading the token (431).
+    expected = 431 if stand_in.name == "heroku" else 401
     for token in ("a" * 1_000_000, real + "A" * 1_000_000, real.split(".")[0] + "." + "A" * 1_000_000 + ".x"):
-        assert platform.deliver(body, {"X-Dt-Signature": token}).status == 401
+        assert platform.deliver(body, {"X-Dt-Signature": token}).status == expected
     assert platform.queue_depth() == 0
 
 
