@@ -18,7 +18,7 @@ here, before the receiver sees the request, are counted through the ingest's ``r
 
 Nothing slow runs on the event loop: a request is *admitted* inline (size, signature,
 parse: CPU only), and only a request whose signature needs DT's keys fetched waits for the
-key server, in a thread (`core.signature.KeysNeeded`); the claim and enqueue then go to the
+key server, in a thread (`core.tokens.KeysNeeded`); the claim and enqueue then go to the
 platform's `Ingest.accept`, which awaits its store (a thread, an asyncio client, or a
 group commit shared by concurrent requests).
 """
@@ -33,7 +33,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from .http import Headers, Request, Response
 from .logs import log
-from .signature import KeysNeeded
+from .tokens import KeysNeeded
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]

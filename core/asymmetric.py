@@ -44,7 +44,20 @@ import jwt
 
 from .config import check_issuer
 from .logs import event_log
-from .tokens import DECODER, KeysNeeded, KeysUnavailable, NotConfigured, SignatureError, check_times
+from .tokens import KeysNeeded, KeysUnavailable, NotConfigured, SignatureError, check_times
+
+#: Structure and signature only; time claims are checked by `check_times` (injectable clock,
+#: `exp` required, leeway both ways), issuer and audience by each verifier.
+DECODER = jwt.PyJWT(
+    options={
+        "verify_signature": True,
+        "verify_exp": False,
+        "verify_iat": False,
+        "verify_nbf": False,
+        "verify_aud": False,
+        "verify_iss": False,
+    }
+)
 
 ALGORITHM = "ES256"
 DISCOVERY_PATH = "/.well-known/openid-configuration"

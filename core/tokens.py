@@ -1,5 +1,8 @@
-"""What DT's two signature headers share: the errors a check raises (401 or 503), the
-PyJWT decoder with our options, and the time-claim rules.
+"""What DT's two signature headers share: the errors a check raises (401 or 503, or
+`KeysNeeded` for an event loop) and the time-claim rules.
+
+No PyJWT here: an ASGI front end imports `KeysNeeded` at start without paying for PyJWT and
+`cryptography` before the first request (cold starts).
 
 A leaf module: `core.signature` (X-Dt-Signature, HS256, and the policy over both headers)
 and `core.asymmetric` (DT-Asymmetric-Signature, ES256) both import it, and neither needs
@@ -9,22 +12,6 @@ the other to do so.
 from __future__ import annotations
 
 import math
-
-import jwt
-
-#: Structure and signature only; time claims are checked by `check_times` (injectable clock,
-#: `exp` required, leeway both ways), issuer and audience by each verifier.
-DECODER = jwt.PyJWT(
-    options={
-        "verify_signature": True,
-        "verify_exp": False,
-        "verify_iat": False,
-        "verify_nbf": False,
-        "verify_aud": False,
-        "verify_iss": False,
-    }
-)
-
 
 class SignatureError(Exception):
     """The request is not provably from DT. `reason` is short, fixed text, safe to log
