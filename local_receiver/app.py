@@ -16,7 +16,6 @@ import asyncio
 import fcntl
 import logging
 import os
-import queue as queue_module
 import threading
 import time
 from concurrent.futures import Future
@@ -103,50 +102,61 @@ class Counts:
 class GroupCommit:
     """The ingest writer: one thread, one SQLite transaction per batch of events.
 
-    `submit` queues an admitted event and returns a future. The thread takes every event
-    waiting, runs each through ``accept`` (core's `Receiver.accept`) inside one
-    `Database.batch`, commits once, and then resolves the futures: no answer is sent
-    before the commit holding its event, and no event waits for more than the batch
-    running when it arrived plus its own. If the commit fails every event of the batch
-    is answered 503 (DT retries). A request's exception (a bug; or, in tests, a
-    simulated crash) reaches that request alone.
+    `accept` (on the event loop) and `submit` (any thread) queue an admitted event. The
+    thread takes every event waiting, runs each through ``accept`` (core's
+    `Receiver.accept`) inside one `Database.batch`, commits once, and only then answers
+    them: no answer is sent before the commit holding its event, and no event waits for
+    more than the batch running when it arrived plus its own. The loop is woken once per
+    batch, not once per event. If the commit fails every event of the batch is answered
+    503 (DT retries). A request's exception (a bug; or, in tests, a simulated crash)
+    reaches that request alone.
     """
 
-    def __init__(self, db: Database, accept: Callable[[Admitted], Response], unavailable: Callable[[], Response],
-                 after_commit: Callable[[], None] | None = None):
+    def __init__(self, db: Database, accept: Callable[[Admitted], Response], unavailable: Callable[[], Response]):
         self._db = db
         self._accept = accept
         self._unavailable = unavailable
-        self._after_commit = after_commit
-        self._pending: queue_module.SimpleQueue = queue_module.SimpleQueue()
+        self._pending: list[tuple[Admitted, object]] = []
+        self._ready = threading.Condition(threading.Lock())
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="dtconnector-ingest-writer", daemon=True)
         self._thread.start()
 
+    async def accept(self, admitted: Admitted) -> Response:
+        future = asyncio.get_running_loop().create_future()
+        self._put(admitted, future)
+        return await future
+
     def submit(self, admitted: Admitted) -> Future:
         future: Future = Future()
-        self._pending.put((admitted, future))
+        self._put(admitted, future)
         return future
 
+    def _put(self, admitted: Admitted, future: object) -> None:
+        with self._ready:
+            self._pending.append((admitted, future))
+            if len(self._pending) == 1:
+                self._ready.notify()
+
     def stop(self, timeout: float = 10.0) -> None:
-        self._pending.put(None)
+        with self._ready:
+            self._stopping = True
+            self._ready.notify()
         self._thread.join(timeout)
 
     def _run(self) -> None:
         while True:
-            batch = [self._pending.get()]
-            while True:
-                try:
-                    batch.append(self._pending.get_nowait())
-                except queue_module.Empty:
-                    break
-            stopping = None in batch
-            items = [item for item in batch if item is not None]
+            with self._ready:
+                while not self._pending and not self._stopping:
+                    self._ready.wait()
+                items, self._pending = self._pending, []
+                stopping = self._stopping
             if items:
-                self._commit(items)
-            if stopping:
+                self._answer(items, self._commit(items))
+            if stopping and not items:
                 return
 
-    def _commit(self, items: list[tuple[Admitted, Future]]) -> None:
+    def _commit(self, items: list[tuple[Admitted, object]]) -> list:
         results: list[Response | BaseException] = []
         try:
             with self._db.batch():
@@ -158,16 +168,34 @@ class GroupCommit:
         except StoreError as exc:
             event_log(logging.ERROR, "could not commit accepted events", error=str(exc), events=len(items))
             results = [self._unavailable() for _ in items]
-        if self._after_commit is not None:
-            try:
-                self._after_commit()
-            except Exception:  # a wake-up is an optimisation, never an ingest failure
-                pass
+        return results
+
+    def _answer(self, items: list[tuple[Admitted, object]], results: list) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         for (_, future), result in zip(items, results):
-            if isinstance(result, BaseException):
-                future.set_exception(result)
+            if isinstance(future, Future):
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
             else:
-                future.set_result(result)
+                by_loop.setdefault(future.get_loop(), []).append((future, result))
+        for loop, answers in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, answers)
+            except RuntimeError:  # that loop is closed: its requests are gone
+                pass
+
+
+def _settle(answers: list) -> None:
+    """On the loop: resolve the futures of one batch (those not cancelled meanwhile)."""
+    for future, result in answers:
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
 
 
 class LocalIngest:
@@ -184,7 +212,7 @@ class LocalIngest:
         refused = self.app.refuse_over_backlog()
         if refused is not None:
             return refused
-        return await asyncio.wrap_future(self.app.group.submit(admitted))
+        return await self.app.group.accept(admitted)
 
     def record(self, response: Response, started: float) -> None:
         self.app.receiver.record_quietly(response, started)

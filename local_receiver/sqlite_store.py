@@ -9,12 +9,17 @@ costs far more than a statement, so ingest commits once per batch of concurrent 
 
 Two processes share the file (`dtconnector serve`'s web and worker processes): neither
 ever holds the write lock while waiting for anything but SQLite (a user's handler, a
-request), and a writer that finds the file locked retries within microseconds instead
-of SQLite's millisecond sleeps (`Database._begin`).
+request). Their write transactions take turns on an ``flock`` of ``<db>.write-lock``
+first (`Database._begin`): a writer waiting for the other sleeps in the kernel and wakes
+the moment the other commits, where SQLite's own busy handler would poll with sleeps of
+1, 2, 5, 10 ... ms. A writer that does not take it (another tool on the file) is met
+with short retries instead.
 """
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import json
 import os
 import sqlite3
@@ -128,6 +133,8 @@ class Database:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._batch_depth = 0  # > 0 inside `batch()`: commits wait for its end
+        self._write_lock = None if self.path == ":memory:" else os.open(self.path + ".write-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._write_locked = False
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=LOCK_WAIT_S)
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -176,8 +183,23 @@ class Database:
                     self._commit()
 
     def _begin(self) -> None:
-        """Open the write transaction (caller holds the lock)."""
-        _retry_busy(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+        """Open the write transaction (caller holds the lock), the other process's turn first."""
+        self._take_turn()
+        try:
+            _retry_busy(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+        except BaseException:
+            self._end_turn()
+            raise
+
+    def _take_turn(self) -> None:
+        if self._write_lock is not None and not self._write_locked:
+            fcntl.flock(self._write_lock, fcntl.LOCK_EX)  # releases the GIL while it waits
+            self._write_locked = True
+
+    def _end_turn(self) -> None:
+        if self._write_locked:
+            self._write_locked = False
+            fcntl.flock(self._write_lock, fcntl.LOCK_UN)
 
     def write(self, sql: str, params: tuple = (), *, durable: bool = True) -> int:
         """Run one write; returns the number of rows changed. `durable`: committed on return."""
@@ -198,7 +220,7 @@ class Database:
                 raise StoreError(f"SQLite failed: {exc}") from exc
             if durable:
                 self._commit()
-            else:
+            elif not self._batch_depth and not self._dirty.is_set():  # a batch commits itself
                 self._dirty.set()
             return result
 
@@ -218,6 +240,9 @@ class Database:
             except sqlite3.Error:
                 pass
             raise StoreError(f"SQLite commit failed: {exc}") from exc
+        finally:
+            if not self._conn.in_transaction:
+                self._end_turn()
 
     def flush(self) -> None:
         with self._lock:
@@ -260,9 +285,13 @@ class Database:
             ckpt.execute("PRAGMA wal_checkpoint(PASSIVE)")
             with self._lock:
                 self._commit()
-                # RESTART: also blocks the other process's writers for the few frames
-                # written meanwhile (they retry, `_begin`), so the WAL starts over.
-                ckpt.execute("PRAGMA wal_checkpoint(RESTART)")
+                self._take_turn()  # no writer of either process meanwhile
+                try:
+                    # RESTART: copies the few frames written meanwhile and lets the next
+                    # writer start the WAL over.
+                    ckpt.execute("PRAGMA wal_checkpoint(RESTART)")
+                finally:
+                    self._end_turn()
         except (sqlite3.Error, StoreError):
             pass  # the next round tries again; the next durable write reports a broken file
 
@@ -281,6 +310,9 @@ class Database:
             except (StoreError, sqlite3.Error):
                 pass
             self._conn.close()
+            self._end_turn()
+            if self._write_lock is not None:
+                os.close(self._write_lock)
 
 
 class _Transaction:
@@ -316,14 +348,17 @@ class _Transaction:
                         conn.execute("ROLLBACK TO tx")
                     conn.execute("RELEASE tx")
                 elif exc_type is not None:
-                    conn.execute("ROLLBACK")
+                    try:
+                        conn.execute("ROLLBACK")
+                    finally:
+                        self.db._end_turn()
             except sqlite3.Error as err:
                 if exc_type is None:
                     raise StoreError(f"SQLite failed: {err}") from err
             if exc_type is None:
                 if self.durable:
                     self.db._commit()
-                else:
+                elif not self.db._batch_depth and not self.db._dirty.is_set():
                     self.db._dirty.set()
         finally:
             self.db._lock.release()
@@ -352,6 +387,7 @@ def _retry_busy(run: Callable[[], object]):
             delay = min(delay * 2, 0.002)
 
 
+@functools.lru_cache(maxsize=1024)  # a few handler names, combined a few ways
 def _done_json(done: tuple[str, ...]) -> str:
     return json.dumps(done) if done else "[]"
 
