@@ -42,6 +42,9 @@ DEFAULT_DB = ".dtconnector/events.db"
 COUNTS_REFRESH_S = 0.1
 #: How long a starting worker waits for the one it replaces to let go of the file.
 WORKER_LOCK_WAIT_S = 30.0
+#: Under load, the worker stores its counters (for the web process's /metrics) at most this
+#: often; whenever the queue empties, at once.
+METRICS_SAVE_S = 0.5
 
 
 class AlreadyRunning(RuntimeError):
@@ -424,8 +427,11 @@ class LocalWorker:
             max_attempts=self.settings.max_attempts,
             lease_s=self.settings.worker_lease_s,
             retry_base_s=retry_base_s,
-            after_batch=lambda: self.metrics_rows.save(self.ROLE, self.metrics),
+            after_batch=self._save_metrics,
+            on_idle=self._save_metrics_now,
         )
+        self._metrics_saved_at = float("-inf")
+        self._metrics_unsaved = False
         # Bounded storage: expired records are removed in the background (local_receiver.retention).
         self.sweeper = SQLiteSweeper(self.db, dead_letter_retention_s())
         self.background_sweeper = BackgroundSweeper(
@@ -435,6 +441,23 @@ class LocalWorker:
         self._wake: WakeReader | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _save_metrics(self) -> None:
+        """Store the counters with a batch's commit, at most every `METRICS_SAVE_S`
+        (a snapshot is a few KiB of JSON: not once per small batch)."""
+        now = time.monotonic()
+        if now - self._metrics_saved_at >= METRICS_SAVE_S:
+            self.metrics_rows.save(self.ROLE, self.metrics)
+            self._metrics_saved_at, self._metrics_unsaved = now, False
+        else:
+            self._metrics_unsaved = True
+
+    def _save_metrics_now(self) -> None:
+        """The queue is empty: store what the last batches counted, in a commit of its own."""
+        if self._metrics_unsaved:
+            with self.db.batch():
+                self.metrics_rows.save(self.ROLE, self.metrics)
+            self._metrics_saved_at, self._metrics_unsaved = time.monotonic(), False
 
     def take_ownership(self, wait_s: float = WORKER_LOCK_WAIT_S) -> None:
         """Make this the only worker on the file, then recover from a crash.

@@ -47,6 +47,7 @@ class QueueRunner:
         retry_max_s: float = 300.0,
         batch_size: int = DEFAULT_BATCH_SIZE,
         after_batch: Callable[[], None] | None = None,
+        on_idle: Callable[[], None] | None = None,
     ):
         self.worker = worker
         self.queue = queue
@@ -55,8 +56,10 @@ class QueueRunner:
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
         self.batch_size = batch_size
-        #: Called inside step 3's transaction (the worker process stores its metrics there).
+        #: Called inside step 3's transaction (the worker process stores its metrics there),
+        #: and when the queue has nothing visible (`on_idle`, outside any transaction).
         self.after_batch = after_batch
+        self.on_idle = on_idle
         self.stopping = threading.Event()
 
     def run_once(self) -> bool:
@@ -81,6 +84,8 @@ class QueueRunner:
                 else:
                     jobs.append((message, job))
         if not messages:
+            if self.on_idle is not None:
+                self.on_idle()
             return 0
         try:
             for index, (message, job) in enumerate(jobs):  # step 2
