@@ -92,6 +92,9 @@ CREATE TABLE IF NOT EXISTS metrics (process TEXT PRIMARY KEY, snapshot TEXT NOT 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 #: How long a writer waits for another process's write lock before giving up (503).
 LOCK_WAIT_S = 10.0
+#: Past this size the checkpointer makes the WAL start over (pausing every writer for the
+#: frames not yet copied, and an fsync); below it, checkpoints never pause anyone.
+WAL_RESTART_BYTES = 32 * 1024 * 1024
 
 
 def synchronous_setting(env=None) -> str:
@@ -278,11 +281,18 @@ class Database:
         SQLite restarts the WAL only when a checkpoint has copied every frame in it; under
         steady load, frames are appended while a checkpoint runs, so that never happens
         and the WAL grows without bound (300 MB for 20,000 events, each commit slower than
-        the last). So: copy the bulk without blocking anyone, then, holding the writers'
-        lock with no transaction open, copy the few frames written meanwhile.
+        the last). So: copy the bulk without blocking anyone, and once the WAL is past
+        `WAL_RESTART_BYTES`, holding the writers' turn (both processes') with no transaction
+        open, copy the few frames written meanwhile so the next writer starts it over. That
+        pause (and its fsync) comes every few seconds under load, not every second.
         """
         try:
             ckpt.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            try:
+                if os.path.getsize(self.path + "-wal") < WAL_RESTART_BYTES:
+                    return  # the next writers keep appending: no pause for anyone
+            except OSError:
+                return
             with self._lock:
                 self._commit()
                 self._take_turn()  # no writer of either process meanwhile
