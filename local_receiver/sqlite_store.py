@@ -136,6 +136,7 @@ class Database:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._batch_depth = 0  # > 0 inside `batch()`: commits wait for its end
+        self.wal_restart_bytes = WAL_RESTART_BYTES
         self._write_lock = None if self.path == ":memory:" else os.open(self.path + ".write-lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._write_locked = False
         try:
@@ -289,7 +290,7 @@ class Database:
         try:
             ckpt.execute("PRAGMA wal_checkpoint(PASSIVE)")
             try:
-                if os.path.getsize(self.path + "-wal") < WAL_RESTART_BYTES:
+                if os.path.getsize(self.path + "-wal") < self.wal_restart_bytes:
                     return  # the next writers keep appending: no pause for anyone
             except OSError:
                 return
