@@ -102,18 +102,28 @@ def receiver_section(rl: dict) -> list[str]:
 def receiver_note(rl: dict) -> str:
     o, a, r = rl["median"]["ours"], rl["median"]["anchor"], rl["median"]["raw"]
     missed = [name for name, ok in rl["targets"].items() if not ok]
+    busy = ""
+    profile = rl.get("profile") or {}
+    shares = {role: p["samples"] / (receiver_load.PROFILE_HZ * receiver_load.PROFILE_S)
+              for role, p in profile.items() if p.get("samples")}
+    if shares:
+        busy = (" The profile shows neither process short of CPU: the web process ran Python"
+                f" {shares.get('web', 0):.0%} of the time and the worker {shares.get('worker', 0):.0%}; the rest"
+                " is waiting: for the other process's SQLite write turn (each finished handler is a commit of"
+                " its own, so the worker takes the turn once per event), for the kernel's loopback sockets, and,"
+                " on a machine with more runnable processes than cores, for a core, including while the other"
+                " process holds the turn.")
     return (
         f"- **Local receiver** (missed: {', '.join(missed)}): {rl['ratio']}× the anchor's acks/s (target 3×), p99"
-        f" {o['p99_ms']:.0f} ms (target 10 ms). The same run puts the machine's ceiling for one Python process,"
-        f" uvicorn answering 202 and nothing else, at {r['acks_per_s']:.0f}/s ({rl['raw_ratio']}× the anchor,"
-        f" {r['cpu_us_per_ack']:.0f} µs of CPU per request), so 3× the anchor leaves"
-        f" {1e6 / (3 * a['acks_per_s']) - r['cpu_us_per_ack']:.0f} µs per event for verifying, parsing, storing,"
-        f" logging and the handler together on this machine; ours spends {o['cpu_us_per_ack']:.0f} µs across both"
-        " processes (the profile above: the web process's time is uvicorn's HTTP handling, the admission (HMAC +"
-        " JSON), and the SQLite insert; the worker's is SQLite statements, one commit per finished handler, and"
-        " JSON for the ledger, device state and the log line). At concurrency 32 a closed-loop sender sees"
-        " latency ≈ 32 / throughput, so p99 follows throughput and the machine's other load. The anchor stores"
-        " nothing; each of our events is one durable write on ingest and one per handler in the worker."
+        f" {o['p99_ms']:.0f} ms (target 10 ms). The same run puts one Python process answering 202 and nothing"
+        f" else (uvicorn raw) at {r['acks_per_s']:.0f}/s, {rl['raw_ratio']}× the anchor, {r['cpu_us_per_ack']:.0f} µs"
+        f" of CPU per request; ours spends {o['cpu_us_per_ack']:.0f} µs per event across its processes (the"
+        f" anchor {a['cpu_us_per_ack']:.0f} µs, storing nothing): verifying and parsing (section 1), uvicorn's"
+        " HTTP, the group-committed insert, a JSON log line per event in each process, and in the worker the"
+        " ledger (claim, one commit per finished handler, completion), device state and the acknowledgement."
+        + busy
+        + " At concurrency 32 a closed-loop sender sees latency ≈ 32 / throughput, so p99 follows throughput"
+        " and the machine's other load (its load average is at the top)."
     )
 
 

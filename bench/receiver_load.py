@@ -42,6 +42,8 @@ SECRET = "bench-secret-0123456789abcdef0123456789"
 BIN = Path(sys.executable).parent
 CONCURRENCY = 32
 KINDS = ("raw", "anchor", "ours", "ours_full")
+PROFILE_HZ = 250
+PROFILE_S = 5
 LABELS = {
     "raw": "uvicorn raw 202 (reads the body, 1 process)",
     "anchor": "anchor: DT's Flask receiver (gunicorn, 2 sync)",
@@ -191,7 +193,7 @@ def _profile(server: Server, events, seconds: float, tmp: str) -> dict | None:
     procs = {}
     for role, pid in server.children().items():
         out = os.path.join(tmp, f"profile-{role}.txt")
-        procs[role] = (out, subprocess.Popen([str(spy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "250",
+        procs[role] = (out, subprocess.Popen([str(spy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", str(PROFILE_HZ),
                                               "-f", "raw", "-o", out, "--nonblocking", "--gil"],
                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     wrk_load.run(server.url, events, seconds + 1, connections=CONCURRENCY)
@@ -267,7 +269,8 @@ def run(quick: bool = False, count: int | None = None, rounds: int | None = None
         run_no += 1
         server = ours(tmp, run_no)
         try:
-            profile = _profile(server, presign(int(med["ours"]["acks_per_s"] * 8) + 1000, seed_base=200), 5, tmp)
+            profile = _profile(server, presign(int(med["ours"]["acks_per_s"] * (PROFILE_S + 3)) + 1000, seed_base=200),
+                               PROFILE_S, tmp)
         finally:
             server.stop()
     acks = sum(v for k, v in load["statuses"].items() if k in ("200", "202"))
