@@ -27,7 +27,6 @@ from core.http import Request, Response
 from core.logs import event_log
 from core.receiver import Admitted, Receiver, backlog_full, max_backlog_setting, store_unavailable
 from core.retention import dead_letter_retention_s
-from core.signature import KeysNeeded
 from core.worker import WORKER_NAMESPACE, Worker
 
 from .metrics import MetricsRows, PrometheusRecorder, backlog_gauges
@@ -295,8 +294,6 @@ class LocalApp:
                 response = admitted
             else:
                 response = self.refuse_over_backlog() or self.group.submit(admitted).result()
-        except KeysNeeded:  # not raised with may_fetch_keys=True; listed for the reader
-            raise
         except Exception:
             response = self.receiver.internal_error()
         self.receiver.record_quietly(response, started)
