@@ -123,7 +123,7 @@ def receiver_note(rl: dict) -> str:
         " ledger (claim, one commit per finished handler, completion), device state and the acknowledgement."
         + busy
         + " At concurrency 32 a closed-loop sender sees latency ≈ 32 / throughput, so p99 follows throughput"
-        " and the machine's other load (its load average is at the top)."
+        " and the machine's other load."
     )
 
 
