@@ -136,6 +136,7 @@ class Database:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._batch_depth = 0  # > 0 inside `batch()`: commits wait for its end
+        self._after_commit: list[Callable[[], None]] = []
         self.wal_restart_bytes = WAL_RESTART_BYTES
         self._write_lock = None if self.path == ":memory:" else os.open(self.path + ".write-lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._write_locked = False
@@ -186,6 +187,16 @@ class Database:
                 if self._batch_depth == 0:
                     self._commit()
 
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once what this connection wrote so far is committed (at once
+        when nothing is pending): another process must not be told before it can see."""
+        with self._lock:
+            if self._conn.in_transaction:
+                if callback not in self._after_commit:
+                    self._after_commit.append(callback)
+                return
+        callback()
+
     def _begin(self) -> None:
         """Open the write transaction (caller holds the lock), the other process's turn first."""
         self._take_turn()
@@ -235,6 +246,7 @@ class Database:
         """Commit the shared transaction (caller holds the lock); inside `batch`, at its end."""
         if self._batch_depth or not self._conn.in_transaction:
             return
+        hooks, self._after_commit = self._after_commit, []
         try:
             self._conn.execute("COMMIT")
             self._committed = True  # the flusher checkpoints the WAL soon
@@ -247,6 +259,11 @@ class Database:
         finally:
             if not self._conn.in_transaction:
                 self._end_turn()
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:  # a notification, never a reason to fail the commit
+                pass
 
     def flush(self) -> None:
         with self._lock:
@@ -533,8 +550,8 @@ class SQLiteQueue:
     def _notify(self) -> None:
         with self._db.changed:
             self._db.changed.notify_all()
-        if self.wake is not None:
-            self.wake()
+        if self.wake is not None:  # the worker process, once the message is committed
+            self._db.after_commit(self.wake)
 
     def reserve(self, lease_s: float) -> QueuedMessage | None:
         """The oldest visible message, hidden for `lease_s`: one statement."""

@@ -112,3 +112,17 @@ def test_the_worker_commits_each_finished_handler_before_the_next_runs(app):
     # Step 1's commit, then one per finished handler before the next one starts; step 3 after.
     assert seen_at_call == [1, 2, 3, 4, 5]
     assert len(commits) == 7
+
+
+def test_the_worker_process_is_woken_only_once_the_events_are_committed(app):
+    """A wake-up sent before the commit would find nothing to do, and the worker would
+    then sleep until its next look (up to a second) with the events waiting."""
+    outside = sqlite3.connect(app.db.path, check_same_thread=False)  # read from the writer thread
+    visible_at_wake: list[int] = []
+    app.queue.wake = lambda: visible_at_wake.append(outside.execute("SELECT count(*) FROM queue").fetchone()[0])
+    try:
+        futures = [app.group.submit(a) for a in _admitted(app, 5)]
+        assert [f.result(10).status for f in futures] == [202] * 5
+    finally:
+        outside.close()
+    assert visible_at_wake and min(visible_at_wake) >= 1, visible_at_wake
