@@ -126,3 +126,4 @@ def test_the_worker_process_is_woken_only_once_the_events_are_committed(app):
     finally:
         outside.close()
     assert visible_at_wake and min(visible_at_wake) >= 1, visible_at_wake
+
