@@ -392,24 +392,29 @@ def _ready(fd: int, message: dict) -> None:
 
 
 def worker_main(db: str, ready_fd: int) -> int:
+    return _work(db, lambda handlers: _ready(ready_fd, {"handlers": handlers}))
+
+
+def _work(db: str, announce, lock_wait_s: float | None = None) -> int:
+    """The worker process: load the handlers (a broken module: one line, exit 2), own
+    the database, `announce` the handlers loaded, process until SIGTERM/SIGINT."""
     from core.handlers import registry
 
-    from .app import AlreadyRunning, LocalWorker
+    from .app import WORKER_LOCK_WAIT_S, AlreadyRunning, LocalWorker
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
         worker = LocalWorker(db)  # loads DT_HANDLERS
-    except ConfigError as exc:  # HandlerModuleError included: one line, exit 2
+    except ConfigError as exc:  # HandlerModuleError included
         return _fail(str(exc), EXIT_CONFIG)
     try:
-        worker.take_ownership()
+        worker.take_ownership(WORKER_LOCK_WAIT_S if lock_wait_s is None else lock_wait_s)
     except AlreadyRunning as exc:
         return _fail(str(exc), 1)
-    _ready(ready_fd, {"handlers": registry.summary()})
-    watcher = threading.Thread(target=_forward_stop, args=(stop, worker), daemon=True)
-    watcher.start()
+    announce(registry.summary())
+    threading.Thread(target=_forward_stop, args=(stop, worker), daemon=True).start()
     try:
         worker.run(stop)
     finally:
@@ -465,31 +470,13 @@ def main(argv: list[str] | None = None) -> int:
 def run_worker(args: argparse.Namespace) -> int:
     """The worker alone, for a `LocalApp` mounted in your own service (which has no
     worker): the same process `serve` starts, in the foreground, until SIGTERM/Ctrl-C."""
-    from core.handlers import registry
-
-    from .app import AlreadyRunning, LocalWorker
-
     configure_logging(os.environ.get("DT_LOG_LEVEL", "INFO"))
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        worker = LocalWorker(args.db)
-    except ConfigError as exc:
-        return _fail(str(exc), EXIT_CONFIG)
-    try:
-        worker.take_ownership(wait_s=0)
-    except AlreadyRunning as exc:
-        return _fail(str(exc), 1)
-    handlers = registry.summary()
-    listed = "; ".join(f"{name} for {', '.join(types)}" for name, types in handlers.items()) or "none"
-    print(f"dtconnector: worker processing {args.db} (handlers: {listed})", file=sys.stderr, flush=True)
-    threading.Thread(target=_forward_stop, args=(stop, worker), daemon=True).start()
-    try:
-        worker.run(stop)
-    finally:
-        worker.stop()
-    return 0
+
+    def announce(handlers: dict) -> None:
+        listed = "; ".join(f"{name} for {', '.join(types)}" for name, types in handlers.items()) or "none"
+        print(f"dtconnector: worker processing {args.db} (handlers: {listed})", file=sys.stderr, flush=True)
+
+    return _work(args.db, announce, lock_wait_s=0)
 
 
 if __name__ == "__main__":
