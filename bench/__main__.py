@@ -50,7 +50,7 @@ def receiver_section(rl: dict) -> list[str]:
     med, sus, t = rl["median"], rl["sustained"], rl["targets"]
     rows = [
         f"| {receiver_load.LABELS[kind]} | {r['acks_per_s']:.0f} | {r['acks_per_s'] / med['anchor']['acks_per_s']:.2f} |"
-        f" {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['non_2xx']:.0f} | {r['cpu_us_per_ack']:.0f} |"
+        f" {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['non_2xx']:.0f} ({r['status_503']:.0f}) | {r['cpu_us_per_ack']:.0f} |"
         for kind, r in med.items()
     ]
     out = [
@@ -65,7 +65,7 @@ def receiver_section(rl: dict) -> list[str]:
         " parse, claim the eventId and enqueue in SQLite by group commit, JSON log line) and a worker process"
         " (a handler appending one line to a file, `bench/append_handler.py`; the ledger; device state).",
         "",
-        "| server | acks/s | × anchor | p50 ms | p99 ms | non-2xx | server CPU µs/ack |",
+        "| server | acks/s | × anchor | p50 ms | p99 ms | non-2xx (of which 503) | server CPU µs/ack |",
         "|---|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
@@ -75,7 +75,9 @@ def receiver_section(rl: dict) -> list[str]:
         f"Sustained run of ours, {sus['seconds']} s: **{sus['acks_per_s']:.0f} acks/s**, handlers"
         f" **{sus['handled_per_s']:.0f}/s** during the load ({sus['handler_ratio']}× the ack rate), backlog"
         f" {sus['backlog_at_end']} at the end, drained in {sus['drain_s']} s; p99 {sus['p99_ms']:.1f} ms;"
-        f" {sus['non_2xx']} non-2xx; the web process's RSS {sus['web_rss_start_mb']} MB at the start,"
+        f" {sus['non_2xx']} non-2xx, of which 503 {sus['status_503']} (past `DT_MAX_BACKLOG` a 503 with"
+        " `Retry-After` answers at once, so a closed-loop sender makes many: DT retries them later);"
+        f" the web process's RSS {sus['web_rss_start_mb']} MB at the start,"
         f" {sus['web_rss_end_mb']} MB at the end.",
         "",
         f"Targets: acks/s ≥ 3× anchor — **{_ok(t['acks_vs_anchor'])}** ({rl['ratio']}×); p99 ≤ 10 ms —"

@@ -116,7 +116,7 @@ def anchor(tmp: str) -> Server:
 def ours(tmp: str, run: int, synchronous: str = "NORMAL") -> Server:
     db = os.path.join(tmp, f"r{run}.db")
     argv = [sys.executable, "-m", "local_receiver.cli", "serve", "--port", "0", "--db", db]
-    env = _env(DT_HANDLERS="bench.append_handler", BENCH_HANDLED_FILE=os.path.join(tmp, f"r{run}.handled"),
+    env = _env(DT_HANDLERS="bench.append_handler", DT_BENCH_OUT=os.path.join(tmp, f"r{run}.handled"),
                DT_SQLITE_SYNCHRONOUS=synchronous)
     return Server(argv, r"(http://127\.0\.0\.1:\d+/)", tmp, env=env)
 
@@ -179,7 +179,8 @@ def _measure(server: Server, events, seconds: float) -> dict:
     cpu = _group_cpu_s(server.proc.pid) - cpu_before
     acks = sum(v for k, v in result["statuses"].items() if k in ("200", "202"))
     return {"acks_per_s": acks / result["seconds"], "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
-            "non_2xx": result["requests"] - acks, "errors": result["errors"], "seconds": result["seconds"],
+            "non_2xx": result["requests"] - acks, "status_503": result["statuses"].get("503", 0),
+            "errors": result["errors"], "seconds": result["seconds"],
             "acks": acks, "cpu_us_per_ack": cpu / acks * 1e6 if acks else 0.0}
 
 
@@ -287,6 +288,7 @@ def run(quick: bool = False, count: int | None = None, rounds: int | None = None
         "drain_s": drain_s,
         "p99_ms": load["p99_ms"],
         "non_2xx": load["requests"] - acks,
+        "status_503": load["statuses"].get("503", 0),
         "web_rss_start_mb": round(rss_start, 1),
         "web_rss_end_mb": round(rss_end, 1),
     }
