@@ -54,10 +54,9 @@ def test_a_broken_handler_module_is_one_line_and_exit_2_before_anything_listens(
         env=server.env, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 2
-    assert done.stderr.splitlines() == [
-        "dtconnector: cannot load handler module 'broken_handlers' (DT_HANDLERS): "
-        "ModuleNotFoundError: No module named 'no_such_module_here'"
-    ]
+    [line] = done.stderr.splitlines()  # one line (its wording is core.handlers'), no traceback
+    assert line.startswith("dtconnector: cannot load handler module 'broken_handlers' (DT_HANDLERS): "
+                           "ModuleNotFoundError: No module named 'no_such_module_here'"), line
     assert "receiving DT events" not in done.stdout + done.stderr
     with pytest.raises(ConnectionRefusedError):  # it never listened
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
