@@ -13,8 +13,13 @@ through is refused here, so the framing rules hold under any server:
 - every 4xx answer carries ``Connection: close``: the unread rest of a refused request
   must never be parsed as the next request on that connection.
 
-Given ``metrics`` (Prometheus text), ``GET /metrics`` serves it; the answers refused
+Given ``metrics`` (Prometheus text), ``GET /metrics`` serves it, built in a thread and
+cached for `METRICS_MAX_AGE_S` (one build at a time, whoever asks); the answers refused
 here, before the receiver sees the request, are counted through the ingest's ``record``.
+Given a ``metrics_token`` (``DT_METRICS_TOKEN``), ``/metrics`` needs
+``Authorization: Bearer <token>`` (401 otherwise) and ``/healthz`` shows its counts only
+to the same header (``{"status": "ok"}`` to anyone else). A ``/healthz`` or ``/metrics``
+request whose client has already hung up is not answered at all.
 
 Nothing slow runs on the event loop: a request is *admitted* inline (size, signature,
 parse: CPU only), and only a request whose signature needs DT's keys fetched waits for the
@@ -27,9 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import inspect
+import os
 import time
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from .http import Headers, Request, Response
 from .logs import log
@@ -45,6 +52,56 @@ Record = Callable[[Response, float], None]
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _GONE = object()
+#: How long one build of ``/metrics`` serves every scrape.
+METRICS_MAX_AGE_S = 1.0
+
+
+def metrics_token_setting(env: Mapping[str, str] | None = None) -> str | None:
+    """``DT_METRICS_TOKEN``: when set, what ``/metrics`` and ``/healthz``'s counts require."""
+    value = (os.environ if env is None else env).get("DT_METRICS_TOKEN", "").strip()
+    return value or None
+
+
+class CachedText:
+    """A text built by a blocking function in a thread, at most once per `max_age_s`;
+    concurrent callers share the build in progress instead of starting their own."""
+
+    def __init__(self, build: Callable[[], str], max_age_s: float = METRICS_MAX_AGE_S,
+                 clock: Callable[[], float] = time.monotonic):
+        self.build = build
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self._text: bytes | None = None
+        self._built_at = 0.0
+        self._building: "asyncio.Future[bytes] | None" = None
+
+    async def get(self) -> bytes:
+        if self._text is not None and self.clock() - self._built_at < self.max_age_s:
+            return self._text
+        if self._building is None:
+            loop = asyncio.get_running_loop()
+            self._building = asyncio.ensure_future(loop.run_in_executor(None, self._build))
+            self._building.add_done_callback(self._built)
+        return await asyncio.shield(self._building)
+
+    def _build(self) -> bytes:
+        return self.build().encode("utf-8")
+
+    def _built(self, future: "asyncio.Future[bytes]") -> None:
+        self._building = None
+        if not future.cancelled() and future.exception() is None:
+            self._text, self._built_at = future.result(), self.clock()
+
+
+async def client_gone(receive: Receive) -> bool:
+    """Whether the client of a request whose body was read has hung up already. Costs one
+    turn of the loop; a client still there is not disturbed."""
+    pending = asyncio.ensure_future(receive())
+    await asyncio.sleep(0)
+    if pending.done():
+        return pending.result().get("type") == "http.disconnect"
+    pending.cancel()
+    return False
 
 
 def _error(status: int, error: str, reason: str) -> Response:
@@ -177,11 +234,13 @@ class ReceiverASGI:
     """ASGI app around an `Ingest` and ``health`` (for ``/healthz``; a plain function runs
     in a thread, a coroutine function on the loop, so an O(1) one costs no thread hop)."""
 
-    def __init__(self, ingest: Ingest, health: Health, *, metrics: Metrics | None = None):
+    def __init__(self, ingest: Ingest, health: Health, *, metrics: Metrics | None = None,
+                 metrics_token: str | None = None):
         self.ingest = ingest
         self.health = health
         self.max_body_bytes = ingest.max_body_bytes
-        self.metrics = metrics
+        self.metrics = None if metrics is None else CachedText(metrics)
+        self._token = None if metrics_token is None else ("Bearer " + metrics_token).encode("latin-1")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -191,16 +250,36 @@ class ReceiverASGI:
         if kind != "http":
             return
         if self.metrics is not None and is_metrics_scrape(scope["method"], local_path(scope)):
-            text = (await asyncio.get_running_loop().run_in_executor(None, self.metrics)).encode("utf-8")
-            await send({"type": "http.response.start", "status": 200, "headers": metrics_headers(text)})
-            await send({"type": "http.response.body", "body": text})
+            await self._scrape(scope, receive, send)
             return
         response = await self._respond(scope, receive)
-        if response is None:  # the client went away mid-body: nobody to answer
+        if response is None:  # the client went away: nobody to answer
             return
         body = b"" if scope["method"] == "HEAD" else response.body.encode("utf-8")
         await send({"type": "http.response.start", "status": response.status, "headers": response_headers(response, body)})
         await send({"type": "http.response.body", "body": body})
+
+    def _authorized(self, scope: Scope) -> bool:
+        if self._token is None:
+            return True
+        presented = [value for name, value in scope["headers"] if name == b"authorization"]
+        return len(presented) == 1 and hmac.compare_digest(presented[0], self._token)
+
+    async def _scrape(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if await _read_gone(receive):
+            return
+        if not self._authorized(scope):
+            refused = Response(401, {"error": "unauthorized", "reason": "metrics token required"})
+            body = refused.body.encode("utf-8")
+            await send({"type": "http.response.start", "status": 401, "headers": response_headers(refused, body)})
+            await send({"type": "http.response.body", "body": body})
+            return
+        assert self.metrics is not None
+        text = await self.metrics.get()
+        if await client_gone(receive):
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": metrics_headers(text)})
+        await send({"type": "http.response.body", "body": text})
 
     def _refused(self, response: Response, started: float) -> Response:
         """An answer given here, before the ingest sees the request."""
@@ -228,7 +307,10 @@ class ReceiverASGI:
             return self._refused(refused, started)
         path = local_path(scope)
         if is_health_probe(method, path):
-            return await self._health()
+            if await _read_gone(receive):
+                return None
+            response = await self._health(detailed=self._authorized(scope))
+            return None if await client_gone(receive) else response
         body = await self._read_body(receive)
         if body is None:
             return self._refused(Response(413, {"error": "payload_too_large", "limit": self.max_body_bytes}), started)
@@ -236,12 +318,14 @@ class ReceiverASGI:
             return None
         return await answer(self.ingest, Request(method, body, Headers(pairs), path), started)
 
-    async def _health(self) -> Response:
+    async def _health(self, detailed: bool = True) -> Response:
         if inspect.iscoroutinefunction(self.health):
             result = await self.health()
         else:
             result = await asyncio.get_running_loop().run_in_executor(None, self.health)
         status, payload = result if isinstance(result, tuple) else (200, result)
+        if not detailed:  # counts only for the metrics token's holder
+            payload = {"status": payload.get("status", "ok")}
         return Response(status, payload)
 
     async def _read_body(self, receive: Receive) -> Any:
@@ -260,6 +344,16 @@ class ReceiverASGI:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+async def _read_gone(receive: Receive) -> bool:
+    """Read a GET's (empty) body; True when the client hung up instead."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return True
+        if not message.get("more_body", False):
+            return False
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

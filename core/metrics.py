@@ -8,7 +8,10 @@ A recorder is called on the ingest path before the answer is sent, so it must be
 no network call, no heavy import, no lock held across I/O. The line recorders here only
 format one line and write it to stdout, which every platform's log router already ships.
 
-Names (the same everywhere; dimensions in brackets, all of bounded cardinality):
+Names (the same everywhere; dimensions in brackets, all of bounded cardinality, whatever
+requests arrive: an ``eventType`` is one of DT's 19 documented types or ``other``
+(`event_type_label`), a ``handler`` a name from the handler registry, a ``reason`` one of
+core's fixed texts, a ``status`` one of the few codes core answers):
 
 =================================  ===============================================================
 ``dt_requests_total``              ingest requests answered [status, reason]. ``reason`` is the
@@ -16,7 +19,7 @@ Names (the same everywhere; dimensions in brackets, all of bounded cardinality):
                                    ``token has expired``, ``event store unavailable``, ...)
 ``dt_ack_latency_seconds``         time from request in to answer out [status]
 ``dt_enqueue_failures_total``      claims won whose queue write failed (answered 503)
-``dt_events_processed_total``      events whose handlers all finished [eventType]
+``dt_events_processed_total``      events whose handlers all finished [eventType, or ``other``]
 ``dt_handler_runs_total``          handler calls [handler, outcome = ok | error]
 ``dt_retries_total``               deliveries that failed and are left for redelivery
 ``dt_dead_lettered_total``         deliveries that failed for the last time (dead-lettered)
@@ -59,6 +62,22 @@ METRICS: dict[str, tuple[str, str, str]] = {
     END_TO_END_LAG: ("histogram", "Seconds", "Handlers finished minus the event's timestamp."),
     QUEUE_BACKLOG: ("gauge", "Count", "Messages waiting in the work queue."),
 }
+
+
+#: The ``eventType`` label of an event whose type DT does not document: a signed sender
+#: could otherwise make one series per type string (each up to the body limit).
+OTHER_EVENT_TYPE = "other"
+_KNOWN_TYPES: frozenset[str] | None = None
+
+
+def event_type_label(event_type: str) -> str:
+    """`event_type` when it is one of DT's documented types, else ``other``."""
+    global _KNOWN_TYPES
+    if _KNOWN_TYPES is None:  # imported on first use: the ingest path never needs it
+        from .payloads import EVENT_TYPES
+
+        _KNOWN_TYPES = frozenset(EVENT_TYPES)
+    return event_type if event_type in _KNOWN_TYPES else OTHER_EVENT_TYPE
 
 
 class Recorder:

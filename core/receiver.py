@@ -9,8 +9,10 @@ Status codes (the same on every platform):
   405  not a POST                             413  body over the size limit
   503  our store or queue failed, the same eventId is being handled right now, the
        signature cannot be checked (no secret / asymmetric verification for the header
-       the request carries, see core.signature.SignaturePolicy), or DT's signing keys
-       cannot be fetched. DT retries 503s, so nothing is lost while it lasts.
+       the request carries, see core.signature.SignaturePolicy), DT's signing keys
+       cannot be fetched, or (long-running receivers) more than ``DT_MAX_BACKLOG``
+       events wait for the worker (`backlog_full`). DT retries 503s, so nothing is lost
+       while it lasts.
 Nothing here answers 500: an unexpected error is logged and answered 503 (retry), since
 the failure is ours, not the sender's.
 """
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .claims import Claims, Outcome
-from .config import Settings
+from .config import ConfigError, Settings, number_setting
 from .events import InvalidEvent, body_text, parse_event
 from .http import Request, Response
 from .logs import event_log, log
@@ -33,6 +35,13 @@ from .signature import CannotVerify, KeysNeeded, SignatureError, SignaturePolicy
 from .tracing import from_env as tracing_from_env
 
 RETRY_AFTER_S = "5"
+#: ``DT_MAX_BACKLOG``: past this many events accepted but not yet handled, a long-running
+#: receiver answers 503 (`backlog_full`) instead of accepting more. A backlog the worker
+#: clears in seconds at the rates `make bench` measures, far more than a burst of DT's
+#: deliveries, and small enough that a broken or slow handler is noticed (and DT holds
+#: the events, for 12 hours) before the store fills the disk.
+DEFAULT_MAX_BACKLOG = 10_000
+BACKLOG_FULL_REASON = "too many events waiting for the worker"
 
 
 def _error(status: int, error: str, reason: str, **headers: str) -> Response:
@@ -46,6 +55,27 @@ def _warn_at_start(policy: SignaturePolicy) -> None:
 
 def _unavailable(reason: str) -> Response:
     return _error(503, "unavailable", reason, **{"Retry-After": RETRY_AFTER_S})
+
+
+def max_backlog_setting(env=None) -> int:
+    """``DT_MAX_BACKLOG`` (a whole number above 0), or `DEFAULT_MAX_BACKLOG` when unset."""
+    import os
+
+    value = number_setting(os.environ if env is None else env, "DT_MAX_BACKLOG", DEFAULT_MAX_BACKLOG)
+    if value < 1 or value != int(value):
+        raise ConfigError("DT_MAX_BACKLOG must be a whole number above 0")
+    return int(value)
+
+
+def backlog_full() -> Response:
+    """The answer while the backlog is over ``DT_MAX_BACKLOG``: 503 with ``Retry-After``,
+    so DT keeps the event and delivers it again once the worker caught up."""
+    return _unavailable(BACKLOG_FULL_REASON)
+
+
+def store_unavailable() -> Response:
+    """The answer when our store failed: 503 with ``Retry-After`` (DT retries)."""
+    return _unavailable("event store unavailable")
 
 
 def reason_of(response: Response) -> str:

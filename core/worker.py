@@ -21,9 +21,11 @@ import inspect
 import logging
 import re
 import time
-from typing import Callable
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Iterator
 
-from .claims import Claims, Outcome
+from .claims import Claims, Held, Outcome
 from .config import Settings
 from .events import Event, InvalidEvent, parse_event
 from .handlers import HandlerRegistry, message_of, raised_at, registry as default_registry, type_name
@@ -37,6 +39,7 @@ from .metrics import (
     RETRIES,
     STALE_STATE_SKIPPED,
     Recorder,
+    event_type_label,
 )
 from .ports import ClaimStore, DeviceState, DeviceStateStore, StoreError
 from .retention import Retention
@@ -99,6 +102,14 @@ class HandlerFailed(RetryLater):
         return {k: v or "" for k, v in match.groupdict().items()} if match else None
 
 
+@dataclass
+class Job:
+    """An event claimed in the ledger whose handlers are to run (`Worker.begin`)."""
+
+    event: Event
+    held: Held
+
+
 def state_of(event: Event) -> DeviceState:
     data = event.raw.get("event", {}).get("data")
     return DeviceState(
@@ -143,6 +154,22 @@ class Worker:
             return self._process(message)
 
     def _process(self, message: str | bytes) -> Outcome:
+        job = self.begin(message)
+        if isinstance(job, Outcome):
+            return job
+        self.run_handlers(job)
+        return self.finish(job)
+
+    # `process` in three steps, for a worker that batches its store writes (the local
+    # receiver): `begin` and `finish` only write to the stores, so a batch of messages'
+    # begins (or finishes) can share one commit; `run_handlers` runs the user's code and
+    # records each finished handler as it goes. Each raises as `process` does, having
+    # let the redelivery take over (`_abandon_quietly`).
+
+    def begin(self, message: str | bytes) -> "Job | Outcome":
+        """Parse, claim the event in the ledger, write the device state. Returns the `Job`
+        whose handlers are to run, or DUPLICATE for a redelivery of a completed event."""
+        message, _ = split_message(message)
         try:
             if self.settings.delivery == "direct":
                 from .direct import decode_direct_message
@@ -165,14 +192,20 @@ class Worker:
         if outcome is Outcome.IN_FLIGHT:
             raise EventInFlight(event.event_id)
         assert held is not None
-
-        try:
+        job = Job(event, held)
+        with self._abandoning(job):
             if self._state.put_if_newer(state_of(event)):
                 event_log(logging.DEBUG, "device state updated", eventId=event.event_id)
             elif held.first:  # a redelivery finds its own earlier write: not stale
                 self.metrics.count(STALE_STATE_SKIPPED)
+        return job
+
+    def run_handlers(self, job: "Job") -> None:
+        """Run the handlers that have not finished yet, recording each as it finishes."""
+        event = job.event
+        with self._abandoning(job):
             for handler in self._registry.handlers_for(event.event_type):
-                if handler.name in held.done:
+                if handler.name in job.held.done:
                     continue
                 try:
                     handler.func(event)
@@ -181,20 +214,43 @@ class Worker:
                     self.metrics.count(HANDLER_RUNS, outcome="error", handler=handler.name)
                     raise HandlerFailed(event.event_id, handler.name, exc, handler.func) from None
                 self.metrics.count(HANDLER_RUNS, outcome="ok", handler=handler.name)
-                held = self._claims.record_progress(held, handler.name)
-            ttl_s = self._retention.completed_ttl_s(self.settings.dedup_ttl_s, after_failure=not held.first)
-            if not self._claims.complete(held, ttl_s):
+                job.held = self._claims.record_progress(job.held, handler.name)
+
+    def finish(self, job: "Job") -> Outcome:
+        """Mark the event completed in the ledger (every handler has finished)."""
+        event = job.event
+        with self._abandoning(job):
+            ttl_s = self._retention.completed_ttl_s(self.settings.dedup_ttl_s, after_failure=not job.held.first)
+            if not self._claims.complete(job.held, ttl_s):
                 event_log(logging.WARNING, "ledger was taken over before completion", eventId=event.event_id)
+        event_log(logging.INFO, "processed", eventId=event.event_id, eventType=event.event_type)
+        label = event_type_label(event.event_type)
+        self.metrics.count(EVENTS_PROCESSED, eventType=label)
+        self.metrics.observe(END_TO_END_LAG, self._clock() - event.timestamp.timestamp(), eventType=label)
+        return Outcome.CLAIMED
+
+    def abandon(self, job: "Job") -> None:
+        """Give up a begun job without running it (a worker stopping): the next delivery
+        takes over at once, keeping the handlers already done."""
+        self._abandon_quietly(job.held, job.event.event_id)
+
+    def trace(self, message: str | bytes) -> ContextManager:
+        """The span in which a message's handlers run when tracing is on (`process` opens
+        it itself; a worker calling the steps opens it around `run_handlers`)."""
+        if self._tracing is None:
+            return nullcontext()
+        return self._tracing.process(split_message(message)[1])
+
+    @contextmanager
+    def _abandoning(self, job: "Job") -> Iterator[None]:
+        try:
+            yield
         except BaseException:
             # RetryLater, StoreError, an adapter's untranslated error, or the runtime
             # stopping us (SystemExit, a timeout signal): keep the progress and let the
             # redelivery take over at once rather than after the lease.
-            self._abandon_quietly(held, event.event_id)
+            self._abandon_quietly(job.held, job.event.event_id)
             raise
-        event_log(logging.INFO, "processed", eventId=event.event_id, eventType=event.event_type)
-        self.metrics.count(EVENTS_PROCESSED, eventType=event.event_type)
-        self.metrics.observe(END_TO_END_LAG, self._clock() - event.timestamp.timestamp(), eventType=event.event_type)
-        return outcome
 
     def delivery_failed(self, dead_lettered: bool) -> None:
         """Platforms call this when a delivery raised: the queue either redelivers it (a

@@ -1,6 +1,7 @@
 """`dtconnector`: run the local receiver, inspect its state, and send DT-like events.
 
     dtconnector serve [--host 127.0.0.1] [--port 8080] [--db PATH] [--dev]
+    dtconnector worker [--db PATH]                    (the handlers of a mounted receiver)
     dtconnector state [--device ID] [--db PATH]
     dtconnector dead-letters [--json] [--requeue] [--db PATH]
     dtconnector stats [--url URL] [--db PATH] [--json]  (metrics of a running receiver; store size)
@@ -12,130 +13,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import secrets
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 
-from core import logs
-from core.config import ConfigError, Settings
-
-from .app import DEFAULT_DB, AlreadyRunning, LocalApp
+from .app import DEFAULT_DB
 from .sqlite_store import Database, SQLiteQueue, SQLiteStateStore
 
 DEV_SECRET_FILE = ".dtconnector/dev-secret"
 
 
-def _dev_secret(path: Path) -> tuple[str, bool]:
-    """The development secret in `path`, created on first use. Returns (secret, created)."""
-    if path.exists():
-        return path.read_text().strip(), False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-    return value, True
-
-
-class _BatchedStream:
-    """stdout for log lines, flushed at most every `interval_s` (and by a timer), not on
-    every line: a flush per event is a system call per event on the request path."""
-
-    def __init__(self, inner, interval_s: float = 0.05):
-        self._inner = inner
-        self._interval = interval_s
-        self._last = 0.0
-        self._lock = threading.Lock()
-        threading.Thread(target=self._timer, name="dtconnector-log-flush", daemon=True).start()
-
-    def write(self, text: str) -> int:
-        return self._inner.write(text)
-
-    def flush(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self._last >= self._interval:
-            self._last = now
-            with self._lock:
-                try:
-                    self._inner.flush()
-                except (OSError, ValueError):
-                    pass
-
-    def _timer(self) -> None:
-        while True:
-            time.sleep(self._interval)
-            self.flush(force=True)
-
-
-def _configure_logging(level: str) -> None:
-    # Our JSON lines never show thread or process names: skip collecting them per record.
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    logs.configure(level, stream=_BatchedStream(sys.stdout))
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    _configure_logging(os.environ.get("DT_LOG_LEVEL", "INFO"))
-    overrides = {}
-    notes = []
-    if args.dev and not os.environ.get("DT_SIGNATURE_SECRET"):
-        secret_path = Path(args.secret_file)
-        value, created = _dev_secret(secret_path)
-        from core.config import Secret
+    """A web process and a worker process, supervised (`local_receiver.serve`)."""
+    from . import serve
 
-        overrides["secrets"] = (Secret(value),)
-        notes.append(
-            f"DT_SIGNATURE_SECRET is not set: {'generated' if created else 'using'} a development "
-            f"secret in {secret_path} (set DT_SIGNATURE_SECRET to use your connector's own)."
-        )
-    from core.serving import Limits, bind, serve
+    return serve.run(args, _prog())
 
-    try:
-        settings = Settings.from_env(**overrides)
-        limits = Limits.from_env()
-        app = LocalApp(args.db, settings)  # reads DT_DEAD_LETTER_RETENTION_S, DT_SWEEP_INTERVAL_S
-    except ConfigError as exc:
-        print(f"dtconnector: {exc}", file=sys.stderr)
-        return 2
-    try:
-        app.take_ownership()
-    except AlreadyRunning as exc:
-        print(f"dtconnector: {exc}", file=sys.stderr)
-        return 1
-    try:
-        sock = bind(args.host, args.port)
-    except OSError as exc:
-        print(f"dtconnector: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
-    asgi = app.asgi(offload=False)
-    app.start_worker()
-    host, port = sock.getsockname()[:2]
-    url = f"http://{host}:{port}/"
 
-    prog = _prog()
-    secret_hint = (
-        f'"$(cat {args.secret_file})"' if "secrets" in overrides else '"$DT_SIGNATURE_SECRET"'
-    )
-    lines = [
-        f"dtconnector: receiving DT events at {url} (database {args.db})",
-        f"  health:        curl {url}healthz",
-        f"  send events:   {prog} send --url {url} --secret {secret_hint} --count 20",
-        f"  device state:  {prog} state --db {args.db}",
-        *(f"  note: {n}" for n in notes),
-    ]
-    print("\n".join(lines), file=sys.stderr, flush=True)
-    try:
-        serve(asgi, sock, limits)
-    finally:
-        sock.close()
-        app.stop()
-    return 0
+def cmd_worker(args: argparse.Namespace) -> int:
+    """The worker process alone, for a receiver mounted in your own service."""
+    from . import serve
+
+    return serve.run_worker(args)
 
 
 def _prog() -> str:
@@ -290,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"when DT_SIGNATURE_SECRET is not set, generate (once) and use a development secret "
                        f"in {DEV_SECRET_FILE} (default: off)")
     serve.add_argument("--secret-file", default=DEV_SECRET_FILE, help=argparse.SUPPRESS)
+
+    worker = _command(
+        sub, "worker", "run the handlers of a receiver mounted in your own service (its queue in --db)",
+        "DT_HANDLERS=handlers dtconnector worker --db .dtconnector/events.db", cmd_worker,
+    )
+    worker.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=DB_HELP)
 
     state = _command(
         sub, "state", "print the latest event per device and event type, as JSON",

@@ -1,19 +1,33 @@
 """The local receiver's metrics, kept in memory and served as Prometheus text at
 ``GET /metrics`` (exposition format 0.0.4).
 
-Written here rather than with `prometheus_client`: the receiver's only dependency is
-PyJWT, and what it needs is a few dictionaries under one lock: a counter is one dict
-update on the request path, a scrape formats them. The tests parse the output with
-`prometheus_client`'s own parser. Counters restart at zero with the process, as
-Prometheus expects (it handles resets in ``rate()``/``increase()``).
+Two processes count: the web process (ingest answers) and the worker process (handler
+runs, lag, retries, dead letters). The worker stores a snapshot of its counters in the
+SQLite file with each batch's commit (`MetricsRows`), and the web process merges the
+stored snapshots into its own at each scrape. So the worker's counters survive its
+restarts (they continue from the stored snapshot) and are exactly as current as its
+last commit; the web process's restart at zero with it, as Prometheus expects (it
+handles resets in ``rate()``/``increase()``).
+
+Why not `prometheus_client`'s multiprocess mode: it is switched on for the whole
+process by an environment variable (``PROMETHEUS_MULTIPROC_DIR``), which in a mounted
+receiver (`LocalApp.asgi()` inside someone's Starlette or Flask service) would also turn
+the host application's own `prometheus_client` metrics into multiprocess ones; it keeps
+one memory-mapped file per process id, which a crash-looping worker multiplies; and the
+receiver needs only a few dictionaries under one lock (a counter is one dict update on
+the request path). The tests parse our output with `prometheus_client`'s own parser.
+
+Every label comes from a bounded set (see `core.metrics`), so the text is bounded
+whatever requests arrive; `core.asgi` builds it off the event loop and caches it.
 """
 
 from __future__ import annotations
 
 import bisect
+import json
 import math
 import threading
-from typing import Callable
+from typing import Callable, Iterable
 
 from core.metrics import METRICS, PROMETHEUS_CONTENT_TYPE, QUEUE_BACKLOG, Recorder
 
@@ -84,8 +98,35 @@ class PrometheusRecorder(Recorder):
             gauges = {**self._gauges, **live}
             return dict(self._counters), {k: list(v) for k, v in self._histograms.items()}, gauges
 
-    def exposition(self) -> str:
+    def export(self) -> str:
+        """The counters and histograms as JSON, for another process to merge (`load`, `exposition`)."""
+        with self._lock:
+            return json.dumps({
+                "counters": [[name, pairs, value] for (name, pairs), value in self._counters.items()],
+                "histograms": [[name, pairs, h] for (name, pairs), h in self._histograms.items()],
+            })
+
+    def load(self, exported: str) -> None:
+        """Continue from an `export` of an earlier run of the same process role."""
+        counters, histograms = _parse_export(exported)
+        with self._lock:
+            for key, value in counters.items():
+                self._counters[key] = self._counters.get(key, 0) + value
+            for key, h in histograms.items():
+                _add_histogram(self._histograms, key, h)
+
+    def exposition(self, others: Iterable[str] = ()) -> str:
+        """Prometheus text of this recorder plus the `export`s of other processes."""
         counters, histograms, gauges = self.snapshot()
+        for exported in others:
+            try:
+                more_counters, more_histograms = _parse_export(exported)
+            except (ValueError, TypeError, KeyError):  # a torn or foreign row: skip it, never fail a scrape
+                continue
+            for key, value in more_counters.items():
+                counters[key] = counters.get(key, 0) + value
+            for key, h in more_histograms.items():
+                _add_histogram(histograms, key, h)
         out: list[str] = []
         for name, (kind, _unit, help_text) in METRICS.items():
             out.append(f"# HELP {name} {help_text}")
@@ -111,6 +152,44 @@ class PrometheusRecorder(Recorder):
                     out.append(f"{name}_sum{_labels(pairs)} {_num(h[-2])}")
                     out.append(f"{name}_count{_labels(pairs)} {h[-1]}")
         return "\n".join(out) + "\n"
+
+
+def _parse_export(exported: str) -> tuple[dict, dict]:
+    data = json.loads(exported)
+    counters = {(name, tuple(map(tuple, pairs))): float(value) for name, pairs, value in data["counters"]}
+    histograms = {(name, tuple(map(tuple, pairs))): list(h) for name, pairs, h in data["histograms"]}
+    return counters, histograms
+
+
+def _add_histogram(into: dict, key: _Key, h: list) -> None:
+    mine = into.get(key)
+    if mine is None or len(mine) != len(h):
+        into[key] = list(h)
+    else:
+        into[key] = [a + b for a, b in zip(mine, h)]
+
+
+class MetricsRows:
+    """The `metrics` table: one `PrometheusRecorder.export` per process role."""
+
+    def __init__(self, db):
+        self._db = db
+
+    def save(self, role: str, recorder: PrometheusRecorder) -> None:
+        """Stored with the caller's commit (inside a `Database.batch`), or the flusher's."""
+        self._db.write(
+            "INSERT INTO metrics (process, snapshot) VALUES (?, ?)"
+            " ON CONFLICT (process) DO UPDATE SET snapshot = excluded.snapshot",
+            (role, recorder.export()),
+            durable=False,
+        )
+
+    def load(self, role: str) -> str | None:
+        rows = self._db.query("SELECT snapshot FROM metrics WHERE process = ?", (role,))
+        return rows[0][0] if rows else None
+
+    def others(self, role: str) -> list[str]:
+        return [row[0] for row in self._db.query("SELECT snapshot FROM metrics WHERE process <> ?", (role,))]
 
 
 def backlog_gauges(depth: Callable[[], int]) -> dict[str, Callable[[], float]]:

@@ -1,16 +1,38 @@
 """Feeds the SQLite queue to core's `Worker`, doing what SQS plus a redrive policy do in the
-cloud: redeliver failures with backoff, and dead-letter after `max_attempts`."""
+cloud: redeliver failures with backoff, and dead-letter after `max_attempts`.
+
+Messages are taken in batches, and each batch costs as few commits as its guarantees
+allow (`run_batch`):
+
+1. one commit: reserve up to `batch_size` messages, claim each in the ledger, write each
+   device's state (`Worker.begin`);
+2. each handler that finishes is committed on its own before the next one starts
+   (`Worker.run_handlers`; the ledger store commits that write): a crash re-runs at most
+   the one handler whose completion was not yet recorded, as before batching;
+3. one commit: mark the events completed, acknowledge (delete) the messages, reschedule
+   or dead-letter the failures, and store this process's metrics.
+
+No write transaction is open while a handler runs, so the web process's ingest commits
+(another process, the same file) never wait for user code. Losing step 1 or 3 in a crash
+only means a redelivery, which the ledger makes harmless.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import Callable
 
+from core.claims import Outcome
 from core.logs import event_log, log
 from core.ports import StoreError
-from core.worker import PoisonMessage, Worker
+from core.worker import Job, PoisonMessage, Worker
 
-from .sqlite_store import SQLiteQueue
+from .sqlite_store import QueuedMessage, SQLiteQueue
+
+#: Messages taken per batch: large enough that the commits of steps 1 and 3 are shared by
+#: many events, small enough that a stopping worker finishes quickly.
+DEFAULT_BATCH_SIZE = 64
 
 
 class QueueRunner:
@@ -23,8 +45,9 @@ class QueueRunner:
         lease_s: float,
         retry_base_s: float = 1.0,
         retry_max_s: float = 300.0,
-        idle: threading.Event | None = None,
-        max_defer_s: float = 0.1,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        after_batch: Callable[[], None] | None = None,
+        on_idle: Callable[[], None] | None = None,
     ):
         self.worker = worker
         self.queue = queue
@@ -32,56 +55,128 @@ class QueueRunner:
         self.lease_s = lease_s
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
-        # Ingest first: while requests are being answered the worker waits (up to
-        # `max_defer_s` per message, so it is never starved), because a DT request has a
-        # 10 s deadline and a queued event does not. Both share one GIL and one SQLite lock.
-        self.idle = idle
-        self.max_defer_s = max_defer_s
-        self.settled = 0  # messages acknowledged or dead-lettered by this runner
+        self.batch_size = batch_size
+        #: Called inside step 3's transaction (the worker process stores its metrics there),
+        #: and when the queue has nothing visible (`on_idle`, outside any transaction).
+        self.after_batch = after_batch
+        self.on_idle = on_idle
+        self.stopping = threading.Event()
 
     def run_once(self) -> bool:
         """Process one visible message. False when none is visible."""
-        message = self.queue.reserve(self.lease_s)
-        if message is None:
-            return False
+        return self.run_batch(limit=1) > 0
+
+    def run_batch(self, limit: int | None = None) -> int:
+        """Process up to `limit` (`batch_size`) visible messages; how many were taken."""
+        db = self.queue.db
+        jobs: list[tuple[QueuedMessage, Job]] = []
+        settled: list[tuple[QueuedMessage, Job | Exception | None]] = []
+        with db.batch():  # step 1
+            messages = self.queue.reserve_batch(self.lease_s, limit or self.batch_size)
+            for message in messages:
+                try:
+                    job = self.worker.begin(message.body)
+                except Exception as exc:  # RetryLater, StoreError, or a bug: never lose the message
+                    settled.append((message, exc))
+                    continue
+                if isinstance(job, Outcome):  # a redelivery of a completed event
+                    settled.append((message, None))
+                else:
+                    jobs.append((message, job))
+        if not messages:
+            if self.on_idle is not None:
+                self.on_idle()
+            return 0
         try:
-            self.worker.process(message.body)
-        except Exception as exc:  # RetryLater, StoreError, or a bug: never lose the message
-            error = f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, PoisonMessage) or message.attempts >= self.max_attempts:
-                event_log(logging.ERROR, "dead-lettered", eventId=message.event_id, attempts=message.attempts)
-                self.queue.dead_letter(message, error)
-                self.worker.delivery_failed(dead_lettered=True)
-                self.settled += 1
-            else:
-                self.worker.delivery_failed(dead_lettered=False)
-                delay = min(self.retry_base_s * 2 ** (message.attempts - 1), self.retry_max_s)
-                self.queue.retry_later(message, delay, error)
+            for index, (message, job) in enumerate(jobs):  # step 2
+                if self.stopping.is_set():
+                    self._give_back(jobs[index:])
+                    break
+                try:
+                    with self.worker.trace(message.body):
+                        self.worker.run_handlers(job)
+                except Exception as exc:
+                    settled.append((message, exc))
+                else:
+                    settled.append((message, job))
+        finally:
+            with db.batch():  # step 3 (also after a crash in step 2, as the flusher would)
+                for message, outcome in settled:
+                    self._settle(message, outcome)
+                if self.after_batch is not None:
+                    self.after_batch()
+        return len(messages)
+
+    def _settle(self, message: QueuedMessage, outcome: Job | Exception | None) -> None:
+        if isinstance(outcome, Exception):
+            self._failed(message, outcome)
+            return
+        if outcome is not None:
+            try:
+                self.worker.finish(outcome)
+            except Exception as exc:
+                self._failed(message, exc)
+                return
+        self.queue.ack(message)
+
+    def _failed(self, message: QueuedMessage, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, PoisonMessage) or message.attempts >= self.max_attempts:
+            event_log(logging.ERROR, "dead-lettered", eventId=message.event_id, attempts=message.attempts)
+            self.queue.dead_letter(message, error)
+            self.worker.delivery_failed(dead_lettered=True)
         else:
-            self.queue.ack(message)
-            self.settled += 1
-        return True
+            self.worker.delivery_failed(dead_lettered=False)
+            delay = min(self.retry_base_s * 2 ** (message.attempts - 1), self.retry_max_s)
+            self.queue.retry_later(message, delay, error)
+
+    def _give_back(self, jobs: list[tuple[QueuedMessage, Job]]) -> None:
+        """Stopping: the messages not started yet are visible again at once."""
+        with self.queue.db.batch():
+            for _, job in jobs:
+                self.worker.abandon(job)
+            self.queue.release([message for message, _ in jobs])
 
     def drain(self, limit: int = 1_000_000) -> int:
         """Process until no message is visible (failures with a delay stay queued)."""
         count = 0
-        while count < limit and self.run_once():
-            count += 1
+        while count < limit:
+            taken = self.run_batch()
+            if not taken:
+                break
+            count += taken
         return count
 
-    def run_forever(self, stop: threading.Event, idle_wait_s: float = 0.5) -> None:
+    def run_forever(self, stop: threading.Event, idle_wait_s: float = 0.5, wait: Callable[[float], object] | None = None) -> None:
+        """Process batches until `stop`. Idle, sleep in `wait(seconds)` (the wake-up pipe
+        of `local_receiver.wake`; by default this process's enqueue notifications) until
+        something is queued or the next delayed retry is due."""
         changed = self.queue.changed
+
+        def notified(seconds: float) -> None:
+            with changed:
+                changed.wait(seconds)
+
+        wait = wait or notified
+        self.stopping = stop
         while not stop.is_set():
-            if self.idle is not None:
-                self.idle.wait(self.max_defer_s)
             try:
-                busy = self.run_once()
+                busy = self.run_batch() > 0
             except StoreError as exc:
                 event_log(logging.ERROR, "queue unavailable", error=str(exc))
                 busy = False
-            except Exception:  # the worker thread must outlive any single message
+            except Exception:  # the worker loop must outlive any single message
                 log.exception("worker loop error")
                 busy = False
-            if not busy:
-                with changed:
-                    changed.wait(idle_wait_s)
+            if not busy and not stop.is_set():
+                wait(self._idle_wait(idle_wait_s))
+
+    def _idle_wait(self, limit_s: float) -> float:
+        """Until the next delayed message is due, at most `limit_s`."""
+        try:
+            due = self.queue.next_visible_at()
+        except StoreError:
+            return limit_s
+        if due is None:
+            return limit_s
+        return max(0.0, min(limit_s, due - self.queue.db.clock()))

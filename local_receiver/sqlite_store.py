@@ -1,18 +1,31 @@
 """Core's ports on one SQLite file: the embedded default that needs no server.
 
-WAL mode with ``synchronous=NORMAL``: a commit survives the process being killed (the
-guarantee DT's 2xx needs here), though not a power cut of the machine. One connection
-per `Database`, guarded by a lock, because SQLite has one writer at a time anyway and
-the statements are tiny. Commits are grouped (see `Database`): a commit costs far more
-than a statement, so ingest commits once per event, not three times.
+WAL mode with ``synchronous=NORMAL`` by default: a commit survives the process being
+killed (the guarantee DT's 2xx needs here), though not a power cut of the machine;
+``DT_SQLITE_SYNCHRONOUS=FULL`` makes every commit survive that too (an fsync per commit).
+One connection per `Database`, guarded by a lock, because SQLite has one writer at a
+time anyway and the statements are tiny. Commits are grouped (see `Database`): a commit
+costs far more than a statement, so ingest commits once per batch of concurrent events.
+
+Two processes share the file (`dtconnector serve`'s web and worker processes): neither
+ever holds the write lock while waiting for anything but SQLite (a user's handler, a
+request). Their write transactions take turns on an ``flock`` of ``<db>.write-lock``
+first (`Database._begin`): a writer waiting for the other sleeps in the kernel and wakes
+the moment the other commits, where SQLite's own busy handler would poll with sleeps of
+1, 2, 5, 10 ... ms. A writer that does not take it (another tool on the file) is met
+with short retries instead.
 """
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import json
+import os
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -56,7 +69,43 @@ CREATE TABLE IF NOT EXISTS device_state (
 );
 DROP INDEX IF EXISTS claims_expiry;  -- replaced by claims_removable
 CREATE INDEX IF NOT EXISTS claims_removable ON claims (status, expires_at);  -- the sweeper's range scans
+-- Row counts kept by triggers, so /healthz, the backlog bound and the backlog gauge read
+-- one row instead of counting (or loading) a table that grows when handlers fail.
+CREATE TABLE IF NOT EXISTS counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS queue_added AFTER INSERT ON queue
+    BEGIN UPDATE counts SET n = n + 1 WHERE name = 'queue'; END;
+CREATE TRIGGER IF NOT EXISTS queue_removed AFTER DELETE ON queue
+    BEGIN UPDATE counts SET n = n - 1 WHERE name = 'queue'; END;
+CREATE TRIGGER IF NOT EXISTS dead_letter_added AFTER INSERT ON dead_letters
+    BEGIN UPDATE counts SET n = n + 1 WHERE name = 'dead_letters'; END;
+CREATE TRIGGER IF NOT EXISTS dead_letter_removed AFTER DELETE ON dead_letters
+    BEGIN UPDATE counts SET n = n - 1 WHERE name = 'dead_letters'; END;
+-- A database made before the counts existed starts from a real count, once.
+INSERT OR IGNORE INTO counts (name, n) SELECT 'queue', count(*) FROM queue;
+INSERT OR IGNORE INTO counts (name, n) SELECT 'dead_letters', count(*) FROM dead_letters;
+-- The worker process's metrics (a `PrometheusRecorder` snapshot), read by the web
+-- process's GET /metrics: one row per process role, written with the worker's commits.
+CREATE TABLE IF NOT EXISTS metrics (process TEXT PRIMARY KEY, snapshot TEXT NOT NULL) WITHOUT ROWID;
 """
+
+#: ``DT_SQLITE_SYNCHRONOUS``: NORMAL (default: a commit survives the process dying, not a
+#: power cut) or FULL (an fsync per commit: survives a power cut too).
+SYNCHRONOUS_MODES = ("NORMAL", "FULL")
+#: How long a writer waits for another process's write lock before giving up (503).
+LOCK_WAIT_S = 10.0
+#: Past this size the checkpointer makes the WAL start over (pausing every writer for the
+#: frames not yet copied, and an fsync); below it, checkpoints never pause anyone.
+WAL_RESTART_BYTES = 32 * 1024 * 1024
+
+
+def synchronous_setting(env=None) -> str:
+    """``DT_SQLITE_SYNCHRONOUS``, checked (a `ConfigError` names the variable)."""
+    from core.config import ConfigError
+
+    raw = (os.environ if env is None else env).get("DT_SQLITE_SYNCHRONOUS", "").strip().upper() or "NORMAL"
+    if raw not in SYNCHRONOUS_MODES:
+        raise ConfigError("DT_SQLITE_SYNCHRONOUS must be NORMAL or FULL")
+    return raw
 
 
 class Database:
@@ -73,18 +122,34 @@ class Database:
     flusher's own connection, off the request path.
     """
 
-    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time, flush_delay_s: float = 0.005):
+    def __init__(
+        self,
+        path: str | Path,
+        clock: Callable[[], float] = time.time,
+        flush_delay_s: float = 0.0,
+        synchronous: str = "NORMAL",
+    ):
         self.path = str(path)
         self.clock = clock
         self.flush_delay_s = flush_delay_s
+        self.synchronous = synchronous
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._batch_depth = 0  # > 0 inside `batch()`: commits wait for its end
+        self._after_commit: list[Callable[[], None]] = []
+        self.wal_restart_bytes = WAL_RESTART_BYTES
+        self._write_lock = None if self.path == ":memory:" else os.open(self.path + ".write-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._write_locked = False
         try:
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=LOCK_WAIT_S)
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
+            self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            # One transaction: two processes may open a new file at once.
+            self._conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+            # Our own short retries (`_begin`), not SQLite's busy handler, which sleeps
+            # 1, 2, 5, 10 ... ms: far longer than another process holds the lock.
+            self._conn.execute("PRAGMA busy_timeout=0")
             if self.path != ":memory:":
                 self._conn.execute("PRAGMA wal_autocheckpoint=0")  # the flusher checkpoints
                 self._conn.execute(f"PRAGMA journal_size_limit={64 * 1024 * 1024}")  # after a burst
@@ -104,9 +169,53 @@ class Database:
         """Rows of a SELECT (seeing this process's uncommitted writes)."""
         with self._lock:
             try:
-                return self._conn.execute(sql, params).fetchall()
+                return _retry_busy(lambda: self._conn.execute(sql, params).fetchall())
             except sqlite3.Error as exc:
                 raise StoreError(f"SQLite failed: {exc}") from exc
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every write inside is one transaction, committed once at the end (the writes
+        that are durable on return outside a batch are durable when it ends): a group
+        commit. What was written is committed even when an exception escapes (as the
+        writes outside a batch are, by the flusher); a failed commit raises `StoreError`."""
+        with self._lock:
+            self._batch_depth += 1
+            try:
+                yield
+            finally:
+                self._batch_depth -= 1
+                if self._batch_depth == 0:
+                    self._commit()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once what this connection wrote so far is committed (at once
+        when nothing is pending): another process must not be told before it can see."""
+        with self._lock:
+            if self._conn.in_transaction:
+                if callback not in self._after_commit:
+                    self._after_commit.append(callback)
+                return
+        callback()
+
+    def _begin(self) -> None:
+        """Open the write transaction (caller holds the lock), the other process's turn first."""
+        self._take_turn()
+        try:
+            _retry_busy(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+        except BaseException:
+            self._end_turn()
+            raise
+
+    def _take_turn(self) -> None:
+        if self._write_lock is not None and not self._write_locked:
+            fcntl.flock(self._write_lock, fcntl.LOCK_EX)  # releases the GIL while it waits
+            self._write_locked = True
+
+    def _end_turn(self) -> None:
+        if self._write_locked:
+            self._write_locked = False
+            fcntl.flock(self._write_lock, fcntl.LOCK_UN)
 
     def write(self, sql: str, params: tuple = (), *, durable: bool = True) -> int:
         """Run one write; returns the number of rows changed. `durable`: committed on return."""
@@ -120,14 +229,14 @@ class Database:
         with self._lock:
             try:
                 if not self._conn.in_transaction:
-                    self._conn.execute("BEGIN IMMEDIATE")
+                    self._begin()
                 cursor = self._conn.execute(sql, params)
                 result = cursor.fetchall() if returning else cursor  # RETURNING rows before commit
             except sqlite3.Error as exc:
                 raise StoreError(f"SQLite failed: {exc}") from exc
             if durable:
                 self._commit()
-            else:
+            elif not self._batch_depth and not self._dirty.is_set():  # a batch commits itself
                 self._dirty.set()
             return result
 
@@ -135,9 +244,10 @@ class Database:
         return _Transaction(self, durable)
 
     def _commit(self) -> None:
-        """Commit the shared transaction (caller holds the lock)."""
-        if not self._conn.in_transaction:
+        """Commit the shared transaction (caller holds the lock); inside `batch`, at its end."""
+        if self._batch_depth or not self._conn.in_transaction:
             return
+        hooks, self._after_commit = self._after_commit, []
         try:
             self._conn.execute("COMMIT")
             self._committed = True  # the flusher checkpoints the WAL soon
@@ -147,6 +257,14 @@ class Database:
             except sqlite3.Error:
                 pass
             raise StoreError(f"SQLite commit failed: {exc}") from exc
+        finally:
+            if not self._conn.in_transaction:
+                self._end_turn()
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:  # a notification, never a reason to fail the commit
+                pass
 
     def flush(self) -> None:
         with self._lock:
@@ -168,7 +286,7 @@ class Database:
                         pass  # the next durable write reports it
                 if self._committed and self.path != ":memory:" and time.monotonic() - last_ckpt >= 1.0:
                     if ckpt is None:
-                        ckpt = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+                        ckpt = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=1)
                     self._checkpoint(ckpt)
                     last_ckpt = time.monotonic()
                     self._committed = False
@@ -182,14 +300,27 @@ class Database:
         SQLite restarts the WAL only when a checkpoint has copied every frame in it; under
         steady load, frames are appended while a checkpoint runs, so that never happens
         and the WAL grows without bound (300 MB for 20,000 events, each commit slower than
-        the last). So: copy the bulk without blocking anyone, then, holding the writers'
-        lock with no transaction open, copy the few frames written meanwhile.
+        the last). So: copy the bulk without blocking anyone, and once the WAL is past
+        `WAL_RESTART_BYTES`, holding the writers' turn (both processes') with no transaction
+        open, copy the few frames written meanwhile so the next writer starts it over. That
+        pause (and its fsync) comes every few seconds under load, not every second.
         """
         try:
             ckpt.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            try:
+                if os.path.getsize(self.path + "-wal") < self.wal_restart_bytes:
+                    return  # the next writers keep appending: no pause for anyone
+            except OSError:
+                return
             with self._lock:
                 self._commit()
-                ckpt.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                self._take_turn()  # no writer of either process meanwhile
+                try:
+                    # RESTART: copies the few frames written meanwhile and lets the next
+                    # writer start the WAL over.
+                    ckpt.execute("PRAGMA wal_checkpoint(RESTART)")
+                finally:
+                    self._end_turn()
         except (sqlite3.Error, StoreError):
             pass  # the next round tries again; the next durable write reports a broken file
 
@@ -208,6 +339,9 @@ class Database:
             except (StoreError, sqlite3.Error):
                 pass
             self._conn.close()
+            self._end_turn()
+            if self._write_lock is not None:
+                os.close(self._write_lock)
 
 
 class _Transaction:
@@ -225,7 +359,10 @@ class _Transaction:
         conn = self.db._conn
         try:
             self.nested = conn.in_transaction
-            conn.execute("SAVEPOINT tx" if self.nested else "BEGIN IMMEDIATE")
+            if self.nested:
+                conn.execute("SAVEPOINT tx")
+            else:
+                self.db._begin()
         except sqlite3.Error as exc:
             self.db._lock.release()
             raise StoreError(f"SQLite failed: {exc}") from exc
@@ -240,14 +377,17 @@ class _Transaction:
                         conn.execute("ROLLBACK TO tx")
                     conn.execute("RELEASE tx")
                 elif exc_type is not None:
-                    conn.execute("ROLLBACK")
+                    try:
+                        conn.execute("ROLLBACK")
+                    finally:
+                        self.db._end_turn()
             except sqlite3.Error as err:
                 if exc_type is None:
                     raise StoreError(f"SQLite failed: {err}") from err
             if exc_type is None:
                 if self.durable:
                     self.db._commit()
-                else:
+                elif not self.db._batch_depth and not self.db._dirty.is_set():
                     self.db._dirty.set()
         finally:
             self.db._lock.release()
@@ -256,6 +396,27 @@ class _Transaction:
         return False
 
 
+def _retry_busy(run: Callable[[], object]):
+    """`run()`, retried while another process holds the lock it needs, within
+    `LOCK_WAIT_S`. Pauses start at 50 µs: the other process's transactions are short
+    (nobody holds the write lock across a handler or a request), and SQLite's own busy
+    handler would sleep a whole millisecond first."""
+    delay, deadline = 0.00005, None
+    while True:
+        try:
+            return run()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            now = time.monotonic()
+            deadline = deadline or now + LOCK_WAIT_S
+            if now >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.002)
+
+
+@functools.lru_cache(maxsize=1024)  # a few handler names, combined a few ways
 def _done_json(done: tuple[str, ...]) -> str:
     return json.dumps(done) if done else "[]"
 
@@ -319,12 +480,19 @@ class SQLiteClaimStore:
             "DELETE FROM claims WHERE key = ? AND version = ?", (key, expected_version), durable=self._durable(None)
         ) == 1
 
-    def expire_in_progress(self) -> int:
-        """After a restart nobody holds a claim any more: let retries take over now."""
+    def expire_in_progress(self, namespace: str | None = None) -> int:
+        """After a restart nobody holds a claim any more: let retries take over now.
+        `namespace`: only the claims of that namespace (the worker's ledger, ``w``)."""
         now = self._db.clock()
+        if namespace is None:
+            return self._db.write(
+                "UPDATE claims SET expires_at = ? WHERE status = ? AND expires_at > ?",
+                (now, IN_PROGRESS, now),
+            )
+        prefix = namespace + "_"
         return self._db.write(
-            "UPDATE claims SET expires_at = ? WHERE status = ? AND expires_at > ?",
-            (now, IN_PROGRESS, now),
+            "UPDATE claims SET expires_at = ? WHERE status = ? AND expires_at > ? AND substr(key, 1, ?) = ?",
+            (now, IN_PROGRESS, now, len(prefix), prefix),
         )
 
 
@@ -346,13 +514,18 @@ class SQLiteQueue:
     the ledger knows what was already done.
     """
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, wake: Callable[[], None] | None = None):
         self._db = db
-        self.enqueued = 0  # messages enqueued by this process (the worker's pace is measured against it)
+        #: Called after each enqueue: wakes a worker in another process (`local_receiver.wake`).
+        self.wake = wake
+
+    @property
+    def db(self) -> Database:
+        return self._db
 
     @property
     def changed(self) -> threading.Condition:
-        """Notified on every enqueue, so an idle worker wakes at once."""
+        """Notified on every enqueue, so an idle worker thread in this process wakes at once."""
         return self._db.changed
 
     def enqueue(self, message: str, *, event_id: str) -> None:
@@ -377,20 +550,39 @@ class SQLiteQueue:
 
     def _notify(self) -> None:
         with self._db.changed:
-            self.enqueued += 1
             self._db.changed.notify_all()
+        if self.wake is not None:  # the worker process, once the message is committed
+            self._db.after_commit(self.wake)
 
     def reserve(self, lease_s: float) -> QueuedMessage | None:
         """The oldest visible message, hidden for `lease_s`: one statement."""
+        batch = self.reserve_batch(lease_s, 1)
+        return batch[0] if batch else None
+
+    def reserve_batch(self, lease_s: float, limit: int) -> list[QueuedMessage]:
+        """Up to `limit` visible messages, oldest first, each hidden for `lease_s`: one statement."""
         now = self._db.clock()
         rows = self._db.write_returning(
             "UPDATE queue SET visible_at = ?, attempts = attempts + 1"
-            " WHERE id = (SELECT id FROM queue WHERE visible_at <= ? ORDER BY visible_at, id LIMIT 1)"
+            " WHERE id IN (SELECT id FROM queue WHERE visible_at <= ? ORDER BY visible_at, id LIMIT ?)"
             " RETURNING id, event_id, body, attempts",
-            (now + lease_s, now),
+            (now + lease_s, now, limit),
             durable=False,
         )
-        return QueuedMessage(*rows[0]) if rows else None
+        return sorted((QueuedMessage(*row) for row in rows), key=lambda m: m.id)
+
+    def release(self, messages: list[QueuedMessage]) -> None:
+        """Make reserved messages visible again at once (a worker stopping before their turn)."""
+        for message in messages:
+            self._db.write(
+                "UPDATE queue SET visible_at = ?, attempts = attempts - 1 WHERE id = ?",
+                (self._db.clock(), message.id),
+                durable=False,
+            )
+
+    def next_visible_at(self) -> float | None:
+        """When the next message becomes visible (now or in the past when one is waiting)."""
+        return self._db.query("SELECT min(visible_at) FROM queue")[0][0]
 
     def ack(self, message: QueuedMessage) -> None:
         self._db.write("DELETE FROM queue WHERE id = ?", (message.id,), durable=False)
@@ -416,7 +608,11 @@ class SQLiteQueue:
         return self._db.write("UPDATE queue SET visible_at = ? WHERE visible_at > ?", (now, now))
 
     def depth(self) -> int:
-        return self._db.query("SELECT count(*) FROM queue")[0][0]
+        """Messages waiting or being handled: one row read (the `counts` triggers keep it)."""
+        return self._db.query("SELECT n FROM counts WHERE name = 'queue'")[0][0]
+
+    def dead_letter_count(self) -> int:
+        return self._db.query("SELECT n FROM counts WHERE name = 'dead_letters'")[0][0]
 
     def dead_letters(self) -> list[dict]:
         rows = self._db.query("SELECT event_id, attempts, error, dead_at, body FROM dead_letters ORDER BY dead_at")

@@ -96,9 +96,15 @@ def print_metrics(text: str, out: TextIO | None = None) -> None:
         w(f"queue backlog          {_total(s, QUEUE_BACKLOG):.0f}\n")
 
 
-def fetch(url: str, timeout_s: float = 5.0) -> str:
+def fetch(url: str, timeout_s: float = 5.0, token: str | None = None) -> str:
+    """The receiver's ``/metrics``; with ``DT_METRICS_TOKEN`` set (or `token`), sent as
+    ``Authorization: Bearer``, as a receiver with that setting requires."""
+    import os
+
     target = url.rstrip("/") + "/metrics"
-    with urllib.request.urlopen(target, timeout=timeout_s) as response:  # noqa: S310 (the user's own URL)
+    token = token or os.environ.get("DT_METRICS_TOKEN", "").strip()
+    request = urllib.request.Request(target, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (the user's own URL)
         return response.read().decode("utf-8")
 
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +29,9 @@ HANDLERS = textwrap.dedent(
         delay = float(os.environ.get("E2E_HANDLER_DELAY_S", "0"))
         if delay:
             time.sleep(delay)
+        gate = os.environ.get("E2E_GATE_FILE")
+        while gate and not os.path.exists(gate):  # held until the test opens the gate
+            time.sleep(0.01)
         if event.labels.get("fail") == "always":
             raise RuntimeError("this event always fails")
         with open(os.environ["E2E_SEEN_FILE"], "a") as f:
@@ -60,8 +64,28 @@ class Server:
             m = re.search(r"receiving DT events at http://127\.0\.0\.1:(\d+)/", line)
             if m:
                 self.port = int(m.group(1))
+                self.stderr = list(self.banner)
+                threading.Thread(target=self._read_stderr, daemon=True).start()
                 return self
         raise RuntimeError("dtconnector serve did not start in time")
+
+    def _read_stderr(self) -> None:
+        for line in self.proc.stderr:  # everything after the banner: restarts, errors
+            self.stderr.append(line)
+
+    def children(self) -> dict[str, int]:
+        """The pids of the web and worker processes `serve` started, by role."""
+        pid = self.proc.pid
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        roles = {}
+        for kid in kids:
+            try:
+                argv = Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"local_receiver.serve" in argv:
+                roles[argv[argv.index(b"local_receiver.serve") + 1].decode()] = int(kid)
+        return roles
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

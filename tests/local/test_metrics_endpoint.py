@@ -81,3 +81,23 @@ def test_stats_says_clearly_when_no_receiver_answers():
         )
     assert result.returncode == 1
     assert "is `dtconnector serve` running?" in result.stderr
+
+
+def test_the_workers_counters_survive_its_restart(make_server):
+    """The worker process stores its counters with its commits; the web process's
+    /metrics merges them, and a restarted worker continues from them."""
+    import os
+    import signal
+
+    server = make_server().start()
+    for i in range(3):
+        body = event_body(device=f"dev-{i}")
+        assert server.request("POST", "/", body, signed(body))[0] == 202
+    processed = key(EVENTS_PROCESSED, eventType="temperature")
+    server.wait_until(lambda: parse_prometheus(_metrics_text(server)[2]).get(processed) == 3, what="3 processed")
+    worker = server.children()["worker"]
+    os.kill(worker, signal.SIGKILL)
+    server.wait_until(lambda: any("running again" in line for line in server.stderr), what="the worker restarted")
+    body = event_body(device="dev-after")
+    assert server.request("POST", "/", body, signed(body))[0] == 202
+    server.wait_until(lambda: parse_prometheus(_metrics_text(server)[2]).get(processed) == 4, what="4 processed")

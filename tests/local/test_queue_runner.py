@@ -9,7 +9,8 @@ from local_receiver.sqlite_store import Database, SQLiteQueue
 
 
 class _Exploding:
-    """A worker whose processing fails with an error that is not one of core's."""
+    """A worker whose processing fails with an error that is not one of core's (the steps
+    `QueueRunner` calls: `core.worker.Worker.begin`, `run_handlers`, `finish`)."""
 
     def __init__(self, fail_times: int):
         self.fail_times, self.calls = fail_times, 0
@@ -17,10 +18,22 @@ class _Exploding:
     def delivery_failed(self, dead_lettered: bool) -> None:  # core.worker.Worker's metrics hook
         pass
 
-    def process(self, message):
+    def begin(self, message):
         self.calls += 1
         if self.calls <= self.fail_times:
             raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        return message
+
+    def trace(self, message):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def run_handlers(self, job) -> None:
+        pass
+
+    def finish(self, job) -> None:
+        pass
 
 
 def _runner(tmp_path, worker, max_attempts=3):

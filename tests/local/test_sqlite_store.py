@@ -123,6 +123,7 @@ def wal_frames(path: str) -> int:
 
 
 def test_the_wal_starts_over_after_a_checkpoint_even_under_steady_writes(db):
+    db.wal_restart_bytes = 0  # past the size at which the checkpointer starts the WAL over
     for n in range(200):
         db.write("INSERT INTO queue (event_id, body, visible_at) VALUES (?, ?, 0)", (f"e{n}", "x" * 500))
     ckpt = sqlite3.connect(db.path, isolation_level=None, check_same_thread=False)

@@ -1,7 +1,14 @@
-"""The local receiver on SQLite: no stand-in needed, SQLite is the real thing."""
+"""The local receiver on SQLite: no stand-in needed, SQLite is the real thing.
+
+Requests go through the ASGI app `dtconnector serve` runs (`LocalApp.asgi()`: framing
+checks, admission on the event loop, the group-commit writer thread, the backlog bound),
+called with the scope and messages uvicorn hands it; the worker side runs in this process
+(`LocalApp.local_worker`) on the same file, as the worker process would.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -11,7 +18,6 @@ from pathlib import Path
 from typing import Mapping
 
 from core.config import Settings
-from core.http import Headers, Request
 from local_receiver.app import LocalApp
 
 from .base import Harness, Reply, StandIn
@@ -31,6 +37,55 @@ class _FailingConnection:
         return getattr(self._real, name)
 
 
+def _header_bytes(text: str) -> bytes:
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:  # what a client sending UTF-8 puts on the wire
+        return text.encode("utf-8")
+
+
+async def call_asgi(app, method: str, path: str, headers, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request through an ASGI app, the way uvicorn presents it: header names
+    lower-cased, the body in one message, then ``http.disconnect`` once answered. A
+    client library adds ``Content-Length`` to a request with a body; so does this."""
+    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+    raw = [(name.lower().encode("latin-1"), _header_bytes(value)) for name, value in pairs]
+    names = {name for name, _ in raw}
+    if body or method.upper() in ("POST", "PUT", "PATCH"):
+        if b"content-length" not in names and b"transfer-encoding" not in names:
+            raw.append((b"content-length", str(len(body)).encode()))
+    target, _, query = path.partition("?")
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+        "method": method.upper(), "scheme": "http", "path": target, "raw_path": target.encode(),
+        "query_string": query.encode(), "root_path": "", "headers": raw,
+        "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8080),
+    }
+    answered = asyncio.Event()
+    sent_body = False
+    response: dict = {"status": None, "headers": {}, "body": b""}
+
+    async def receive() -> dict:
+        nonlocal sent_body
+        if not sent_body:
+            sent_body = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await answered.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            response["status"] = message["status"]
+            response["headers"] = {k.decode("latin-1"): v.decode("latin-1") for k, v in message["headers"]}
+        elif message["type"] == "http.response.body":
+            response["body"] += message.get("body", b"")
+            if not message.get("more_body", False):
+                answered.set()
+
+    await app(scope, receive, send)
+    return response["status"], response["headers"], response["body"]
+
+
 class LocalHarness(Harness):
     def __init__(self, db_path: Path, env: Mapping[str, str]):
         self._db_path = db_path
@@ -39,6 +94,7 @@ class LocalHarness(Harness):
 
     def _open(self) -> None:
         self.app = LocalApp(self._db_path, self._settings, retry_base_s=0.0)
+        self.asgi = self.app.asgi()
         self.claim_store = self.app.claims
         self.state_store = self.app.state
 
@@ -48,6 +104,7 @@ class LocalHarness(Harness):
         self.app.stop()
         self._open()
         self.app.take_ownership()
+        self.app.local_worker.take_ownership()  # the worker's crash recovery
 
     def requeue_dead_letters(self) -> int:
         return self.app.queue.requeue_dead_letters()  # `dtconnector dead-letters --requeue`
@@ -57,8 +114,12 @@ class LocalHarness(Harness):
         line and environment, before it listens; no request reaches them."""
 
     def deliver(self, body, headers, method="POST", path="/") -> Reply:
-        response = self.app.receiver.handle(Request(method, body, Headers(headers), path))
-        return Reply(response.status, response.body, response.all_headers())
+        status, answer_headers, answer = asyncio.run(call_asgi(self.asgi, method, path, headers, body))
+        assert status is not None, "the app sent no answer"
+        answer_headers.pop("content-length", None)
+        answer_headers.pop("connection", None)
+        answer_headers.pop("content-type", None)
+        return Reply(status, answer.decode("utf-8"), {_canonical(k): v for k, v in answer_headers.items()})
 
     def drain(self) -> None:
         self.app.runner.drain()
@@ -88,16 +149,16 @@ class LocalHarness(Harness):
     def metrics(self):
         from tests.metrics_native import parse_prometheus
 
-        return parse_prometheus(self.app.metrics.exposition())
+        return parse_prometheus(self.app.metrics_text())
 
     def sweep(self) -> None:
         from core.retention import sweep_until_done
 
-        sweep_until_done(self.app.sweeper, self.app.db.clock())
+        sweep_until_done(self.app.local_worker.sweeper, self.app.db.clock())
 
     def start_cleanup(self):
         """The receiver's own `BackgroundSweeper`, with its production schedule."""
-        sweeper = self.app.background_sweeper
+        sweeper = self.app.local_worker.background_sweeper
         sweeper.start()
         return sweeper.stop
 
@@ -110,6 +171,11 @@ class LocalHarness(Harness):
 
     def close(self) -> None:
         self.app.stop()
+
+
+def _canonical(name: str) -> str:
+    """``retry-after`` -> ``Retry-After``: how `core.http.Response.all_headers` names them."""
+    return "-".join(part.capitalize() for part in name.split("-"))
 
 
 class LocalStandIn(StandIn):

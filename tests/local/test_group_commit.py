@@ -1,0 +1,129 @@
+"""Group commit on the ingest path and batches in the worker, on a real SQLite file: how
+many commits, and that an answer never comes before the commit holding its event."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from core.config import Settings
+from core.http import Headers, Request
+from core.receiver import Admitted, store_unavailable
+from local_receiver.app import GroupCommit, LocalApp
+from tests.dt import BASE_ENV, event_body, event_id_of, signed
+
+
+def _commits(db) -> list[str]:
+    """Record the COMMITs the database's connection runs from now on."""
+    seen: list[str] = []
+    db._conn.set_trace_callback(lambda sql: seen.append(sql) if sql.strip().upper() == "COMMIT" else None)
+    return seen
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = LocalApp(tmp_path / "e.db", Settings.from_env(BASE_ENV), retry_base_s=0.0)
+    yield app
+    app.stop()
+
+
+def _admitted(app, count: int, **kwargs) -> list[Admitted]:
+    bodies = [event_body(device=f"dev-{i}", **kwargs) for i in range(count)]
+    return [app.receiver.admit(Request("POST", b, Headers(signed(b)))) for b in bodies]
+
+
+def test_concurrent_events_share_one_commit_and_each_answer_follows_it(app):
+    admitted = _admitted(app, 40)
+    outside = sqlite3.connect(app.db.path)  # another process's view: committed rows only
+    stored_when_answered: list[bool] = []
+    group = GroupCommit(app.db, app.receiver.accept, store_unavailable)
+    commits = _commits(app.db)
+
+    async def deliver_all():
+        async def one(event):
+            response = await group.accept(event)
+            row = outside.execute("SELECT count(*) FROM queue WHERE event_id = ?", (event.event_id,)).fetchone()
+            stored_when_answered.append(row[0] == 1)
+            return response.status
+
+        return await asyncio.gather(*(one(e) for e in admitted))
+
+    try:
+        statuses = asyncio.run(deliver_all())
+    finally:
+        group.stop()
+        outside.close()
+    assert statuses == [202] * 40
+    assert all(stored_when_answered)
+    assert 1 <= len(commits) < 10, len(commits)  # 40 events, a few batches (usually one or two)
+
+
+def test_a_failed_commit_answers_every_event_of_the_batch_503(app, monkeypatch):
+    from core.ports import StoreError
+
+    admitted = _admitted(app, 5)
+
+    def failing_commit():
+        raise StoreError("disk I/O error")
+
+    group = GroupCommit(app.db, app.receiver.accept, store_unavailable)
+    monkeypatch.setattr(app.db, "_commit", failing_commit)
+
+    async def deliver_all():
+        return await asyncio.gather(*(group.accept(e) for e in admitted))
+
+    try:
+        responses = asyncio.run(deliver_all())
+    finally:
+        monkeypatch.undo()
+        group.stop()
+    assert {r.status for r in responses} == {503}
+    assert {r.headers.get("Retry-After") for r in responses} == {"5"}
+
+
+def test_the_worker_commits_once_per_batch_for_events_without_handlers(app):
+    for body in (event_body(device=f"dev-{i}", event_type="touch") for i in range(50)):
+        app.queue.enqueue(body.decode(), event_id=event_id_of(body))
+    runner = app.runner  # no DT_HANDLERS: every event is stored (device state), no handler
+    commits = _commits(app.db)
+    assert runner.run_batch() == 50
+    assert len(commits) == 2  # step 1 (reserve, ledger, state) and step 3 (complete, ack)
+    assert app.queue.depth() == 0
+    assert len(app.state.all()) == 50
+
+
+def test_the_worker_commits_each_finished_handler_before_the_next_runs(app):
+    from core.handlers import registry
+
+    commits: list[str] = []
+    seen_at_call: list[int] = []
+
+    @registry.on("touch")
+    def note(event):  # how many commits had happened when this handler started
+        seen_at_call.append(len(commits))
+
+    for body in (event_body(device=f"dev-{i}", event_type="touch") for i in range(5)):
+        app.queue.enqueue(body.decode(), event_id=event_id_of(body))
+    runner = app.runner
+    commits = _commits(app.db)
+    assert runner.run_batch() == 5
+    # Step 1's commit, then one per finished handler before the next one starts; step 3 after.
+    assert seen_at_call == [1, 2, 3, 4, 5]
+    assert len(commits) == 7
+
+
+def test_the_worker_process_is_woken_only_once_the_events_are_committed(app):
+    """A wake-up sent before the commit would find nothing to do, and the worker would
+    then sleep until its next look (up to a second) with the events waiting."""
+    outside = sqlite3.connect(app.db.path, check_same_thread=False)  # read from the writer thread
+    visible_at_wake: list[int] = []
+    app.queue.wake = lambda: visible_at_wake.append(outside.execute("SELECT count(*) FROM queue").fetchone()[0])
+    try:
+        futures = [app.group.submit(a) for a in _admitted(app, 5)]
+        assert [f.result(10).status for f in futures] == [202] * 5
+    finally:
+        outside.close()
+    assert visible_at_wake and min(visible_at_wake) >= 1, visible_at_wake
+
