@@ -78,6 +78,24 @@ def store_unavailable() -> Response:
     return _unavailable("event store unavailable")
 
 
+def accepted(event_id: str) -> Response:
+    """202: the event is durably queued (logged). Every front end answers a new event so."""
+    event_log(logging.INFO, "accepted", eventId=event_id)
+    return Response(202, {"status": "accepted", "eventId": event_id})
+
+
+def duplicate(event_id: str) -> Response:
+    """200: a copy of an event already accepted and still remembered (logged)."""
+    event_log(logging.INFO, "duplicate", eventId=event_id)
+    return Response(200, {"status": "duplicate", "eventId": event_id})
+
+
+def in_flight(event_id: str) -> Response:
+    """503: another request holds this event's claim right now; DT's retry settles it."""
+    event_log(logging.INFO, "in flight elsewhere", eventId=event_id)
+    return _unavailable("this event is being received by another request")
+
+
 def reason_of(response: Response) -> str:
     """The fixed text saying why a request got its answer: ``accepted``, ``duplicate``, or
     the error's reason (bounded: core's reasons are constant strings, never request data)."""
@@ -229,11 +247,9 @@ class Receiver:
             event_log(logging.ERROR, "could not claim the event", eventId=event_id, error=str(exc))
             return _unavailable("event store unavailable")
         if outcome is Outcome.DUPLICATE:
-            event_log(logging.INFO, "duplicate", eventId=event_id)
-            return Response(200, {"status": "duplicate", "eventId": event_id})
+            return duplicate(event_id)
         if outcome is Outcome.IN_FLIGHT:
-            event_log(logging.INFO, "in flight elsewhere", eventId=event_id)
-            return _unavailable("this event is being received by another request")
+            return in_flight(event_id)
         assert held is not None
 
         if not held.queued:
@@ -257,8 +273,7 @@ class Receiver:
                     event_log(logging.WARNING, "claim was taken over before completion", eventId=event_id)
             except StoreError as exc:
                 event_log(logging.WARNING, "could not mark claim completed", eventId=event_id, error=str(exc))
-        event_log(logging.INFO, "accepted", eventId=event_id)
-        return Response(202, {"status": "accepted", "eventId": event_id})
+        return accepted(event_id)
 
     def _release_quietly(self, held, event_id: str) -> None:
         try:

@@ -28,27 +28,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
-from core.config import ConfigError, number_setting
 from core.claims import new_version
 from core.http import Response
 from core.keys import store_key
 from core.logs import event_log
 from core.ports import COMPLETED, Claim
-from core.receiver import RETRY_AFTER_S, Admitted
+from core.receiver import (
+    Admitted,
+    accepted,
+    backlog_full,
+    duplicate,
+    in_flight,
+    store_unavailable as unavailable,
+)
 
 from .queue import new_message
 from .stores import encode_claim, expire_at_ms
 
-#: ``DT_MAX_BACKLOG``: messages waiting on the queue at most; past it a new event is
-#: answered 503 with ``Retry-After`` (DT retries it later; nothing is lost). The same
-#: setting, default and answer as `dtconnector serve` (`core.receiver` on the local
-#: receiver's branch: `max_backlog_setting`, `backlog_full`, `store_unavailable`).
-DEFAULT_MAX_BACKLOG = 10_000
-BACKLOG_FULL_REASON = "too many events waiting for the worker"
+# ``DT_MAX_BACKLOG``: messages waiting on the queue at most; past it a new event is
+# answered 503 with ``Retry-After`` (DT retries it later; nothing is lost): the same
+# setting, default and answer as `dtconnector serve` (`core.receiver.max_backlog_setting`).
 #: A full backlog is logged at most this often (one line per refused request would be a
 #: flood exactly when the dyno is busiest).
 BACKLOG_LOG_EVERY_S = 10.0
@@ -94,24 +96,17 @@ return codes
 ACCEPTED, DUPLICATE, IN_FLIGHT, BACKLOG_FULL, TAKEN_OVER = range(5)  # the script's codes, 0 to 4
 
 
-def _unavailable(reason: str) -> Response:
-    return Response(503, {"error": "unavailable", "reason": reason}, {"Retry-After": RETRY_AFTER_S})
-
-
 def answer_for(code: int, event_id: str) -> Response:
     """The answer `core.receiver.Receiver.accept` gives for the same outcome (same status,
     payload, reason and log line), plus the backlog bound's 503."""
     if code == ACCEPTED or code == TAKEN_OVER:
-        event_log(logging.INFO, "accepted", eventId=event_id)
-        return Response(202, {"status": "accepted", "eventId": event_id})
+        return accepted(event_id)
     if code == DUPLICATE:
-        event_log(logging.INFO, "duplicate", eventId=event_id)
-        return Response(200, {"status": "duplicate", "eventId": event_id})
+        return duplicate(event_id)
     if code == IN_FLIGHT:
-        event_log(logging.INFO, "in flight elsewhere", eventId=event_id)
-        return _unavailable("this event is being received by another request")
+        return in_flight(event_id)
     if code == BACKLOG_FULL:
-        return _unavailable(BACKLOG_FULL_REASON)
+        return backlog_full()
     raise ValueError(f"unknown ingest script answer {code!r}")
 
 
@@ -128,15 +123,7 @@ def store_unavailable(event_id: str, exc: BaseException) -> Response:
     from .connection import describe
 
     event_log(logging.ERROR, "could not claim the event", eventId=event_id, error=describe(exc))
-    return _unavailable("event store unavailable")
-
-
-def max_backlog(env: Mapping[str, str] | None = None) -> int:
-    """``DT_MAX_BACKLOG`` (a whole number above 0), or `DEFAULT_MAX_BACKLOG` when unset."""
-    value = number_setting(os.environ if env is None else env, "DT_MAX_BACKLOG", DEFAULT_MAX_BACKLOG)
-    if value < 1 or value != int(value):
-        raise ConfigError("DT_MAX_BACKLOG must be a whole number above 0")
-    return int(value)
+    return unavailable()
 
 
 class BacklogLog:

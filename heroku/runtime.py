@@ -115,9 +115,11 @@ def receiver():
 
 def accept_script():
     """The web's claim-and-enqueue script call builder (`heroku.ingest`)."""
-    from .ingest import AcceptScript, max_backlog
+    from core.receiver import max_backlog_setting
 
-    return _once("accept_script", lambda: AcceptScript(prefix(), settings().dedup_ttl_s, max_backlog()))
+    from .ingest import AcceptScript
+
+    return _once("accept_script", lambda: AcceptScript(prefix(), settings().dedup_ttl_s, max_backlog_setting()))
 
 
 def accept_call():

@@ -161,16 +161,18 @@ def test_events_late_to_history_are_fetched_by_the_recheck(pipeline, standin):
     assert not errors and all(n == 1 for n in Counter(seen()).values())
 
 
-def test_a_store_failing_for_a_few_seconds_loses_nothing(pipeline, standin, tmp_path):
+def test_a_store_failing_for_a_few_seconds_loses_nothing(pipeline, standin, tmp_path, monkeypatch):
     """The receiver's SQLite store really fails (another connection holds the write lock; the
-    receiver's busy timeout shortened from 10 s so it fails at once): each event is answered
+    receiver's wait for it shortened from 10 s so it fails at once): each event is answered
     503 and tried again with backoff until the store works again, never dropped."""
+    from local_receiver import sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "LOCK_WAIT_S", 0.02)
     app, accept, seen = pipeline
     follower = Follower(Client(), PROJECT, accept, ping_interval_s=1.0)
     blocker = sqlite3.connect(str(tmp_path / "events.db"), timeout=10, isolation_level=None)
     with contextlib.closing(blocker), following(follower, standin) as errors:
         assert follower.connected.wait(10)
-        app.db._conn.execute("PRAGMA busy_timeout=20")
         blocker.execute("BEGIN EXCLUSIVE")
         try:
             ids = publish(standin, 6)
