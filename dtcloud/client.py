@@ -23,11 +23,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator, Mapping
+
+from dtconnector.installation import install_hint
 
 from .text import printable
 
@@ -71,28 +71,11 @@ def have_credentials(env: Mapping[str, str] = os.environ) -> bool:
     return all(env.get(v) for v in CREDENTIAL_VARS) or bool(env.get("DT_CREDENTIALS_FILE"))
 
 
-def install_hint() -> str:
-    """The command that installs the `dt` extra where this code runs: in a source checkout an
-    editable install with this very interpreter (`.venv/bin/python -m pip install -e '.[dt]'`),
-    else the package from PyPI."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "pyproject.toml").is_file():
-        return "pip install 'dtconnector[dt]'"
-    return f"{_short(Path(sys.executable))} -m pip install -e '{_short(root)}[dt]'"
-
-
-def _short(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 def _requests():
     try:
         import requests
     except ImportError:
-        raise DTError(f"the `dt` extra is not installed (it needs `requests`): {install_hint()}") from None
+        raise DTError(f"the `dt` extra is not installed (it needs `requests`): {install_hint('dt')}") from None
     return requests
 
 
