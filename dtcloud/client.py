@@ -1,12 +1,14 @@
-"""DT's REST API (dt-reference §8), every read bounded, every failure one line a user can act on.
+"""DT's REST API, every read bounded, every failure one line a user can act on.
 
 Why our own small client rather than DT's `disruptive`: a command must stop, with a clear
 message, when the API (or something pretending to be it) answers without end: a 100 MB body,
 a list whose `nextPageToken` never runs out, a stream line that never ends, a `Retry-After`
 of a day. DT's client reads every answer whole, follows page tokens forever and sleeps
 whatever it is told, with module-wide settings. What DT's API asks of a client is small and
-documented (§8): a service-account JWT (HS256; PyJWT) exchanged for a bearer token, JSON
-over HTTPS, `nextPageToken` pagination, NDJSON for the stream. `requests` (the `dt` extra)
+documented (DT's developer docs, https://docs.developer.disruptive-technologies.com: "Authentication: OAuth2",
+"Pagination", "Streaming Events" and the REST API reference): a service-account JWT (HS256;
+PyJWT) exchanged for a bearer token, JSON over HTTPS, `nextPageToken` pagination, NDJSON for
+the stream. `requests` (the `dt` extra)
 does the HTTP: one connection pool per command, proxies and certificates as usual.
 
 Every failure becomes `DTError` with a one-line message (text from DT made printable) and
@@ -118,7 +120,7 @@ class ServiceAccount:
                           f"({{\"serviceAccount\": {{\"keyId\", \"secret\", \"email\"}}}}): {type(exc).__name__}") from None
 
     def assertion(self) -> str:
-        """The JWT DT's token endpoint exchanges for an access token (§8)."""
+        """The JWT DT's token endpoint exchanges for an access token (DT's docs: "Authentication: OAuth2")."""
         import jwt
 
         now = int(time.time())

@@ -1,4 +1,5 @@
-"""The stand-in itself answers DT's client as §8 describes: token exchange, pagination, filters."""
+"""The stand-in itself answers DT's client as DT's REST API docs describe: token exchange, pagination,
+filters (emulator/dtapi.py lists the pages)."""
 
 from __future__ import annotations
 
