@@ -10,8 +10,9 @@
 Credentials as DT's service accounts come (DT_SERVICE_ACCOUNT_KEY_ID, _SECRET, _EMAIL, or
 DT_CREDENTIALS_FILE); DT_API_URL and DT_TOKEN_URL override DT's endpoints. The signature secret
 comes only from DT_SIGNATURE_SECRET or --secret-file, and is never printed. Every failure is
-one line on stderr and exit status 2, never a traceback. Only argument parsing lives here; the
-work is in the sibling modules, which import `requests` (the `dt` extra) lazily.
+one line on stderr and exit status 2, never a traceback. Only argument parsing lives here
+(``add_<name>_parser``, named in `dtconnector.cli.COMMANDS`); the work is in the sibling
+modules, which import `requests` (the `dt` extra) lazily.
 """
 
 from __future__ import annotations

@@ -5,11 +5,11 @@ message, when the API (or something pretending to be it) answers without end: a 
 a list whose `nextPageToken` never runs out, a stream line that never ends, a `Retry-After`
 of a day. DT's client reads every answer whole, follows page tokens forever and sleeps
 whatever it is told, with module-wide settings. What DT's API asks of a client is small and
-documented (DT's developer docs, https://docs.developer.disruptive-technologies.com: "Authentication: OAuth2",
-"Pagination", "Streaming Events" and the REST API reference): a service-account JWT (HS256;
-PyJWT) exchanged for a bearer token, JSON over HTTPS, `nextPageToken` pagination, NDJSON for
-the stream. `requests` (the `dt` extra)
-does the HTTP: one connection pool per command, proxies and certificates as usual.
+documented (DT's developer docs, https://docs.developer.disruptive-technologies.com:
+"Authentication: OAuth2", "Pagination", "Streaming Events" and the REST API reference): a
+service-account JWT (HS256; PyJWT) exchanged for a bearer token, JSON over HTTPS,
+`nextPageToken` pagination, NDJSON for the stream. `requests` (the `dt` extra) does the
+HTTP: one connection pool per command, proxies and certificates as usual.
 
 Every failure becomes `DTError` with a one-line message (text from DT made printable) and
 the CLI's exit status 2, so no command ever prints a traceback. `retryable` marks what

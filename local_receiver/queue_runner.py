@@ -10,7 +10,7 @@ allow (`run_batch`):
    (`Worker.run_handlers`; the ledger store commits that write): a crash re-runs at most
    the one handler whose completion was not yet recorded, as before batching;
 3. one commit: mark the events completed, acknowledge (delete) the messages, reschedule
-   or dead-letter the failures, and store this process's metrics.
+   or dead-letter the failures, and whatever `after_batch` writes (the worker's metrics).
 
 No write transaction is open while a handler runs, so the web process's ingest commits
 (another process, the same file) never wait for user code. Losing step 1 or 3 in a crash
