@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from typing import Callable
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -64,22 +65,29 @@ class Table:
                 return None
             raise
 
+    def _write(self, what: str, write: Callable[[], object]) -> None:
+        """Run `write`; when the table does not exist yet (the only 404 an insert gives:
+        TableNotFound), create it and run `write` once more."""
+        try:
+            with translated(f"{self._what} {what}"):
+                write()
+            return
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, ResourceNotFoundError):
+                raise
+        self._create_table()
+        with translated(f"{self._what} {what}"):
+            write()
+
     def create(self, entity: dict) -> bool:
         """Insert; False if the row exists."""
-        for attempt in range(2):
-            try:
-                with translated(f"{self._what} create"):
-                    self.client.create_entity(entity)
-                return True
-            except StoreError as exc:
-                cause = exc.__cause__
-                if isinstance(cause, ResourceExistsError):
-                    return False
-                if isinstance(cause, ResourceNotFoundError) and attempt == 0:
-                    self._create_table()  # the only 404 an insert gives: TableNotFound
-                    continue
-                raise
-        raise AssertionError("unreachable")
+        try:
+            self._write("create", lambda: self.client.create_entity(entity))
+        except StoreError as exc:
+            if isinstance(exc.__cause__, ResourceExistsError):
+                return False
+            raise
+        return True
 
     def replace(self, entity: dict, etag: str) -> bool:
         """Overwrite only if the row still has `etag`. False if it changed or vanished."""
@@ -96,16 +104,7 @@ class Table:
 
     def upsert(self, entity: dict) -> None:
         """Insert or overwrite, unconditionally (the expiry index: rewriting it is harmless)."""
-        for attempt in range(2):
-            try:
-                with translated(f"{self._what} upsert"):
-                    self.client.upsert_entity(entity, mode=UpdateMode.REPLACE)
-                return
-            except StoreError as exc:
-                if isinstance(exc.__cause__, ResourceNotFoundError) and attempt == 0:
-                    self._create_table()
-                    continue
-                raise
+        self._write("upsert", lambda: self.client.upsert_entity(entity, mode=UpdateMode.REPLACE))
 
     def delete_any(self, partition: str, row: str) -> None:
         """Delete unconditionally; a row already gone is fine."""
@@ -231,14 +230,9 @@ class TableDeviceStateStore:
 
     @staticmethod
     def _state(entity) -> DeviceState:
-        return DeviceState(
-            device_id=entity["deviceId"],
-            event_type=entity["eventType"],
-            version=int(entity["version"]),
-            event_id=entity["eventId"],
-            timestamp=entity["timestamp"],
-            data=_from_json_property(entity["data"]),
-            labels=_from_json_property(entity["labels"]),
+        """Core's own record (`DeviceState.from_dict`), once its JSON properties are decoded."""
+        return DeviceState.from_dict(
+            {**entity, "data": _from_json_property(entity["data"]), "labels": _from_json_property(entity["labels"])}
         )
 
     def put_if_newer(self, state: DeviceState) -> bool:
