@@ -36,25 +36,10 @@ ORG="${DT_ORGANIZATION_ID:-}"
 [[ $ORG =~ ^[A-Za-z0-9_-]+$ ]] || die "set DT_ORGANIZATION_ID to your DT organization id: only DT's tokens for it may publish"
 gcp_login
 
-REGION="${DT_GCP_REGION:-europe-west1}"
-RUNTIME="${DT_RUNTIME:-python312}"
-TOPIC="${DT_TOPIC:-dt-direct-events}"
-DEAD_TOPIC="${TOPIC}-dead-letter"
-DEAD_SUB="${DEAD_TOPIC}-sub"
-MAX_ATTEMPTS="${DT_MAX_ATTEMPTS:-5}"
-DEDUP="${DT_DEDUP_COLLECTION:-dt_events}"
-STATE="${DT_STATE_COLLECTION:-dt_device_state}"
-HANDLERS="${DT_HANDLERS:-handlers}"
+gcp_settings dt-direct-events dt-direct-worker  # scripts/deploy-gcp-lib.sh
 POOL="${DT_WIF_POOL:-dt-connector}"
 PROVIDER="${DT_WIF_PROVIDER:-dt-oidc}"
 ISSUER="${DT_OIDC_ISSUER:-https://identity.disruptive-technologies.com}"
-SA_NAME="dt-direct-worker"
-SA="${SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
-G=(--project="$PROJECT" --quiet)
-project_python
-
-check_runtime gcp "$RUNTIME"
-echo "deploy-gcp (direct): project $PROJECT, region $REGION, account $ACCOUNT, runtime $RUNTIME"
 
 run gcloud services enable cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com \
   artifactregistry.googleapis.com eventarc.googleapis.com pubsub.googleapis.com \

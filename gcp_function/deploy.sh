@@ -33,23 +33,8 @@ source "$ROOT/scripts/deploy-gcp-lib.sh"
 
 gcp_login
 
-REGION="${DT_GCP_REGION:-europe-west1}"
-RUNTIME="${DT_RUNTIME:-python312}"
-TOPIC="${DT_TOPIC:-dt-events}"
-DEAD_TOPIC="${TOPIC}-dead-letter"
-DEAD_SUB="${DEAD_TOPIC}-sub"
-MAX_ATTEMPTS="${DT_MAX_ATTEMPTS:-5}"
-DEDUP="${DT_DEDUP_COLLECTION:-dt_events}"
-STATE="${DT_STATE_COLLECTION:-dt_device_state}"
-HANDLERS="${DT_HANDLERS:-handlers}"
+gcp_settings dt-events dt-connector  # scripts/deploy-gcp-lib.sh
 SECRET_NAME="${DT_SECRET_NAME:-dt-signature-secret}"
-SA_NAME="dt-connector"
-SA="${SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
-G=(--project="$PROJECT" --quiet)
-project_python
-
-check_runtime gcp "$RUNTIME"
-echo "deploy-gcp: project $PROJECT, region $REGION, account $ACCOUNT, runtime $RUNTIME"
 
 run gcloud services enable cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com \
   artifactregistry.googleapis.com eventarc.googleapis.com pubsub.googleapis.com \

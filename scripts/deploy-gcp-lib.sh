@@ -7,6 +7,12 @@
 # drifting apart.
 #
 #   gcp_login                   set ACCOUNT and PROJECT; die without gcloud, a login or a project.
+#   gcp_settings <topic> <service account name>
+#                               the settings both modes share (each script's header lists them):
+#                               REGION, RUNTIME (end-of-life checked), TOPIC (default <topic>),
+#                               DEAD_TOPIC, DEAD_SUB, MAX_ATTEMPTS, DEDUP, STATE, HANDLERS, the
+#                               functions' service account SA_NAME and SA, G and PYTHON; then says
+#                               where it deploys. Needs PROJECT and ACCOUNT (gcp_login).
 #   gcp_firestore               the Firestore (native mode) database, and the TTL policy that
 #                               removes expired claims in DEDUP. Needs REGION, DEDUP, G.
 #   gcp_topics                  TOPIC, DEAD_TOPIC, and DEAD_SUB, a subscription keeping dead
@@ -31,6 +37,24 @@ gcp_login() {
   check_login "gcloud has no usable credentials: run 'gcloud auth login' first" gcloud auth print-access-token
   PROJECT="${GOOGLE_CLOUD_PROJECT:-$(query "my-project" gcloud config get-value project 2>/dev/null || true)}"
   [ -n "$PROJECT" ] || die "no project: set GOOGLE_CLOUD_PROJECT or run 'gcloud config set project PROJECT_ID'"
+}
+
+gcp_settings() {
+  REGION="${DT_GCP_REGION:-europe-west1}"
+  RUNTIME="${DT_RUNTIME:-python312}"
+  TOPIC="${DT_TOPIC:-$1}"
+  DEAD_TOPIC="${TOPIC}-dead-letter"
+  DEAD_SUB="${DEAD_TOPIC}-sub"
+  MAX_ATTEMPTS="${DT_MAX_ATTEMPTS:-5}"
+  DEDUP="${DT_DEDUP_COLLECTION:-dt_events}"
+  STATE="${DT_STATE_COLLECTION:-dt_device_state}"
+  HANDLERS="${DT_HANDLERS:-handlers}"
+  SA_NAME="$2"
+  SA="${SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
+  G=(--project="$PROJECT" --quiet)
+  project_python
+  check_runtime gcp "$RUNTIME"
+  echo "$DEPLOY_NAME: project $PROJECT, region $REGION, account $ACCOUNT, runtime $RUNTIME"
 }
 
 gcp_firestore() {
