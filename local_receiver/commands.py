@@ -211,9 +211,9 @@ def add_state_parser(sub, summary: str) -> None:
 def add_stats_parser(sub, summary: str) -> None:
     parser = _command(sub, "stats", summary, "dtconnector stats --db .dtconnector/events.db --json", cmd_stats,
                       description="A running receiver's metrics (--url) and its store's size (--db); neither: both.")
-    parser.add_argument("--url", help=f"the running receiver's address (default {stats.DEFAULT_URL})")
-    parser.add_argument("--db", help=f"the receiver's SQLite file (default {DEFAULT_DB})")
-    parser.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    parser.add_argument("--url", help=f"the running receiver's address (default: {stats.DEFAULT_URL})")
+    parser.add_argument("--db", metavar="PATH", help=f"the receiver's SQLite file (default: {DEFAULT_DB})")
+    parser.add_argument("--json", action="store_true", help="one JSON object (default: text)")
 
 
 def add_dead_letters_parser(sub, summary: str) -> None:
