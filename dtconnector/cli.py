@@ -85,6 +85,8 @@ def _load(command: Command):
         # Optional extras are imported where they are used, with their own hint (the `dt`
         # extra: dtcloud.client); what a module needs to load is a dependency of the project.
         raise MissingModule(f"the Python module `{missing}` is not installed: {install_hint()}") from None
+    except ImportError as exc:  # installed but unusable (a compiled module built for another Python, say)
+        raise MissingModule(f"cannot load {module}: {exc}") from None
 
 
 def build_parser(load: Iterable[str] = ()) -> argparse.ArgumentParser:

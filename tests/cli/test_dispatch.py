@@ -73,6 +73,16 @@ def test_a_missing_dependency_is_one_line_with_the_install_command():
     assert out.stderr == f"dtconnector send: the Python module `jwt` is not installed: {installation.install_hint()}\n"
 
 
+def test_a_module_that_fails_to_import_is_one_line_too():
+    broken = ("class Broken:\n"
+              "    def find_spec(self, name, path=None, target=None):\n"
+              "        if name == 'emulator.sender':\n"
+              "            raise ImportError('built for another Python')\n"
+              "sys.meta_path.insert(0, Broken())")
+    out = dtconnector("send", "--help", prelude=broken)
+    assert (out.returncode, out.stderr) == (2, "dtconnector send: cannot load emulator.cli: built for another Python\n")
+
+
 def test_an_unknown_subcommand_lists_the_valid_ones():
     out = dtconnector("sned")
     assert out.returncode == 2
