@@ -51,7 +51,7 @@ class AlreadyRunning(RuntimeError):
     pass
 
 
-def _lock(path: str, message: str, wait_s: float = 0.0, stop: threading.Event | None = None):
+def exclusive_lock(path: str, message: str, wait_s: float = 0.0, stop: threading.Event | None = None):
     """An exclusive lock on `path` (held while the returned file is open), else `AlreadyRunning`."""
     handle = open(path, "w")
     deadline = time.monotonic() + wait_s
@@ -343,7 +343,7 @@ class LocalApp:
         """Make this process the only web process on the file (a second one refuses)."""
         if self.db.path == ":memory:":
             return
-        self._lock_file = _lock(self.db.path + ".lock", f"another dtconnector is already serving {self.db.path}")
+        self._lock_file = exclusive_lock(self.db.path + ".lock", f"another dtconnector is already serving {self.db.path}")
 
     @property
     def local_worker(self) -> "LocalWorker":
@@ -481,9 +481,9 @@ class LocalWorker:
         (finishing its handler after SIGTERM) to let go.
         """
         if self.db.path != ":memory:":
-            self._lock_file = _lock(self.db.path + ".worker.lock",
-                                    f"another dtconnector worker is already processing {self.db.path}",
-                                    wait_s, self._stop)
+            self._lock_file = exclusive_lock(self.db.path + ".worker.lock",
+                                             f"another dtconnector worker is already processing {self.db.path}",
+                                             wait_s, self._stop)
             self._wake = WakeReader(self.db.path)
         if isinstance(self.claims, JournaledLedger):
             self.claims.replay()  # handlers that finished after the last commit: not run again

@@ -10,8 +10,8 @@ allow (`run_batch`):
    (`Worker.run_handlers`; the ledger store journals that write, `local_receiver.progress`):
    a crash re-runs at most the one handler whose completion was not yet recorded;
 3. one commit: mark the events completed (the journaled completions with them),
-   acknowledge (delete) the messages, reschedule or dead-letter the failures, and store
-   this process's metrics.
+   acknowledge (delete) the messages, reschedule or dead-letter the failures, and whatever
+   `after_batch` writes (the worker's journaled completions and its metrics).
 
 No write transaction is open while a handler runs, so the web process's ingest commits
 (another process, the same file) never wait for user code. Losing step 1 or 3 in a crash
