@@ -14,6 +14,7 @@ import os
 import time
 from typing import Callable, TextIO
 
+from core.logs import one_line
 from core.metrics import METRICS, LineRecorder
 
 DEFAULT_NAMESPACE = "dtconnector"
@@ -38,8 +39,9 @@ class EmfRecorder(LineRecorder):
             sets = [keys, keys[:1]] if len(keys) > 1 else [keys]
             unit = METRICS.get(name, ("", "None", ""))[1]
             directive = {"Namespace": self.namespace, "Dimensions": sets, "Metrics": [{"Name": name, "Unit": unit}]}
-            head = '"CloudWatchMetrics":[' + _ENCODER.encode(directive) + "]}," + _ENCODER.encode(name) + ":"
-            tail = ("," + _ENCODER.encode(dims)[1:-1] if dims else "") + "}"
+            # one_line: a line separator in a name or label never splits the EMF document
+            head = one_line('"CloudWatchMetrics":[' + _ENCODER.encode(directive) + "]}," + _ENCODER.encode(name) + ":")
+            tail = one_line(("," + _ENCODER.encode(dims)[1:-1] if dims else "") + "}")
             if len(self._parts) < _MAX_CACHED:  # dimensions are bounded; this bounds it anyway
                 self._parts[key] = parts = (head, tail)
             else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 
+from core.logs import one_line
 from core.metrics import EmittingRecorder
 
 LOGGER_NAME = "dtconnector_metrics"
@@ -29,7 +30,7 @@ class HostLogRecorder(EmittingRecorder):
         log = self.log
         if log.isEnabledFor(logging.INFO):
             fields = {"metric": name, "kind": kind, "value": value, **dims}
-            record = logging.LogRecord(log.name, logging.INFO, "(dtconnector)", 0, _ENCODER.encode(fields), None, None)
+            record = logging.LogRecord(log.name, logging.INFO, "(dtconnector)", 0, one_line(_ENCODER.encode(fields)), None, None)
             record.custom_dimensions = fields
             log.handle(record)
 

@@ -36,6 +36,8 @@ import sys
 import time
 from typing import Callable, TextIO
 
+from core.logs import one_line
+
 REQUESTS = "dt_requests_total"
 ACK_LATENCY = "dt_ack_latency_seconds"
 ENQUEUE_FAILURES = "dt_enqueue_failures_total"
@@ -158,8 +160,8 @@ class JsonLogRecorder(LineRecorder):
         key = (kind, name, tuple(dims.items()))
         parts = self._parts.get(key)
         if parts is None:  # all but the value and time, built once per metric and dimensions
-            head = _ENCODER.encode({"severity": "INFO", "message": "metric", "metric": name, "kind": kind})
-            tail = _ENCODER.encode(dims)[1:-1]
+            head = one_line(_ENCODER.encode({"severity": "INFO", "message": "metric", "metric": name, "kind": kind}))
+            tail = one_line(_ENCODER.encode(dims))[1:-1]  # a line separator in a label never splits the line
             parts = (head[:-1] + ',"value":', ("," + tail if tail else "") + ',"time":"')
             if len(self._parts) < MAX_CACHED_LINES:
                 self._parts[key] = parts

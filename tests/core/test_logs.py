@@ -58,3 +58,35 @@ def test_a_separator_in_a_field_stays_on_one_line(lines, separator):
 def test_other_text_is_written_as_it_is(lines):
     logs.event_log(logging.INFO, "température ✓ 温度")
     assert "température ✓ 温度" in lines.getvalue()  # not \\u-escaped: only separators are
+
+
+@pytest.mark.parametrize("name", sorted(SEPARATORS))
+def test_every_metric_line_recorder_writes_exactly_one_line_whatever_a_label_holds(name):
+    """The line recorders (Cloud Logging/IBM JSON, CloudWatch EMF, Azure host log) build
+    their text themselves; a label carrying a separator must not split a metric in two."""
+    from aws_lambda.metrics import EmfRecorder
+    from azure_trigger.metrics import HostLogRecorder
+    from core.metrics import HANDLER_RUNS, JsonLogRecorder
+
+    label = f"handler{SEPARATORS[name]}x"
+    for recorder in (JsonLogRecorder(stream=io.StringIO()), EmfRecorder(stream=io.StringIO())):
+        recorder.count(HANDLER_RUNS, handler=label, outcome="ok")
+        text = recorder.stream.getvalue()
+        assert len(text.splitlines()) == 1, (type(recorder).__name__, text)
+        assert json.loads(text)["handler"] == label
+    messages: list[str] = []
+    logger = logging.getLogger(f"test-metric-lines-{name}")
+    logger.propagate = False
+    logger.addHandler(_Keep(messages))
+    HostLogRecorder(logger).count(HANDLER_RUNS, handler=label, outcome="ok")
+    assert len(messages) == 1 and len(messages[0].splitlines()) == 1
+    assert json.loads(messages[0])["handler"] == label
+
+
+class _Keep(logging.Handler):
+    def __init__(self, into: list[str]):
+        super().__init__()
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
