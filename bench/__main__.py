@@ -111,8 +111,8 @@ def receiver_note(rl: dict) -> str:
     if shares:
         busy = (" The profile shows neither process short of CPU: the web process ran Python"
                 f" {shares.get('web', 0):.0%} of the time and the worker {shares.get('worker', 0):.0%}; the rest"
-                " is waiting: for the other process's SQLite write turn (each finished handler is a commit of"
-                " its own, so the worker takes the turn once per event), for the kernel's loopback sockets, and,"
+                " is waiting: for the other process's SQLite write turn (the worker takes it once per batch:"
+                " finished handlers go to its progress journal in between), for the kernel's loopback sockets, and,"
                 " on a machine with more runnable processes than cores, for a core, including while the other"
                 " process holds the turn.")
     return (
@@ -122,7 +122,8 @@ def receiver_note(rl: dict) -> str:
         f" of CPU per request; ours spends {o['cpu_us_per_ack']:.0f} µs per event across its processes (the"
         f" anchor {a['cpu_us_per_ack']:.0f} µs, storing nothing): verifying and parsing (section 1), uvicorn's"
         " HTTP, the group-committed insert, a JSON log line per event in each process, and in the worker the"
-        " ledger (claim, one commit per finished handler, completion), device state and the acknowledgement."
+        " ledger (claim; each finished handler appended to the progress journal, no commit; completion in the"
+        " batch's one commit), device state and the acknowledgement."
         + busy
         + " At concurrency 32 a closed-loop sender sees latency ≈ 32 / throughput, so p99 follows throughput"
         " and the machine's other load."

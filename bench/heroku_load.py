@@ -299,7 +299,8 @@ def note(hl: dict) -> str:
         f" {a['cpu_us_per_ack']:.0f} µs over its two processes: given a core of its own, with no worker beside it,"
         f" one web process acknowledges {hl['ratio_web_alone']}× the anchor (last row). Beside it on the same two"
         " cores (with wrk) the worker takes an equal share: core's worker writes the ledger and the device state in"
-        f" four Redis round trips per event (claim, state, progress, complete), {per_handled:.0f} µs per handled"
+        f" three Redis round trips per event (claim, state, and the completion that records the handler with it),"
+        f" {per_handled:.0f} µs per handled"
         f" event here, and redis-server's CPU ({one['redis_cpu_us_per_ack']:.0f} µs per ack) is mostly those"
         " round trips. On Heroku the worker runs on a dyno of its own. A second web process on two shared cores"
         f" adds contention, not capacity ({hl['scaling_2_web']}×). Where the web process's time goes (py-spy,"
@@ -308,9 +309,9 @@ def note(hl: dict) -> str:
         " (redis-py's asyncio client, the claim records), writing each response to its socket about 11 % (one"
         " system call per response; on loopback it also runs the client's receive path), uvicorn's HTTP parsing"
         " about 8 %, the two l2met lines about 5 %, the JSON log line about 4 %, the rest uvicorn and asyncio."
-        " What would close the gap beyond that: fewer ledger writes per event in core's worker (record the last"
-        " handler and complete in one write; claim and write the state in one), which every platform would gain"
-        " from."
+        " What would close the gap beyond that: fewer ledger writes per event in core's worker (claim and write"
+        " the state in one script call for a batch of messages), which every platform with a batching queue would"
+        " gain from."
     )
 
 
