@@ -46,9 +46,15 @@ $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 run: $(VENV)/.run-deps
 	$(BIN)/dtconnector serve --dev --host $(HOST) --port $(PORT) --db $(DB)
 
+# The suite on TEST_WORKERS pytest-xdist workers (0: in this process). Tests that share the
+# Google emulators run on one worker (`xdist_group`, tests/conftest.py), which starts them
+# once. pytest prints its ten slowest tests and its own time last.
+TEST_WORKERS ?= 2
+PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadgroup
+
 test: $(VENV)/.test-deps
 	@bash scripts/test-deps.sh
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_XDIST) --durations=10 $(PYTEST_ARGS)
 
 fuzz: $(VENV)/.test-deps
 	DT_FUZZ_EXAMPLES=10000 $(BIN)/python -m pytest tests -k fuzz -p no:cacheprovider $(PYTEST_ARGS)
