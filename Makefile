@@ -17,11 +17,12 @@ DIR_ibm    := ibm_action
 DIR_heroku := heroku
 PLATFORMS  := aws gcp azure ibm heroku
 
-.PHONY: help run test fuzz bench bundle-% deploy-% check-deploy lock clean
+.PHONY: help run test test-fast fuzz bench bundle-% deploy-% check-deploy lock clean
 
 help:
 	@echo "make run            start the local receiver on SQLite ($(HOST):$(PORT))"
 	@echo "make test           install test stand-ins and run the whole offline suite"
+	@echo "make test-fast      the edit loop: core, contract on SQLite, no processes (< 1 min)"
 	@echo "make bench          print the performance comparisons"
 	@echo "make fuzz           long property-based campaign against every entry point"
 	@echo "make bundle-<p> DEST=dir   deployable folder for p in: $(PLATFORMS)"
@@ -55,6 +56,14 @@ PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadgroup
 test: $(VENV)/.test-deps
 	@bash scripts/test-deps.sh
 	$(BIN)/python -m pytest $(PYTEST_XDIST) --durations=10 $(PYTEST_ARGS)
+
+# The edit loop (under a minute): core, the contract and reliability suites on the local
+# receiver only, and the local and Heroku tests that start no process.
+FAST_TESTS := tests/core tests/contract tests/reliability tests/local tests/heroku
+
+test-fast: $(VENV)/.test-deps
+	@bash scripts/test-deps.sh
+	DT_TEST_PLATFORMS=local $(BIN)/python -m pytest $(PYTEST_XDIST) -m "not slow" --durations=5 $(FAST_TESTS) $(PYTEST_ARGS)
 
 fuzz: $(VENV)/.test-deps
 	DT_FUZZ_EXAMPLES=10000 $(BIN)/python -m pytest tests -k fuzz -p no:cacheprovider $(PYTEST_ARGS)
