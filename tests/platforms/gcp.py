@@ -168,16 +168,20 @@ class GcpStandIn(StandIn):
 
         self.project = f"dt-test-{uuid.uuid4().hex[:8]}"
         self.resume()
+        try:
+            import functions_framework
+            from google.cloud import pubsub_v1
 
-        import functions_framework
-        from google.cloud import pubsub_v1
-
-        self.publisher = pubsub_v1.PublisherClient()
-        self.subscriber = pubsub_v1.SubscriberClient()
-        self._warm_up()
-        # The bundle's root main.py, loaded by the Cloud Functions runtime's own framework.
-        self.ingest_app = functions_framework.create_app("ingest", str(SHIM), "http")
-        self.process_app = functions_framework.create_app("process", str(SHIM), "cloudevent")
+            self.publisher = pubsub_v1.PublisherClient()
+            self.subscriber = pubsub_v1.SubscriberClient()
+            self._warm_up()
+            # The bundle's root main.py, loaded by the Cloud Functions runtime's own framework.
+            self.ingest_app = functions_framework.create_app("ingest", str(SHIM), "http")
+            self.process_app = functions_framework.create_app("process", str(SHIM), "cloudevent")
+        except BaseException:  # not started: nothing will stop it later
+            self.pause()
+            self.stop()
+            raise
 
     def _warm_up(self) -> None:
         """The emulators answer HTTP before their first real request is fast (JVM warm-up on
@@ -230,7 +234,7 @@ class GcpStandIn(StandIn):
             del sys.modules["main"]
 
     def stop(self) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # absent when start failed before it
             self.subscriber.close()
         self._stop_emulators()
         self._tmp.cleanup()
