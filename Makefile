@@ -34,7 +34,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# The receiver alone needs only PyJWT.
+# The local receiver needs only the project's own dependencies (pyproject.toml's
+# [project] dependencies): no cloud SDK, no extra.
 $(VENV)/.run-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@

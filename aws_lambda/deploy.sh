@@ -31,12 +31,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/deploy-lib.sh"
 # shellcheck source=../scripts/deploy-aws-lib.sh
 source "$ROOT/scripts/deploy-aws-lib.sh"
-PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
-[ -x "$PYTHON" ] || PYTHON="$(command -v python3 || true)"
-[ -n "$PYTHON" ] || die "python3 is needed to assemble the bundle"
+project_python
 
-require_cli sam "the AWS SAM CLI ('sam') is not installed.
-  Install it: https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/install-sam-cli.html"
+require_sam
 
 aws_region_and_login
 

@@ -35,6 +35,12 @@ from .errors import ConditionFailed, translated
 _VERSION = {"#v": "version"}
 
 
+def _version_is(expected: str) -> dict:
+    """The condition of core's compare-and-set: the stored claim's version is `expected`."""
+    return {"ConditionExpression": "#v = :v", "ExpressionAttributeNames": _VERSION,
+            "ExpressionAttributeValues": {":v": {"S": expected}}}
+
+
 def _number(value: float) -> str:
     """A float as a plain decimal string that converts back to exactly the same float."""
     return format(Decimal(repr(float(value))), "f")
@@ -85,13 +91,8 @@ class DynamoClaimStore:
     def replace(self, key: str, expected_version: str, claim: Claim) -> bool:
         try:
             with translated("DynamoDB PutItem (claim replace)"):
-                self._client.put_item(
-                    TableName=self._table,
-                    Item=self._item(key, claim),
-                    ConditionExpression="#v = :v",
-                    ExpressionAttributeNames=_VERSION,
-                    ExpressionAttributeValues={":v": {"S": expected_version}},
-                )
+                self._client.put_item(TableName=self._table, Item=self._item(key, claim),
+                                      **_version_is(expected_version))
         except ConditionFailed:
             return False
         return True
@@ -99,13 +100,8 @@ class DynamoClaimStore:
     def delete(self, key: str, expected_version: str) -> bool:
         try:
             with translated("DynamoDB DeleteItem (claim)"):
-                self._client.delete_item(
-                    TableName=self._table,
-                    Key={"eventId": {"S": key}},
-                    ConditionExpression="#v = :v",
-                    ExpressionAttributeNames=_VERSION,
-                    ExpressionAttributeValues={":v": {"S": expected_version}},
-                )
+                self._client.delete_item(TableName=self._table, Key={"eventId": {"S": key}},
+                                         **_version_is(expected_version))
         except ConditionFailed:
             return False
         return True

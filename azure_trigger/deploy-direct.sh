@@ -20,7 +20,7 @@
 #   AZURE_STORAGE_ACCOUNT [dtdir<8 hex>]  AZURE_FUNCTIONAPP_NAME [dtconnector-direct-<8 hex>]
 #   AZURE_NAMESPACE [dtconnector-<8 hex>]  DT_TOPIC / DT_EVENTHUB_NAME [dt-events]
 #   DT_DEDUP_TABLE [dtevents]  DT_STATE_TABLE [dtdevicestate]  DT_POISON_QUEUE [dt-direct-poison]
-#   DT_HANDLERS [handlers]  DT_MAX_ATTEMPTS [5]  PYTHON [python3]
+#   DT_HANDLERS [handlers]  DT_MAX_ATTEMPTS [5]  PYTHON [.venv/bin/python, else python3]
 #   DT_AZURE_PLAN [flex] or consumption, DT_AZURE_PYTHON [3.12]: as in deploy.sh (Flex
 #   Consumption with identity-based storage; scripts/deploy-azure-lib.sh). The worker's
 #   identity (on Flex the app's user-assigned one, on Consumption a system-assigned one)
@@ -44,7 +44,7 @@ ORG=${DT_ORGANIZATION_ID:-}
 azure_plan_and_login  # scripts/deploy-azure-lib.sh
 TENANT=$(query "33333333-3333-3333-3333-333333333333" az account show --query tenantId --output tsv)
 
-PYTHON=${PYTHON:-python3}
+project_python
 SUFFIX=$(printf '%s' "$SUBSCRIPTION" | sha1sum | cut -c1-8)
 LOCATION=${AZURE_LOCATION:-westeurope}
 RG=${AZURE_RESOURCE_GROUP:-dtconnector-direct}

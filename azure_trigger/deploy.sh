@@ -25,7 +25,7 @@
 #   AZURE_STORAGE_ACCOUNT   default: dtconn<8 hex of your subscription id> (3-24 lowercase alnum)
 #   AZURE_FUNCTIONAPP_NAME  default: dtconnector-<same 8 hex>
 #   DT_QUEUE_NAME, DT_DEDUP_TABLE, DT_STATE_TABLE, DT_HANDLERS   (defaults as in the README)
-#   PYTHON                  interpreter used to build the bundle (default: python3)
+#   PYTHON                  interpreter used to build the bundle (default: .venv/bin/python, else python3)
 #   DT_ALERT_ACTION_GROUP   action group resource id the dead-letter alert notifies (optional)
 #   DRY_RUN=1               print the az/func commands instead of running them (no login needed)
 set -euo pipefail
@@ -44,7 +44,7 @@ source "$ROOT/scripts/deploy-azure-lib.sh"
 
 azure_plan_and_login  # scripts/deploy-azure-lib.sh
 
-PYTHON=${PYTHON:-python3}
+project_python
 SUFFIX=$(printf '%s' "$SUBSCRIPTION" | sha1sum | cut -c1-8)
 LOCATION=${AZURE_LOCATION:-westeurope}
 RG=${AZURE_RESOURCE_GROUP:-dtconnector}

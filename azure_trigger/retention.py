@@ -24,7 +24,7 @@ from core.ports import StoreError
 from core.retention import DEFAULT_SWEEP_BATCH, Retention, StoreReport, SweepResult
 
 from .clients import translated
-from .table_store import CLAIM_ROW, EXPIRY_PREFIX, TableClaimStore, expiry_partition
+from .table_store import CLAIM_ROW, EXPIRY_PREFIX, TableClaimStore, claim_of, expiry_partition
 
 
 #: Claims settled at once within a batch (each is a read and a conditional delete).
@@ -44,7 +44,7 @@ class TableSweeper:
 
         try:
             with translated("expiry index query"):
-                pages = self.table._client.query_entities(
+                pages = self.table.client.query_entities(
                     "PartitionKey ge @first and PartitionKey le @last",
                     parameters={"first": EXPIRY_PREFIX, "last": expiry_partition(now)},
                     results_per_page=limit,
@@ -66,7 +66,7 @@ class TableSweeper:
         claim_row = self.table.get(key, CLAIM_ROW)
         if claim_row is None:
             return False  # released or removed already: only its entry is left
-        claim = TableClaimStore._claim(claim_row)
+        claim = claim_of(claim_row)
         if not self.retention.is_removable(claim, now):
             self.claims.index(key, max(self.retention.removable_at(claim), later))
             return False
@@ -87,7 +87,7 @@ class TableSweeper:
                 chunk = keys[i : i + 100]
                 try:
                     with translated("expiry index delete"):
-                        self.table._client.submit_transaction(
+                        self.table.client.submit_transaction(
                             [("delete", {"PartitionKey": partition, "RowKey": key}) for key in chunk]
                         )
                 except StoreError as exc:
@@ -116,7 +116,7 @@ def _rows(table, fields: list[str]) -> list:
 
     try:
         with translated("table scan"):
-            return list(table._client.list_entities(select=fields))
+            return list(table.client.list_entities(select=fields))
     except StoreError as exc:
         if isinstance(exc.__cause__, ResourceNotFoundError):  # no table yet: nothing stored
             return []

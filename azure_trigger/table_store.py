@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from typing import Callable
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -46,44 +47,53 @@ _MAX_STRING_CHARS = 32_000
 _STATE_ATTEMPTS = 25
 
 
-class _Table:
-    """One table, created on demand the first time a write finds it missing."""
+class Table:
+    """One table, created on demand the first time a write finds it missing. `client` is
+    the SDK's TableClient, for what this class does not wrap (the sweeper's range query,
+    batch deletes and scans: `azure_trigger.retention`)."""
 
     def __init__(self, client, what: str):
-        self._client = client
+        self.client = client
         self._what = what
 
     def get(self, partition: str, row: str):
         try:
             with translated(f"{self._what} read"):
-                return self._client.get_entity(partition, row)
+                return self.client.get_entity(partition, row)
         except StoreError as exc:
             if isinstance(exc.__cause__, ResourceNotFoundError):  # no row, or no table yet
                 return None
             raise
 
+    def _write(self, what: str, write: Callable[[], object]) -> None:
+        """Run `write`; when the table does not exist yet (the only 404 an insert gives:
+        TableNotFound), create it and run `write` once more."""
+        try:
+            with translated(f"{self._what} {what}"):
+                write()
+            return
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, ResourceNotFoundError):
+                raise
+        self._create_table()
+        with translated(f"{self._what} {what}"):
+            write()
+
     def create(self, entity: dict) -> bool:
         """Insert; False if the row exists."""
-        for attempt in range(2):
-            try:
-                with translated(f"{self._what} create"):
-                    self._client.create_entity(entity)
-                return True
-            except StoreError as exc:
-                cause = exc.__cause__
-                if isinstance(cause, ResourceExistsError):
-                    return False
-                if isinstance(cause, ResourceNotFoundError) and attempt == 0:
-                    self._create_table()  # the only 404 an insert gives: TableNotFound
-                    continue
-                raise
-        raise AssertionError("unreachable")
+        try:
+            self._write("create", lambda: self.client.create_entity(entity))
+        except StoreError as exc:
+            if isinstance(exc.__cause__, ResourceExistsError):
+                return False
+            raise
+        return True
 
     def replace(self, entity: dict, etag: str) -> bool:
         """Overwrite only if the row still has `etag`. False if it changed or vanished."""
         try:
             with translated(f"{self._what} update"):
-                self._client.update_entity(
+                self.client.update_entity(
                     entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
                 )
             return True
@@ -94,22 +104,13 @@ class _Table:
 
     def upsert(self, entity: dict) -> None:
         """Insert or overwrite, unconditionally (the expiry index: rewriting it is harmless)."""
-        for attempt in range(2):
-            try:
-                with translated(f"{self._what} upsert"):
-                    self._client.upsert_entity(entity, mode=UpdateMode.REPLACE)
-                return
-            except StoreError as exc:
-                if isinstance(exc.__cause__, ResourceNotFoundError) and attempt == 0:
-                    self._create_table()
-                    continue
-                raise
+        self._write("upsert", lambda: self.client.upsert_entity(entity, mode=UpdateMode.REPLACE))
 
     def delete_any(self, partition: str, row: str) -> None:
         """Delete unconditionally; a row already gone is fine."""
         try:
             with translated(f"{self._what} delete"):
-                self._client.delete_entity(partition, row)
+                self.client.delete_entity(partition, row)
         except StoreError as exc:
             if not isinstance(exc.__cause__, ResourceNotFoundError):
                 raise
@@ -119,7 +120,7 @@ class _Table:
         else meanwhile as success: either way it is gone.)"""
         try:
             with translated(f"{self._what} delete"):
-                self._client.delete_entity(partition, row, etag=etag, match_condition=MatchConditions.IfNotModified)
+                self.client.delete_entity(partition, row, etag=etag, match_condition=MatchConditions.IfNotModified)
             return True
         except StoreError as exc:
             if isinstance(exc.__cause__, (ResourceModifiedError, ResourceNotFoundError)):
@@ -129,7 +130,7 @@ class _Table:
     def query_partition(self, partition: str) -> list:
         try:
             with translated(f"{self._what} query"):
-                return list(self._client.query_entities("PartitionKey eq @pk", parameters={"pk": partition}))
+                return list(self.client.query_entities("PartitionKey eq @pk", parameters={"pk": partition}))
         except StoreError as exc:
             if isinstance(exc.__cause__, ResourceNotFoundError):  # table not created yet
                 return []
@@ -138,7 +139,7 @@ class _Table:
     def _create_table(self) -> None:
         try:
             with translated(f"{self._what} table creation"):
-                self._client.create_table()
+                self.client.create_table()
         except StoreError as exc:
             if not isinstance(exc.__cause__, ResourceExistsError):  # created concurrently: fine
                 raise
@@ -153,13 +154,20 @@ def _from_json_property(value) -> object:
     return json.loads(value if isinstance(value, str) else bytes(value).decode("utf-8"))
 
 
+def claim_of(entity) -> Claim:
+    """The claim a claim row holds (`TableClaimStore` writes it; the sweeper reads it too)."""
+    return Claim(
+        entity["status"], float(entity["expires_at"]), entity["version"], tuple(json.loads(entity.get("done") or "[]"))
+    )
+
+
 class TableClaimStore:
     def __init__(self, client, first_removable_after_s: float = DEFAULT_DEDUP_TTL_S, clock=time.time):
         """`first_removable_after_s`: the earliest a claim created now can be removable
         (the dedup window, ``DT_DEDUP_TTL_S``: a claim is completed for at least that
         long, and an unfinished one is kept longer still). The sweeper re-files a claim
         it finds not yet removable, so an early index entry only costs one look."""
-        self.table = _Table(client, "claim table")
+        self.table = Table(client, "claim table")
         self._first_removable_after_s = first_removable_after_s
         self._clock = clock
 
@@ -178,12 +186,6 @@ class TableClaimStore:
             "done": json.dumps(list(claim.done)),
         }
 
-    @staticmethod
-    def _claim(entity) -> Claim:
-        return Claim(
-            entity["status"], float(entity["expires_at"]), entity["version"], tuple(json.loads(entity.get("done") or "[]"))
-        )
-
     def create(self, key: str, claim: Claim) -> bool:
         # Indexed first: a crash between the two leaves an index entry the sweeper drops,
         # never a claim nothing would find. (A duplicate's entry is dropped the same way.)
@@ -193,7 +195,7 @@ class TableClaimStore:
 
     def get(self, key: str) -> Claim | None:
         entity = self.table.get(key, CLAIM_ROW)
-        return None if entity is None else self._claim(entity)
+        return None if entity is None else claim_of(entity)
 
     def replace(self, key: str, expected_version: str, claim: Claim) -> bool:
         entity = self.table.get(key, CLAIM_ROW)
@@ -210,7 +212,7 @@ class TableClaimStore:
 
 class TableDeviceStateStore:
     def __init__(self, client):
-        self.table = _Table(client, "device state table")
+        self.table = Table(client, "device state table")
 
     @staticmethod
     def _entity(state: DeviceState) -> dict:
@@ -228,14 +230,9 @@ class TableDeviceStateStore:
 
     @staticmethod
     def _state(entity) -> DeviceState:
-        return DeviceState(
-            device_id=entity["deviceId"],
-            event_type=entity["eventType"],
-            version=int(entity["version"]),
-            event_id=entity["eventId"],
-            timestamp=entity["timestamp"],
-            data=_from_json_property(entity["data"]),
-            labels=_from_json_property(entity["labels"]),
+        """Core's own record (`DeviceState.from_dict`), once its JSON properties are decoded."""
+        return DeviceState.from_dict(
+            {**entity, "data": _from_json_property(entity["data"]), "labels": _from_json_property(entity["labels"])}
         )
 
     def put_if_newer(self, state: DeviceState) -> bool:

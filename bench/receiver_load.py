@@ -115,7 +115,7 @@ def anchor(tmp: str) -> Server:
 
 def ours(tmp: str, run: int, synchronous: str = "NORMAL") -> Server:
     db = os.path.join(tmp, f"r{run}.db")
-    argv = [sys.executable, "-m", "local_receiver.cli", "serve", "--port", "0", "--db", db]
+    argv = [sys.executable, "-m", "dtconnector", "serve", "--port", "0", "--db", db]
     env = _env(DT_HANDLERS="bench.append_handler", DT_BENCH_OUT=os.path.join(tmp, f"r{run}.handled"),
                DT_SQLITE_SYNCHRONOUS=synchronous)
     return Server(argv, r"(http://127\.0\.0\.1:\d+/)", tmp, env=env)

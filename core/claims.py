@@ -100,9 +100,11 @@ class Claims:
                 return Outcome.CLAIMED, Held(key, taken, first=False)
         return Outcome.IN_FLIGHT, None
 
-    def complete(self, held: Held, ttl_s: float) -> bool:
-        """Mark done and remember for `ttl_s`. False if our claim was taken over meanwhile."""
-        done = Claim(COMPLETED, self._clock() + ttl_s, new_version(), held.claim.done)
+    def complete(self, held: Held, ttl_s: float, also_done: tuple[str, ...] = ()) -> bool:
+        """Mark done and remember for `ttl_s`. False if our claim was taken over meanwhile.
+        `also_done`: handlers that finished but were not recorded yet (the worker records
+        the last one with the completion: one write instead of two)."""
+        done = Claim(COMPLETED, self._clock() + ttl_s, new_version(), held.claim.done + also_done)
         return self._store.replace(held.key, held.claim.version, done)
 
     def release(self, held: Held) -> bool:

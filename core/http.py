@@ -1,7 +1,9 @@
 """Core's own request and response: what every platform adapter converts to and from.
 
-Kept free of any web framework so the same `Receiver.handle` serves Lambda events,
-Flask requests, Azure `HttpRequest`s, OpenWhisk dicts and the local server alike.
+Kept free of any web framework so the same `Receiver` serves Lambda events,
+functions-framework's Flask requests, Azure `HttpRequest`s and OpenWhisk dicts (through
+`Receiver.handle`), and the ASGI and WSGI apps (`core.asgi`, `core.wsgi`) that
+`dtconnector serve`, the Heroku web dyno and a mounted receiver run, alike.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Every backend removes old records by its own means: a native TTL (DynamoDB, Firestore,
 Redis key expiry) where there is one, elsewhere an `ExpiredRecordSweeper` that runs by
-itself (SQLite: the receiver's background thread; Table Storage: a timer trigger;
-Cloudant: the worker job). All of them apply the one rule written here, `Retention`:
+itself (SQLite: a thread of the local receiver's worker process; Table Storage: a timer
+trigger; Cloudant: the worker job). All of them apply the one rule written here, `Retention`:
 
     Never remove a record that a live dedup decision, or anything that may still run
     the event again, needs: whatever may re-run an event (a redelivery, a queued

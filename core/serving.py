@@ -1,7 +1,9 @@
 """Production HTTP for the long-running receivers (`dtconnector serve`, the Heroku web
 dyno): uvicorn (httptools parser, uvloop) plus the few limits uvicorn does not enforce.
 
-Imported only by those two entry points (uvicorn is their dependency, not core's).
+Imported only by those two entry points, never by the rest of core or a serverless entry
+point, so no cold start pays for uvicorn (a dependency of the project in pyproject.toml,
+installed by `pip install dtconnector` and the Heroku bundle, not required by the serverless ones).
 
 uvicorn gives strict HTTP/1.1 framing (llhttp refuses ``Content-Length`` with
 ``Transfer-Encoding``, duplicate lengths, ``5_17``; chunked bodies are decoded) and an idle

@@ -59,10 +59,11 @@ def rfc3339(value: datetime) -> str:
 
 def rfc3339_ns(ns: int, digits: int = 9) -> str:
     """``2024-05-29T10:34:03.970415001Z`` from integer epoch nanoseconds, with `digits`
-    fractional digits (DT writes 6 or 9): `parse_timestamp` reads it back exactly."""
+    fractional digits (DT writes 6 or 9; 0 for whole seconds): `parse_timestamp` reads
+    it back exactly."""
     seconds, rest = divmod(ns, 1_000_000_000)
     stamp = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{rest // 10 ** (9 - digits):0{digits}d}Z"
+    return f"{stamp}.{rest // 10 ** (9 - digits):0{digits}d}Z" if digits else f"{stamp}Z"
 
 
 _RFC3339 = re.compile(

@@ -108,6 +108,10 @@ class Job:
 
     event: Event
     held: Held
+    #: Handlers that finished but are not in the ledger yet: `finish` records them with the
+    #: completion. Should that write fail (the store, or the process dying), they run again
+    #: on redelivery: the one window the README states.
+    finished: tuple[str, ...] = ()
 
 
 def state_of(event: Event) -> DeviceState:
@@ -157,7 +161,10 @@ class Worker:
         job = self.begin(message)
         if isinstance(job, Outcome):
             return job
-        self.run_handlers(job)
+        # The completion follows at once: it records the last handler too (one store write
+        # per event fewer, and the same window: a crash between that handler returning and
+        # the write re-runs that one handler, as it would between it and its own record).
+        self.run_handlers(job, record_last=False)
         return self.finish(job)
 
     # `process` in three steps, for a worker that batches its store writes (the local
@@ -200,13 +207,14 @@ class Worker:
                 self.metrics.count(STALE_STATE_SKIPPED)
         return job
 
-    def run_handlers(self, job: "Job") -> None:
-        """Run the handlers that have not finished yet, recording each as it finishes."""
+    def run_handlers(self, job: "Job", *, record_last: bool = True) -> None:
+        """Run the handlers that have not finished yet, recording each as it finishes.
+        ``record_last=False``: the last one is left for `finish` to record with the
+        completion (`Job.finished`), for a caller that finishes right after."""
         event = job.event
         with self._abandoning(job):
-            for handler in self._registry.handlers_for(event.event_type):
-                if handler.name in job.held.done:
-                    continue
+            pending = [h for h in self._registry.handlers_for(event.event_type) if h.name not in job.held.done]
+            for index, handler in enumerate(pending):
                 try:
                     handler.func(event)
                 except Exception as exc:
@@ -214,14 +222,17 @@ class Worker:
                     self.metrics.count(HANDLER_RUNS, outcome="error", handler=handler.name)
                     raise HandlerFailed(event.event_id, handler.name, exc, handler.func) from None
                 self.metrics.count(HANDLER_RUNS, outcome="ok", handler=handler.name)
-                job.held = self._claims.record_progress(job.held, handler.name)
+                if record_last or index < len(pending) - 1:
+                    job.held = self._claims.record_progress(job.held, handler.name)
+                else:
+                    job.finished = (handler.name,)
 
     def finish(self, job: "Job") -> Outcome:
         """Mark the event completed in the ledger (every handler has finished)."""
         event = job.event
         with self._abandoning(job):
             ttl_s = self._retention.completed_ttl_s(self.settings.dedup_ttl_s, after_failure=not job.held.first)
-            if not self._claims.complete(job.held, ttl_s):
+            if not self._claims.complete(job.held, ttl_s, job.finished):
                 event_log(logging.WARNING, "ledger was taken over before completion", eventId=event.event_id)
         event_log(logging.INFO, "processed", eventId=event.event_id, eventType=event.event_type)
         label = event_type_label(event.event_type)

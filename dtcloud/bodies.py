@@ -1,4 +1,6 @@
-"""The request body a Data Connector sends for one event (dt-reference §1, §8).
+"""The request body a Data Connector sends for one event (DT's developer docs,
+https://docs.developer.disruptive-technologies.com: "Receiving Events"; the labels as
+"Configuring a Data Connector" describes them).
 
 History and the stream return bare `event` objects; a receiver expects
 `{"event": …, "labels": {…}, "metadata": {…}}` with only the connector's label keys. Backfill,

@@ -10,8 +10,9 @@
 Credentials as DT's service accounts come (DT_SERVICE_ACCOUNT_KEY_ID, _SECRET, _EMAIL, or
 DT_CREDENTIALS_FILE); DT_API_URL and DT_TOKEN_URL override DT's endpoints. The signature secret
 comes only from DT_SIGNATURE_SECRET or --secret-file, and is never printed. Every failure is
-one line on stderr and exit status 2, never a traceback. Only argument parsing lives here; the
-work is in the sibling modules, which import `requests` (the `dt` extra) lazily.
+one line on stderr and exit status 2, never a traceback. Only argument parsing lives here
+(``add_<name>_parser``, named in `dtconnector.cli.COMMANDS`); the work is in the sibling
+modules, which import `requests` (the `dt` extra) lazily.
 """
 
 from __future__ import annotations
@@ -266,8 +267,8 @@ def _add_target(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id", help="the connector's id (no default: give this or --name)")
 
 
-def add_connector_parser(sub) -> None:
-    conn = _parser(sub, "connector", "manage the project's DT Data Connector (needs the `dt` extra)",
+def add_connector_parser(sub, summary: str) -> None:
+    conn = _parser(sub, "connector", summary,
                    "Create, change, inspect and check DT Data Connectors through DT's REST API.",
                    "dtconnector connector apply --name prod --url https://my-receiver.example.com/ --dry-run")
     csub = conn.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -414,8 +415,8 @@ def cmd_backfill(args) -> int:
 HISTORY_DAYS = 31  # DT keeps 31 days of event history
 
 
-def add_backfill_parser(sub) -> None:
-    p = _parser(sub, "backfill", "re-deliver events from DT's history (after an outage)",
+def add_backfill_parser(sub, summary: str) -> None:
+    p = _parser(sub, "backfill", summary,
                 "Fetch each device's event history for a window and deliver it to the receiver signed like DT, "
                 "oldest first. A 4xx (a wrong secret or URL) stops the run at once, as does an event still "
                 "failing (5xx, timeout, no connection) --max-age after its first try; the summary counts every "
@@ -490,10 +491,10 @@ def cmd_stream(args) -> int:
     return code
 
 
-def add_stream_parser(sub) -> None:
+def add_stream_parser(sub, summary: str) -> None:
     from local_receiver.app import DEFAULT_DB
 
-    p = _parser(sub, "stream", "follow DT's event stream into the local receiver (no tunnel)",
+    p = _parser(sub, "stream", summary,
                 "Follow DT's event stream and feed every event into the local receiver's own pipeline (dedup, "
                 "handlers, state, dead letters, as `dtconnector serve`; stop serve first: they share the "
                 "database). After every reconnect the gap is fetched from DT's history, and again 12 s later.",
@@ -508,9 +509,3 @@ def add_stream_parser(sub) -> None:
     p.add_argument("--duration", type=duration_arg, default=None, metavar="DURATION",
                    help="stop after this long and print the summary (default: until Ctrl-C)")
     p.set_defaults(func=_guarded(cmd_stream))
-
-
-def add_parsers(sub) -> None:
-    add_connector_parser(sub)
-    add_backfill_parser(sub)
-    add_stream_parser(sub)

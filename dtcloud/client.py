@@ -1,13 +1,15 @@
-"""DT's REST API (dt-reference §8), every read bounded, every failure one line a user can act on.
+"""DT's REST API, every read bounded, every failure one line a user can act on.
 
 Why our own small client rather than DT's `disruptive`: a command must stop, with a clear
 message, when the API (or something pretending to be it) answers without end: a 100 MB body,
 a list whose `nextPageToken` never runs out, a stream line that never ends, a `Retry-After`
 of a day. DT's client reads every answer whole, follows page tokens forever and sleeps
 whatever it is told, with module-wide settings. What DT's API asks of a client is small and
-documented (§8): a service-account JWT (HS256; PyJWT) exchanged for a bearer token, JSON
-over HTTPS, `nextPageToken` pagination, NDJSON for the stream. `requests` (the `dt` extra)
-does the HTTP: one connection pool per command, proxies and certificates as usual.
+documented (DT's developer docs, https://docs.developer.disruptive-technologies.com:
+"Authentication: OAuth2", "Pagination", "Streaming Events" and the REST API reference): a
+service-account JWT (HS256; PyJWT) exchanged for a bearer token, JSON over HTTPS,
+`nextPageToken` pagination, NDJSON for the stream. `requests` (the `dt` extra) does the
+HTTP: one connection pool per command, proxies and certificates as usual.
 
 Every failure becomes `DTError` with a one-line message (text from DT made printable) and
 the CLI's exit status 2, so no command ever prints a traceback. `retryable` marks what
@@ -23,11 +25,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator, Mapping
+
+from dtconnector.installation import install_hint
 
 from .text import printable
 
@@ -71,28 +73,11 @@ def have_credentials(env: Mapping[str, str] = os.environ) -> bool:
     return all(env.get(v) for v in CREDENTIAL_VARS) or bool(env.get("DT_CREDENTIALS_FILE"))
 
 
-def install_hint() -> str:
-    """The command that installs the `dt` extra where this code runs: in a source checkout an
-    editable install with this very interpreter (`.venv/bin/python -m pip install -e '.[dt]'`),
-    else the package from PyPI."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "pyproject.toml").is_file():
-        return "pip install 'dtconnector[dt]'"
-    return f"{_short(Path(sys.executable))} -m pip install -e '{_short(root)}[dt]'"
-
-
-def _short(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 def _requests():
     try:
         import requests
     except ImportError:
-        raise DTError(f"the `dt` extra is not installed (it needs `requests`): {install_hint()}") from None
+        raise DTError(f"the `dt` extra is not installed (it needs `requests`): {install_hint('dt')}") from None
     return requests
 
 
@@ -135,7 +120,7 @@ class ServiceAccount:
                           f"({{\"serviceAccount\": {{\"keyId\", \"secret\", \"email\"}}}}): {type(exc).__name__}") from None
 
     def assertion(self) -> str:
-        """The JWT DT's token endpoint exchanges for an access token (§8)."""
+        """The JWT DT's token endpoint exchanges for an access token (DT's docs: "Authentication: OAuth2")."""
         import jwt
 
         now = int(time.time())

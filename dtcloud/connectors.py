@@ -146,8 +146,8 @@ class Change:
 
 
 def native_config(kind: str, args) -> dict | None:
-    """The config object of a native (queue) connector from the CLI flags, per §8; None when
-    no flag of it is given (keep DT's)."""
+    """The config object of a native (queue) connector from the CLI flags, as DT's REST API
+    reference describes each type's (`CONFIG_KEY`); None when no flag of it is given (keep DT's)."""
     def need(*names: str) -> None:
         missing = [n for n in names if not getattr(args, n.replace("-", "_"), None)]
         if missing:

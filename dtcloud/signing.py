@@ -1,9 +1,10 @@
 """`X-Dt-Signature` for a body we deliver ourselves (`dtconnector backfill`, `send`).
 
 Why product code signs: backfill re-delivers events from DT's history to a deployed receiver,
-which accepts only bodies signed with the connector's secret. The token is DT's (dt-reference
-§2): an HS256 JWT with the body's SHA-1 and SHA-256 (`checksum`, `checksum_sha256`), `iat`,
-`exp` = iat + 1 h and a fresh `jti`; each attempt is signed afresh, as DT does.
+which accepts only bodies signed with the connector's secret. The token is DT's (README's
+"Signatures"; DT's docs: "Receiving Events"): an HS256 JWT with the body's SHA-1 and SHA-256
+(`checksum`, `checksum_sha256`), `iat`, `exp` = iat + 1 h and a fresh `jti`; each attempt
+is signed afresh, as DT does.
 """
 
 from __future__ import annotations

@@ -52,10 +52,11 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_send_parser(subparsers) -> argparse.ArgumentParser:
+def add_send_parser(subparsers, summary: str) -> argparse.ArgumentParser:
+    """`dtconnector send` (named in `dtconnector.cli.COMMANDS`)."""
     p = subparsers.add_parser(
         "send",
-        help="deliver DT-like signed events to a URL, like DT Cloud does (the emulator)",
+        help=summary,
         description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[2],
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -220,15 +221,3 @@ def _send_direct(args: argparse.Namespace, bodies: list[bytes]) -> int:
     print(json.dumps(summary, indent=2) if args.json else
           f"published {sent} message(s) for {len(bodies)} event(s) to {args.to} (shape {args.shape})")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dtconnector")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_send_parser(sub)
-    args = parser.parse_args(["send", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,10 @@
-"""A local stand-in for DT Cloud's REST API (dt-reference §8), for tests and offline demos.
+"""A local stand-in for DT Cloud's REST API, for tests and offline demos.
 
 Why it exists: `dtconnector connector|backfill|stream` talk to DT's REST API
 (`dtcloud.client`); to test them offline, unchanged, something must answer the way DT does.
-This server implements only what the reference documents:
+This server implements only what DT documents (its developer docs,
+https://docs.developer.disruptive-technologies.com: "Authentication: OAuth2", "Pagination",
+"Streaming Events", the REST API reference):
 
 - `POST /oauth2/token`: verifies the client's HS256 JWT assertion (`kid` = key id, `iss` =
   email, `aud` = this endpoint) with the service account's secret; 400 on bad credentials;

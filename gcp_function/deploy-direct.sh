@@ -36,26 +36,10 @@ ORG="${DT_ORGANIZATION_ID:-}"
 [[ $ORG =~ ^[A-Za-z0-9_-]+$ ]] || die "set DT_ORGANIZATION_ID to your DT organization id: only DT's tokens for it may publish"
 gcp_login
 
-REGION="${DT_GCP_REGION:-europe-west1}"
-RUNTIME="${DT_RUNTIME:-python312}"
-TOPIC="${DT_TOPIC:-dt-direct-events}"
-DEAD_TOPIC="${TOPIC}-dead-letter"
-DEAD_SUB="${DEAD_TOPIC}-sub"
-MAX_ATTEMPTS="${DT_MAX_ATTEMPTS:-5}"
-DEDUP="${DT_DEDUP_COLLECTION:-dt_events}"
-STATE="${DT_STATE_COLLECTION:-dt_device_state}"
-HANDLERS="${DT_HANDLERS:-handlers}"
+gcp_settings dt-direct-events dt-direct-worker  # scripts/deploy-gcp-lib.sh
 POOL="${DT_WIF_POOL:-dt-connector}"
 PROVIDER="${DT_WIF_PROVIDER:-dt-oidc}"
 ISSUER="${DT_OIDC_ISSUER:-https://identity.disruptive-technologies.com}"
-SA_NAME="dt-direct-worker"
-SA="${SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
-G=(--project="$PROJECT" --quiet)
-PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
-[ -x "$PYTHON" ] || PYTHON=python3
-
-check_runtime gcp "$RUNTIME"
-echo "deploy-gcp (direct): project $PROJECT, region $REGION, account $ACCOUNT, runtime $RUNTIME"
 
 run gcloud services enable cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com \
   artifactregistry.googleapis.com eventarc.googleapis.com pubsub.googleapis.com \
@@ -63,17 +47,10 @@ run gcloud services enable cloudfunctions.googleapis.com run.googleapis.com clou
 PROJECT_NUMBER="$(query "123456789012" gcloud projects describe "$PROJECT" --format='value(projectNumber)')"
 [ -n "$PROJECT_NUMBER" ] || die "could not read the number of project $PROJECT"
 
-# Firestore (native mode): the worker's ledger (the only dedup here) and device state.
-exists gcloud firestore databases describe --database='(default)' "${G[@]}" \
-  || run gcloud firestore databases create --database='(default)' --location="$REGION" --type=firestore-native "${G[@]}"
-run gcloud firestore fields ttls update expiresAt --collection-group="$DEDUP" --enable-ttl --async "${G[@]}"
-
-# The topic DT publishes to, the dead-letter topic, and a subscription keeping dead letters.
-exists gcloud pubsub topics describe "$TOPIC" "${G[@]}" || run gcloud pubsub topics create "$TOPIC" "${G[@]}"
-exists gcloud pubsub topics describe "$DEAD_TOPIC" "${G[@]}" || run gcloud pubsub topics create "$DEAD_TOPIC" "${G[@]}"
-exists gcloud pubsub subscriptions describe "$DEAD_SUB" "${G[@]}" \
-  || run gcloud pubsub subscriptions create "$DEAD_SUB" --topic="$DEAD_TOPIC" --message-retention-duration=7d \
-       --expiration-period=never "${G[@]}"
+# Firestore: the worker's ledger (the only dedup here) and device state; the topic DT
+# publishes to, and its dead letters (scripts/deploy-gcp-lib.sh).
+gcp_firestore
+gcp_topics
 
 # DT's identity: a workload identity pool with an OIDC provider for DT's issuer. The token's
 # `sub` (DT's organization id) becomes the principal's subject.
@@ -103,13 +80,7 @@ done
 # The service account Cloud Build builds the worker as (scripts/deploy-gcp-lib.sh).
 gcp_build_service_account
 
-if [ -n "${DT_SOURCE_DIR:-}" ]; then
-  SOURCE="$DT_SOURCE_DIR"
-else
-  SOURCE="$(mktemp -d)/dtconnector-gcp"
-  trap 'rm -rf "$(dirname "$SOURCE")"' EXIT
-  "$PYTHON" "$ROOT/scripts/bundle.py" gcp_function "$SOURCE" >/dev/null
-fi
+gcp_source
 ENV_VARS="DT_DELIVERY=direct,DT_DEDUP_COLLECTION=$DEDUP,DT_STATE_COLLECTION=$STATE,DT_HANDLERS=$HANDLERS,DT_WORKER_LEASE_S=240"
 
 # The worker only: raising makes Pub/Sub redeliver (--retry).

@@ -33,40 +33,17 @@ source "$ROOT/scripts/deploy-gcp-lib.sh"
 
 gcp_login
 
-REGION="${DT_GCP_REGION:-europe-west1}"
-RUNTIME="${DT_RUNTIME:-python312}"
-TOPIC="${DT_TOPIC:-dt-events}"
-DEAD_TOPIC="${TOPIC}-dead-letter"
-DEAD_SUB="${DEAD_TOPIC}-sub"
-MAX_ATTEMPTS="${DT_MAX_ATTEMPTS:-5}"
-DEDUP="${DT_DEDUP_COLLECTION:-dt_events}"
-STATE="${DT_STATE_COLLECTION:-dt_device_state}"
-HANDLERS="${DT_HANDLERS:-handlers}"
+gcp_settings dt-events dt-connector  # scripts/deploy-gcp-lib.sh
 SECRET_NAME="${DT_SECRET_NAME:-dt-signature-secret}"
-SA_NAME="dt-connector"
-SA="${SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
-G=(--project="$PROJECT" --quiet)
-PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
-[ -x "$PYTHON" ] || PYTHON=python3
-
-check_runtime gcp "$RUNTIME"
-echo "deploy-gcp: project $PROJECT, region $REGION, account $ACCOUNT, runtime $RUNTIME"
 
 run gcloud services enable cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com \
   artifactregistry.googleapis.com eventarc.googleapis.com pubsub.googleapis.com \
   firestore.googleapis.com secretmanager.googleapis.com iam.googleapis.com "${G[@]}"
 
-# Firestore (native mode) database, and the TTL policy that garbage-collects old claims.
-exists gcloud firestore databases describe --database='(default)' "${G[@]}" \
-  || run gcloud firestore databases create --database='(default)' --location="$REGION" --type=firestore-native "${G[@]}"
-run gcloud firestore fields ttls update expiresAt --collection-group="$DEDUP" --enable-ttl --async "${G[@]}"
-
-# Topic, dead-letter topic, and a subscription that keeps dead letters for inspection.
-exists gcloud pubsub topics describe "$TOPIC" "${G[@]}" || run gcloud pubsub topics create "$TOPIC" "${G[@]}"
-exists gcloud pubsub topics describe "$DEAD_TOPIC" "${G[@]}" || run gcloud pubsub topics create "$DEAD_TOPIC" "${G[@]}"
-exists gcloud pubsub subscriptions describe "$DEAD_SUB" "${G[@]}" \
-  || run gcloud pubsub subscriptions create "$DEAD_SUB" --topic="$DEAD_TOPIC" --message-retention-duration=7d \
-       --expiration-period=never "${G[@]}"
+# Firestore with its TTL policy; the topic ingest publishes to, and its dead letters
+# (scripts/deploy-gcp-lib.sh).
+gcp_firestore
+gcp_topics
 
 # The signature secret, in Secret Manager.
 if ! exists gcloud secrets describe "$SECRET_NAME" "${G[@]}"; then
@@ -90,14 +67,7 @@ run gcloud secrets add-iam-policy-binding "$SECRET_NAME" --member="serviceAccoun
 # The service account Cloud Build builds the functions as (scripts/deploy-gcp-lib.sh).
 gcp_build_service_account
 
-# The deployable folder: core/, gcp_function/, handlers.py, main.py, requirements.txt.
-if [ -n "${DT_SOURCE_DIR:-}" ]; then
-  SOURCE="$DT_SOURCE_DIR"
-else
-  SOURCE="$(mktemp -d)/dtconnector-gcp"
-  trap 'rm -rf "$(dirname "$SOURCE")"' EXIT
-  "$PYTHON" "$ROOT/scripts/bundle.py" gcp_function "$SOURCE" >/dev/null
-fi
+gcp_source
 
 ENV_VARS="DT_PUBSUB_TOPIC=projects/$PROJECT/topics/$TOPIC,DT_DEDUP_COLLECTION=$DEDUP,DT_STATE_COLLECTION=$STATE,DT_HANDLERS=$HANDLERS"
 

@@ -21,8 +21,7 @@ command -v git >/dev/null 2>&1 || fail "git is not installed (Heroku deploys by 
 check_login "not logged in to Heroku: run 'heroku login' (or set HEROKU_API_KEY)" heroku auth:whoami
 check_runtime heroku "$(tr -d '[:space:]' < heroku/bundle/.python-version)"
 
-PYTHON="${PYTHON:-.venv/bin/python}"
-[ -x "$PYTHON" ] || PYTHON=python3
+project_python
 
 APP="${HEROKU_APP:-}"
 if [ -n "$APP" ] && exists heroku apps:info --app "$APP"; then

@@ -143,8 +143,9 @@ class Docs:
         self.db = db
         self.cache = cache if cache is not None else RevCache()
 
-    def _call(self, action: str, fn: Callable[[], Any], ok_statuses: tuple[int, ...] = ()):
-        """Run one SDK call. Returns its result, or the status code if it is in `ok_statuses`."""
+    def call(self, action: str, fn: Callable[[], Any], ok_statuses: tuple[int, ...] = ()):
+        """Run one SDK call on this database (`fn`), its errors as `StoreError` naming `action`.
+        Returns its result, or the status code if it is in `ok_statuses`."""
         try:
             return fn().get_result()
         except Exception as exc:
@@ -158,7 +159,7 @@ class Docs:
     # --- plain reads and writes -------------------------------------------------------
 
     def get(self, doc_id: str) -> dict | None:
-        result = self._call("a read", lambda: self.service.get_document(db=self.db, doc_id=doc_id), (404,))
+        result = self.call("a read", lambda: self.service.get_document(db=self.db, doc_id=doc_id), (404,))
         doc = None if result == 404 else result
         self.cache.put(doc_id, doc)
         return doc
@@ -166,7 +167,7 @@ class Docs:
     def create(self, doc_id: str, body: dict) -> bool:
         """Store `body` only if no live document has this id. False on 409 (it exists)."""
         body = {k: v for k, v in body.items() if k != "_rev"}
-        result = self._call(
+        result = self.call(
             "a create", lambda: self.service.put_document(db=self.db, doc_id=doc_id, document=body), (409,)
         )
         if result == 409:
@@ -178,7 +179,7 @@ class Docs:
         body = {k: v for k, v in body.items() if k != "_rev"}
         if rev:
             body["_rev"] = rev
-        result = self._call(
+        result = self.call(
             "a write", lambda: self.service.put_document(db=self.db, doc_id=doc_id, document=body), (409,)
         )
         if result == 409:
@@ -188,7 +189,7 @@ class Docs:
         return True
 
     def _delete(self, doc_id: str, rev: str) -> bool:
-        result = self._call(
+        result = self.call(
             "a delete", lambda: self.service.delete_document(db=self.db, doc_id=doc_id, rev=rev), (404, 409)
         )
         self.cache.put(doc_id, None)
@@ -237,7 +238,7 @@ class Docs:
             kwargs: dict = {"bookmark": bookmark} if bookmark else {}
             if fields:
                 kwargs["fields"] = fields
-            result = self._call(
+            result = self.call(
                 "a query",
                 lambda: self.service.post_find(db=self.db, selector=selector, limit=page, **kwargs),
             )
@@ -251,7 +252,7 @@ class Docs:
     def find_page(self, selector: dict, fields: list[str], limit: int, sort: list[dict] | None = None) -> list[dict]:
         """The first `limit` documents matching a Mango selector (one request)."""
         kwargs: dict = {"sort": sort} if sort else {}
-        result = self._call(
+        result = self.call(
             "a query",
             lambda: self.service.post_find(db=self.db, selector=selector, fields=fields, limit=limit, **kwargs),
         )
@@ -266,7 +267,7 @@ class Docs:
         if not docs:
             return []
         body = BulkDocs.from_dict({"docs": [{"_id": d["_id"], "_rev": d["_rev"], "_deleted": True} for d in docs]})
-        results = self._call("a bulk delete", lambda: self.service.post_bulk_docs(db=self.db, bulk_docs=body))
+        results = self.call("a bulk delete", lambda: self.service.post_bulk_docs(db=self.db, bulk_docs=body))
         deleted = [r["id"] for r in results if r.get("ok") and not r.get("error")]
         for d in docs:
             self.cache.put(d["_id"], None)
@@ -274,11 +275,11 @@ class Docs:
 
     def info(self) -> dict:
         """The database's information: `doc_count`, `doc_del_count` (tombstones), sizes."""
-        return self._call("reading database information", lambda: self.service.get_database_information(db=self.db))
+        return self.call("reading database information", lambda: self.service.get_database_information(db=self.db))
 
     def key_range(self, start: str, end: str) -> list[dict]:
         """Documents whose ids sort between `start` and `end` (inclusive)."""
-        result = self._call(
+        result = self.call(
             "a range read",
             lambda: self.service.post_all_docs(db=self.db, start_key=start, end_key=end, include_docs=True),
         )
@@ -293,14 +294,14 @@ class Docs:
         kwargs: dict = {"feed": "normal"}
         if longpoll_s:
             kwargs = {"feed": "longpoll", "timeout": int(longpoll_s * 1000)}
-        result = self._call(
+        result = self.call(
             "reading the changes feed",
             lambda: self.service.post_changes(db=self.db, since=since, limit=limit, include_docs=True, **kwargs),
         )
         return result.get("results", []), str(result.get("last_seq", since))
 
     def get_local(self, doc_id: str) -> dict | None:
-        result = self._call(
+        result = self.call(
             "reading the checkpoint",
             lambda: self.service.get_local_document(db=self.db, doc_id=doc_id, accept="application/json"),
             (404,),
@@ -315,7 +316,7 @@ class Docs:
         read again and the write repeated: the checkpoint is this worker's alone."""
         for _ in range(3):
             doc = dict(body, _rev=rev) if rev else dict(body)
-            result = self._call(
+            result = self.call(
                 "saving the checkpoint",
                 lambda: self.service.put_local_document(db=self.db, doc_id=doc_id, document=doc),
                 (409,),
@@ -328,10 +329,10 @@ class Docs:
 
     def ensure_database(self) -> None:
         """Create the database if it does not exist (412 = it already does)."""
-        self._call("creating the database", lambda: self.service.put_database(db=self.db), (412,))
+        self.call("creating the database", lambda: self.service.put_database(db=self.db), (412,))
 
     def ensure_index(self, name: str, fields: list[str]) -> None:
-        self._call(
+        self.call(
             "creating an index",
             lambda: self.service.post_index(db=self.db, index={"fields": fields}, ddoc=name, name=name, type="json"),
         )

@@ -31,8 +31,7 @@ SCHEDULE=${DT_IBM_SCHEDULE:-*/5 * * * *}
 FN="$NAME-ingest"
 JOB="$NAME-worker"
 SECRET="$NAME-secrets"
-PYTHON=${PYTHON:-.venv/bin/python}
-[ -x "$PYTHON" ] || PYTHON=python3
+project_python
 
 require_cli ibmcloud "the IBM Cloud CLI is not installed (https://cloud.ibm.com/docs/cli?topic=cli-getting-started)"
 check_login "not ready: install the Code Engine plugin (ibmcloud plugin install code-engine), log in

@@ -92,7 +92,7 @@ def store_report(events: Docs, state: Docs) -> StoreReport:
     the earliest claim expiry and the oldest dead letter."""
     counts = {"events": 0, "ledger": 0}
     oldest: dict[str, float] = {}
-    rows = events._call(
+    rows = events.call(
         "listing documents", lambda: events.service.post_all_docs(db=events.db, include_docs=True)
     ).get("rows", [])
     for row in rows:

@@ -30,6 +30,7 @@ from core.retention import dead_letter_retention_s
 from core.worker import WORKER_NAMESPACE, Worker
 
 from .metrics import MetricsRows, PrometheusRecorder, backlog_gauges
+from .progress import JournaledLedger, ProgressJournal
 from .queue_runner import QueueRunner
 from .retention import DEFAULT_SWEEP_INTERVAL_S, BackgroundSweeper, SQLiteSweeper
 from .sqlite_store import Database, SQLiteClaimStore, SQLiteQueue, SQLiteStateStore, StoreError, synchronous_setting
@@ -50,7 +51,7 @@ class AlreadyRunning(RuntimeError):
     pass
 
 
-def _lock(path: str, message: str, wait_s: float = 0.0, stop: threading.Event | None = None):
+def exclusive_lock(path: str, message: str, wait_s: float = 0.0, stop: threading.Event | None = None):
     """An exclusive lock on `path` (held while the returned file is open), else `AlreadyRunning`."""
     handle = open(path, "w")
     deadline = time.monotonic() + wait_s
@@ -342,7 +343,7 @@ class LocalApp:
         """Make this process the only web process on the file (a second one refuses)."""
         if self.db.path == ":memory:":
             return
-        self._lock_file = _lock(self.db.path + ".lock", f"another dtconnector is already serving {self.db.path}")
+        self._lock_file = exclusive_lock(self.db.path + ".lock", f"another dtconnector is already serving {self.db.path}")
 
     @property
     def local_worker(self) -> "LocalWorker":
@@ -402,13 +403,16 @@ class LocalWorker:
     ):
         self.settings = settings or Settings.from_env()
         # NORMAL whatever DT_SQLITE_SYNCHRONOUS says: that setting is about the 202 (the web
-        # process's commits). A finished handler's record survives this process being
-        # killed either way, and under FULL the web process's next commit fsyncs the shared
-        # WAL, these records with it; an fsync per finished handler would cap the handlers
-        # at the disk's fsync rate.
+        # process's commits). A finished handler's record (`local_receiver.progress`)
+        # survives this process being killed either way; an fsync per finished handler
+        # would cap the handlers at the disk's fsync rate.
         self.db = database or Database(db_path, clock, synchronous=synchronous or "NORMAL")
         self._owns_db = database is None
-        self.claims = SQLiteClaimStore(self.db, commit="progress")  # the worker's ledger
+        # The worker's ledger: finished handlers journaled, folded in by each batch's commit.
+        self.claims = (
+            SQLiteClaimStore(self.db, commit="progress") if self.db.path == ":memory:"
+            else JournaledLedger(self.db, ProgressJournal(self.db.path + ".progress"))
+        )
         self.queue = SQLiteQueue(self.db)
         self.state = SQLiteStateStore(self.db)
         self.metrics = PrometheusRecorder()
@@ -429,7 +433,7 @@ class LocalWorker:
             max_attempts=self.settings.max_attempts,
             lease_s=self.settings.worker_lease_s,
             retry_base_s=retry_base_s,
-            after_batch=self._save_metrics,
+            after_batch=self._close_batch,
             on_idle=self._save_metrics_now,
         )
         self._metrics_saved_at = float("-inf")
@@ -443,6 +447,13 @@ class LocalWorker:
         self._wake: WakeReader | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _close_batch(self) -> None:
+        """Inside a batch's closing transaction: the journaled handler completions go into
+        the ledger with it (`JournaledLedger.fold`), and this process's counters."""
+        if isinstance(self.claims, JournaledLedger):
+            self.claims.fold()
+        self._save_metrics()
 
     def _save_metrics(self) -> None:
         """Store the counters with a batch's commit, at most every `METRICS_SAVE_S`
@@ -470,10 +481,12 @@ class LocalWorker:
         (finishing its handler after SIGTERM) to let go.
         """
         if self.db.path != ":memory:":
-            self._lock_file = _lock(self.db.path + ".worker.lock",
-                                    f"another dtconnector worker is already processing {self.db.path}",
-                                    wait_s, self._stop)
+            self._lock_file = exclusive_lock(self.db.path + ".worker.lock",
+                                             f"another dtconnector worker is already processing {self.db.path}",
+                                             wait_s, self._stop)
             self._wake = WakeReader(self.db.path)
+        if isinstance(self.claims, JournaledLedger):
+            self.claims.replay()  # handlers that finished after the last commit: not run again
         self.queue.make_all_visible()
         self.claims.expire_in_progress(WORKER_NAMESPACE)
 
@@ -502,9 +515,13 @@ class LocalWorker:
             self._thread.join(timeout)
         try:
             with self.db.batch():
+                if isinstance(self.claims, JournaledLedger):
+                    self.claims.fold()
                 self.metrics_rows.save(self.ROLE, self.metrics)
         except StoreError:
             pass
+        if isinstance(self.claims, JournaledLedger):
+            self.claims.journal.close()
         if self._wake is not None:
             self._wake.close()
         if close and self._owns_db:

@@ -3,11 +3,12 @@
 
 Two processes count: the web process (ingest answers) and the worker process (handler
 runs, lag, retries, dead letters). The worker stores a snapshot of its counters in the
-SQLite file with each batch's commit (`MetricsRows`), and the web process merges the
-stored snapshots into its own at each scrape. So the worker's counters survive its
-restarts (they continue from the stored snapshot) and are exactly as current as its
-last commit; the web process's restart at zero with it, as Prometheus expects (it
-handles resets in ``rate()``/``increase()``).
+SQLite file (`MetricsRows`) with a batch's commit, at most every half second while it is
+busy and at once when the queue empties (`local_receiver.app.LocalWorker`), and the web
+process merges the stored snapshots into its own at each scrape. So the worker's
+counters survive its restarts (they continue from the stored snapshot) and lag its work
+by at most that half second; the web process's restart at zero with it, as Prometheus
+expects (it handles resets in ``rate()``/``increase()``).
 
 Why not `prometheus_client`'s multiprocess mode: it is switched on for the whole
 process by an environment variable (``PROMETHEUS_MULTIPROC_DIR``), which in a mounted

@@ -6,11 +6,12 @@ allow (`run_batch`):
 
 1. one commit: reserve up to `batch_size` messages, claim each in the ledger, write each
    device's state (`Worker.begin`);
-2. each handler that finishes is committed on its own before the next one starts
-   (`Worker.run_handlers`; the ledger store commits that write): a crash re-runs at most
-   the one handler whose completion was not yet recorded, as before batching;
-3. one commit: mark the events completed, acknowledge (delete) the messages, reschedule
-   or dead-letter the failures, and store this process's metrics.
+2. each handler that finishes is recorded before the next one starts
+   (`Worker.run_handlers`; the ledger store journals that write, `local_receiver.progress`):
+   a crash re-runs at most the one handler whose completion was not yet recorded;
+3. one commit: mark the events completed (the journaled completions with them),
+   acknowledge (delete) the messages, reschedule or dead-letter the failures, and whatever
+   `after_batch` writes (the worker's journaled completions and its metrics).
 
 No write transaction is open while a handler runs, so the web process's ingest commits
 (another process, the same file) never wait for user code. Losing step 1 or 3 in a crash

@@ -133,7 +133,7 @@ def _check_settings(env: dict) -> None:
 
 def run(args: argparse.Namespace, prog: str) -> int:
     """`dtconnector serve` (the supervisor). Returns the exit status."""
-    from .app import AlreadyRunning, _lock
+    from .app import AlreadyRunning, exclusive_lock
 
     env = dict(os.environ)
     notes = []
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace, prog: str) -> int:
     db = str(args.db)
     Path(db).parent.mkdir(parents=True, exist_ok=True)
     try:
-        lock = _lock(db + ".lock", f"another dtconnector is already serving {db}")
+        lock = exclusive_lock(db + ".lock", f"another dtconnector is already serving {db}")
     except AlreadyRunning as exc:
         return _fail(str(exc), 1)
     try:

@@ -1,16 +1,14 @@
-"""`dtconnector stats`: what an operator checks on a local receiver, in one command.
+"""What `dtconnector stats` prints (the command itself is in `commands.py`):
 
-- its metrics, read from a running receiver's ``GET /metrics`` (the counters live in the
-  serving process, since it started): `print_metrics`;
-- its store's size, read from the SQLite file: records by kind and the oldest of each, so
-  growth past the dedup window shows (`local_receiver.retention.store_report`).
-
-``--url`` alone asks for the metrics, ``--db`` alone for the store, neither for both.
+- a receiver's metrics, read from a running receiver's ``GET /metrics`` (the counters
+  live in the serving processes, since they started): `fetch`, `parse`, `print_metrics`;
+- its store's size, read from the SQLite file (`local_receiver.retention.store_report`):
+  records by kind and the oldest of each, so growth past the dedup window shows:
+  `print_store`.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import urllib.request
@@ -119,52 +117,3 @@ def print_store(report: dict, out: TextIO | None = None) -> None:
         # claims store no write time: their "oldest" is the earliest expiry, usually ahead
         when = f"in {_duration(-age)}" if age < 0 else f"{_duration(age)} ago"
         w(f"oldest {kind.replace('_', ' ')}: {when}\n")
-
-
-def cmd_stats(args: argparse.Namespace) -> int:
-    import json
-    import time
-
-    want_metrics = args.url is not None or args.db is None
-    want_store = args.db is not None or args.url is None
-    url = args.url or DEFAULT_URL
-    result: dict = {}
-    status = 0
-    if want_store:
-        from .cli import DEFAULT_DB, _open_existing
-        from .retention import store_report
-
-        result["store"] = store_report(_open_existing(args.db or DEFAULT_DB)).to_dict(time.time())
-    if want_metrics:
-        try:
-            text = fetch(url)
-        except OSError as exc:
-            print(f"dtconnector: cannot read {url.rstrip('/')}/metrics ({exc}); is `dtconnector serve` running?",
-                  file=sys.stderr)
-            status = 1
-        else:
-            result["metrics"] = text
-    if args.json:
-        if "metrics" in result:
-            result["metrics"] = {name: [[labels, value] for labels, value in samples]
-                                 for name, samples in parse(result["metrics"]).items()}
-        print(json.dumps(result, indent=2, sort_keys=True))
-        return status
-    if "metrics" in result:
-        print_metrics(result["metrics"])
-    if "store" in result:
-        print_store(result["store"])
-    return status
-
-
-def add_stats_parser(sub) -> None:
-    stats = sub.add_parser(
-        "stats", help="a receiver's metrics (since it started) and its store's size",
-        description="A running receiver's metrics (--url) and its store's size (--db); neither: both.",
-        epilog="example:\n  dtconnector stats --db .dtconnector/events.db --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    stats.add_argument("--url", help=f"the running receiver's address (default {DEFAULT_URL})")
-    stats.add_argument("--db", help="the receiver's SQLite file (default .dtconnector/events.db)")
-    stats.add_argument("--json", action="store_true", help="one JSON object instead of text")
-    stats.set_defaults(func=cmd_stats)

@@ -188,7 +188,7 @@ def run_local(events: int, concurrency: int, tmp: Path) -> Result:
            "DT_PROBE_FILE": str(probe_file), "DT_MAX_ATTEMPTS": "3", "DT_RETRY_DELAY_S": "0.05",
            "DT_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "local_receiver.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--db", str(db)],
+        [sys.executable, "-m", "dtconnector", "serve", "--host", "127.0.0.1", "--port", str(port), "--db", str(db)],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp / "local.log", "wb"), start_new_session=True,
     )
     try:

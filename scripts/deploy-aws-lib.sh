@@ -4,6 +4,7 @@
 # runtime must be alive and buildable here, and both need a region and credentials; one
 # copy of those rules keeps the two scripts from drifting apart.
 #
+#   require_sam                die unless the SAM CLI is on PATH, saying where to get it.
 #   aws_region_and_login       set REGION and HAVE_AWS (1 when the aws CLI is usable or in
 #                              dry-run); die without a region or without credentials.
 #   aws_build_flags <template> set RUNTIME (the template's python runtime, end-of-life
@@ -12,6 +13,11 @@
 #   sam_deploy_stack <template> <stack> <parameter>...
 #                              `sam deploy` of the built template, non-interactive and
 #                              idempotent (no changeset prompt; nothing to change is fine).
+
+require_sam() {
+  require_cli sam "the AWS SAM CLI ('sam') is not installed.
+  Install it: https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/install-sam-cli.html"
+}
 
 aws_region_and_login() {
   HAVE_AWS=0

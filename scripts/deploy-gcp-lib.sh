@@ -1,10 +1,24 @@
 # shellcheck shell=bash
 # Shared by gcp_function/deploy.sh and gcp_function/deploy-direct.sh (source it after
-# scripts/deploy-lib.sh). Why: both modes log in the same way, build their functions as the
-# same dedicated Cloud Build service account, and bound the worker's redelivery the same
-# way; one copy keeps the two scripts from drifting apart.
+# scripts/deploy-lib.sh). Why: both modes log in the same way, keep the worker's ledger in
+# the same Firestore, feed it from a Pub/Sub topic with the same dead-letter topic, deploy
+# the same bundle, build their functions as the same dedicated Cloud Build service account,
+# and bound the worker's redelivery the same way; one copy keeps the two scripts from
+# drifting apart.
 #
 #   gcp_login                   set ACCOUNT and PROJECT; die without gcloud, a login or a project.
+#   gcp_settings <topic> <service account name>
+#                               the settings both modes share (each script's header lists them):
+#                               REGION, RUNTIME (end-of-life checked), TOPIC (default <topic>),
+#                               DEAD_TOPIC, DEAD_SUB, MAX_ATTEMPTS, DEDUP, STATE, HANDLERS, the
+#                               functions' service account SA_NAME and SA, G and PYTHON; then says
+#                               where it deploys. Needs PROJECT and ACCOUNT (gcp_login).
+#   gcp_firestore               the Firestore (native mode) database, and the TTL policy that
+#                               removes expired claims in DEDUP. Needs REGION, DEDUP, G.
+#   gcp_topics                  TOPIC, DEAD_TOPIC, and DEAD_SUB, a subscription keeping dead
+#                               letters for inspection (7 days). Needs G.
+#   gcp_source                  set SOURCE: DT_SOURCE_DIR (a bundle you edited), else a fresh
+#                               bundle in a temporary folder removed on exit. Needs PYTHON, ROOT.
 #   gcp_build_service_account   create (or reuse) BUILD_SA_NAME (DT_BUILD_SA_NAME, default
 #                               dt-connector-build), grant it what a build needs, and set
 #                               BUILD=(--build-service-account=...) for `gcloud functions deploy`.
@@ -23,6 +37,49 @@ gcp_login() {
   check_login "gcloud has no usable credentials: run 'gcloud auth login' first" gcloud auth print-access-token
   PROJECT="${GOOGLE_CLOUD_PROJECT:-$(query "my-project" gcloud config get-value project 2>/dev/null || true)}"
   [ -n "$PROJECT" ] || die "no project: set GOOGLE_CLOUD_PROJECT or run 'gcloud config set project PROJECT_ID'"
+}
+
+gcp_settings() {
+  REGION="${DT_GCP_REGION:-europe-west1}"
+  RUNTIME="${DT_RUNTIME:-python312}"
+  TOPIC="${DT_TOPIC:-$1}"
+  DEAD_TOPIC="${TOPIC}-dead-letter"
+  DEAD_SUB="${DEAD_TOPIC}-sub"
+  MAX_ATTEMPTS="${DT_MAX_ATTEMPTS:-5}"
+  DEDUP="${DT_DEDUP_COLLECTION:-dt_events}"
+  STATE="${DT_STATE_COLLECTION:-dt_device_state}"
+  HANDLERS="${DT_HANDLERS:-handlers}"
+  SA_NAME="$2"
+  SA="${SA_NAME}@${PROJECT}.iam.gserviceaccount.com"
+  G=(--project="$PROJECT" --quiet)
+  project_python
+  check_runtime gcp "$RUNTIME"
+  echo "$DEPLOY_NAME: project $PROJECT, region $REGION, account $ACCOUNT, runtime $RUNTIME"
+}
+
+gcp_firestore() {
+  exists gcloud firestore databases describe --database='(default)' "${G[@]}" \
+    || run gcloud firestore databases create --database='(default)' --location="$REGION" --type=firestore-native "${G[@]}"
+  run gcloud firestore fields ttls update expiresAt --collection-group="$DEDUP" --enable-ttl --async "${G[@]}"
+}
+
+gcp_topics() {
+  exists gcloud pubsub topics describe "$TOPIC" "${G[@]}" || run gcloud pubsub topics create "$TOPIC" "${G[@]}"
+  exists gcloud pubsub topics describe "$DEAD_TOPIC" "${G[@]}" || run gcloud pubsub topics create "$DEAD_TOPIC" "${G[@]}"
+  exists gcloud pubsub subscriptions describe "$DEAD_SUB" "${G[@]}" \
+    || run gcloud pubsub subscriptions create "$DEAD_SUB" --topic="$DEAD_TOPIC" --message-retention-duration=7d \
+         --expiration-period=never "${G[@]}"
+}
+
+# The deployable folder: core/, gcp_function/, handlers.py, main.py, requirements.txt.
+gcp_source() {
+  if [ -n "${DT_SOURCE_DIR:-}" ]; then
+    SOURCE="$DT_SOURCE_DIR"
+  else
+    SOURCE="$(mktemp -d)/dtconnector-gcp"
+    trap 'rm -rf "$(dirname "$SOURCE")"' EXIT
+    "$PYTHON" "$ROOT/scripts/bundle.py" gcp_function "$SOURCE" >/dev/null
+  fi
 }
 
 # A new project's default build account may lack the permissions (Google: grant

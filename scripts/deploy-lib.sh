@@ -19,6 +19,8 @@
 #                           die unless <cli> is on PATH (skipped in dry-run).
 #   check_runtime <platform> <runtime>
 #                           refuse a runtime past end of life, warn within 90 days of it.
+#   project_python          set PYTHON (what runs scripts/bundle.py): $PYTHON if given, else
+#                           this checkout's .venv/bin/python, else python3; die without one.
 #   mask_value <value>      also mask <value> in printed commands (the DT_* and
 #                           credential variables named in MASKED_VARS always are).
 #
@@ -101,6 +103,12 @@ check_login() {
 require_cli() {
   dry_run && return 0
   command -v "$1" >/dev/null 2>&1 || die "$2"
+}
+
+project_python() {
+  PYTHON=${PYTHON:-$(cd "$DEPLOY_LIB_DIR/.." && pwd)/.venv/bin/python}
+  command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=$(command -v python3 || true)
+  [ -n "$PYTHON" ] || die "python3 is needed to assemble the bundle"
 }
 
 check_runtime() {

@@ -21,4 +21,4 @@ if [ -n "${DT_PROJECT_ID:-}" ] && [ -n "${DT_SERVICE_ACCOUNT_KEY_ID:-}${DT_CREDE
     "$PY" -m pip install --quiet -e "$ROOT[dt]" >&2
 fi
 cd "$ROOT"
-exec "$PY" -m local_receiver.cli connector wire --url "$URL"
+exec "$PY" -m dtconnector connector wire --url "$URL"

@@ -162,5 +162,5 @@ def test_claim_key_is_the_partition_key(azure):
     body = event_body(event_id="a/b#c?")  # hostile for Table Storage keys
     assert azure.deliver(body, signed(body)).status == 202
     key = store_key("a/b#c?")
-    entity = azure.claim_store.table._client.get_entity(key, "claim")
+    entity = azure.claim_store.table.client.get_entity(key, "claim")
     assert entity["status"] == "COMPLETED"

@@ -56,7 +56,7 @@ def test_a_claim_taken_over_after_the_sweeper_read_it_is_kept(azure, monkeypatch
 
 def _index(azure, upto: float | None = None) -> set[str]:
     """The claim keys filed in the expiry index (at or before `upto`)."""
-    rows = azure.claim_store.table._client.query_entities(
+    rows = azure.claim_store.table.client.query_entities(
         "PartitionKey ge @first", parameters={"first": EXPIRY_PREFIX}, select=["PartitionKey", "RowKey"]
     )
     return {r["RowKey"] for r in rows if upto is None or int(r["PartitionKey"][len(EXPIRY_PREFIX):]) <= upto}
@@ -71,7 +71,7 @@ def test_the_sweep_reads_the_expiry_index_never_the_claims(azure, monkeypatch):
     for n in range(30):
         claims.create(f"live{n}", Claim(IN_PROGRESS, now - 60, "v", ("h",)))  # kept for the rerun window
     claims.create("gone", Claim(COMPLETED, now - 1, "v"))
-    client = claims.table._client
+    client = claims.table.client
     filters: list[str] = []
     real_query = client.query_entities
     monkeypatch.setattr(client, "query_entities", lambda f, **kw: filters.append(f) or real_query(f, **kw))

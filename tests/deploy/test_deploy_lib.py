@@ -67,3 +67,21 @@ def test_check_runtime_refuses_end_of_life():
     assert refused.returncode == 1 and "after" not in refused.stdout
     assert "refusing to deploy on runtime 'python-3.11'" in refused.stderr
     assert bash("check_runtime aws python3.12", DT_TODAY="2026-11-29").returncode == 0
+
+
+def test_project_python_is_the_given_one_else_the_checkouts_venv_else_python3(tmp_path):
+    """Every deploy script assembles its bundle with `project_python`'s PYTHON."""
+    import shutil
+    import sys
+
+    show = 'project_python\necho "PYTHON=$PYTHON"'
+    assert bash(show, PYTHON=sys.executable).stdout.strip() == f"PYTHON={sys.executable}"
+    if (ROOT / ".venv" / "bin" / "python").exists():
+        unset = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+        done = subprocess.run(["bash", "-c", f"source {shlex.quote(str(LIB))}\n{show}"], capture_output=True,
+                              text=True, env=unset)
+        assert done.stdout.strip() == f"PYTHON={ROOT / '.venv' / 'bin' / 'python'}"
+    assert bash(show, PYTHON=str(tmp_path / "gone")).stdout.strip() == f"PYTHON={shutil.which('python3')}"
+    bare = subprocess.run([shutil.which("bash"), "-c", f"DEPLOY_NAME=deploy-test\nsource {shlex.quote(str(LIB))}\n{show}"],
+                          capture_output=True, text=True, env={"PATH": str(tmp_path), "PYTHON": str(tmp_path / "gone")})
+    assert (bare.returncode, bare.stderr) == (1, "deploy-test: python3 is needed to assemble the bundle\n")

@@ -23,14 +23,12 @@ def pinned() -> dict[str, str]:
     """The runtime each deploy script uses by default, read from the script or its bundle."""
     template = (ROOT / "aws_lambda/bundle/template.yaml").read_text()
     template_direct = (ROOT / "aws_lambda/template-direct.yaml").read_text()
-    gcp = (ROOT / "gcp_function/deploy.sh").read_text()
-    gcp_direct = (ROOT / "gcp_function/deploy-direct.sh").read_text()
+    gcp = (ROOT / "scripts/deploy-gcp-lib.sh").read_text()  # both GCP modes' runtime (gcp_settings)
     azure = (ROOT / "scripts/deploy-azure-lib.sh").read_text()  # both Azure modes' Python
     return {
         "aws": re.search(r"Runtime: *(python[0-9.]+)", template).group(1),
         "aws direct": re.search(r"Runtime: *(python[0-9.]+)", template_direct).group(1),
         "gcp": re.search(r'RUNTIME="\$\{DT_RUNTIME:-(python\d+)\}"', gcp).group(1),
-        "gcp direct": re.search(r'RUNTIME="\$\{DT_RUNTIME:-(python\d+)\}"', gcp_direct).group(1),
         "azure": re.search(r"PY_VERSION=\$\{DT_AZURE_PYTHON:-([0-9.]+)\}", azure).group(1),
         "heroku": (ROOT / "heroku/bundle/.python-version").read_text().strip(),
     }

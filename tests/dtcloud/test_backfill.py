@@ -12,7 +12,7 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from local_receiver.cli import main
+from dtconnector.cli import main
 from tests.dtcloud.conftest import PROJECT, add_history
 from tests.waiting import wait_until
 
@@ -101,7 +101,7 @@ def test_killed_backfill_resumes_where_it_stopped(dt_env, standin, make_serve, t
     events = add_history(standin, devices=3, hours=60, types=("temperature",))  # 180 events, 60 per device
     checkpoint = tmp_path / "cp.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    args = [sys.executable, "-m", "local_receiver.cli", "backfill", "--since", "3d", "--url", serve.url,
+    args = [sys.executable, "-m", "dtconnector", "backfill", "--since", "3d", "--url", serve.url,
             "--checkpoint", str(checkpoint), "--rate", "60", "--concurrency", "2"]
     first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_until(lambda: checkpoint.exists() and len(json.loads(checkpoint.read_text())["devices"]) >= 1,
@@ -147,7 +147,7 @@ def test_bad_url_and_unwritable_checkpoint_are_clear_errors(dt_env, standin, cap
 
 
 def backfill_process(*argv: str, **env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "local_receiver.cli", "backfill", *argv],
+    return subprocess.Popen([sys.executable, "-m", "dtconnector", "backfill", *argv],
                             env={**os.environ, "PYTHONPATH": str(REPO), **env}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.times import format_duration, parse_duration, parse_rfc3339, parse_when, rfc3339
-from local_receiver.cli import build_parser
+from dtconnector.cli import BY_NAME, build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = [("send",), ("backfill",), ("stream",), ("connector",)] + [
@@ -26,7 +26,7 @@ REQUIRED_ARGS = {"send": [], "backfill": ["--since", "1d", "--url", "http://x/"]
 
 
 def subparser(*path: str) -> argparse.ArgumentParser:
-    parser = build_parser()
+    parser = build_parser(load=BY_NAME)
     for name in path:
         action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         parser = action.choices[name]
@@ -46,7 +46,7 @@ def test_every_option_says_its_default_and_the_help_has_an_example(path):
 
 
 def test_stream_duration_is_documented_in_the_real_help():
-    out = subprocess.run([sys.executable, "-m", "local_receiver.cli", "stream", "--help"], cwd=REPO,
+    out = subprocess.run([sys.executable, "-m", "dtconnector", "stream", "--help"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "--duration DURATION" in out.stdout and "until Ctrl-C" in out.stdout
     assert "example:" in out.stdout and "12h" in out.stdout  # the one duration syntax, spelled out
@@ -58,13 +58,13 @@ def test_stream_duration_is_documented_in_the_real_help():
 def test_every_time_option_takes_the_same_durations(option, text, seconds):
     *path, flag = option
     key = path[0] if len(path) == 1 else tuple(path)
-    args = build_parser().parse_args([*path, *REQUIRED_ARGS.get(key, []), flag, text])
+    args = build_parser(load=BY_NAME).parse_args([*path, *REQUIRED_ARGS.get(key, []), flag, text])
     assert getattr(args, flag.lstrip("-").replace("-", "_")) == seconds
 
 
 def test_a_bad_duration_is_a_usage_error_naming_the_syntax(capsys):
     with pytest.raises(SystemExit) as exit_:
-        build_parser().parse_args(["send", "--max-age", "12 hours"])
+        build_parser(load=BY_NAME).parse_args(["send", "--max-age", "12 hours"])
     assert exit_.value.code == 2
     assert "not a duration: '12 hours' (seconds, or a number with ms, s, m, h or d" in capsys.readouterr().err
 
@@ -99,7 +99,7 @@ def test_the_dt_api_stand_in_publishes_by_default():
 
 def test_without_the_dt_extra_the_hint_is_the_command_that_works_here(tmp_path):
     """`requests` missing: one line with the install command for a source checkout, run from it."""
-    code = ("import sys; sys.modules['requests'] = None; from local_receiver.cli import main; "
+    code = ("import sys; sys.modules['requests'] = None; from dtconnector.cli import main; "
             "sys.exit(main(['connector', 'list']))")
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "DT_PROJECT_ID": "p", "DT_SERVICE_ACCOUNT_KEY_ID": "k",
            "DT_SERVICE_ACCOUNT_SECRET": "s", "DT_SERVICE_ACCOUNT_EMAIL": "e"}

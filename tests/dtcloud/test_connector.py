@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.handlers import registry
-from local_receiver.cli import main
+from dtconnector.cli import main
 from tests.dtcloud.conftest import PROJECT, add_history
 from tests.waiting import wait_until
 
@@ -255,7 +255,7 @@ def test_rate_limit_and_5xx_are_retried(dt_env, standin, capsys):
 
 def test_dt_outage_exit_2_in_a_subprocess_without_traceback(dt_env, standin):
     standin.down = True
-    proc = subprocess.run([sys.executable, "-m", "local_receiver.cli", "connector", "status", "--name", "x"],
+    proc = subprocess.run([sys.executable, "-m", "dtconnector", "connector", "status", "--name", "x"],
                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "DT's API is failing at" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout

@@ -11,7 +11,7 @@ import pytest
 
 from dtcloud.client import Client, DTError, Limits
 from emulator.dtapi import endless_pages, huge_answer
-from local_receiver.cli import main
+from dtconnector.cli import main
 from tests.dtcloud.conftest import PROJECT, add_history
 
 ESCAPES = "\x1b[2J\x1b]0;owned\x07\nFAKE: all good\u2028"

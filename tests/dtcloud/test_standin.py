@@ -1,4 +1,5 @@
-"""The stand-in itself answers DT's client as §8 describes: token exchange, pagination, filters."""
+"""The stand-in itself answers DT's client as DT's REST API docs describe: token exchange, pagination,
+filters (emulator/dtapi.py lists the pages)."""
 
 from __future__ import annotations
 
@@ -69,8 +70,8 @@ def test_dt_client_is_never_imported_by_core_entry_points_or_the_cli_parser():
     import sys
     from pathlib import Path
 
-    code = ("import sys, core, core.receiver, core.worker, local_receiver.cli as c, aws_lambda.handler; "
-            "c.build_parser(); "
+    code = ("import sys, core, core.receiver, core.worker, dtconnector.cli as c, aws_lambda.handler; "
+            "c.build_parser(load=c.BY_NAME); "
             "bad = [m for m in ('requests', 'urllib3') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],

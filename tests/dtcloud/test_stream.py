@@ -18,7 +18,7 @@ from core.handlers import registry
 from dtcloud.client import Client
 from dtcloud.stream import Follower, local_pipeline
 from emulator.dtapi import Device, endless_line, stream_lines
-from local_receiver.cli import main
+from dtconnector.cli import main
 from tests.dtcloud.conftest import PROJECT, temperature
 from tests.waiting import wait_until
 

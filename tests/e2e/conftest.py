@@ -58,7 +58,7 @@ class Serve:
         self.banner: list[str] = []
 
     def start(self, port: int = 0, *extra: str, timeout: float = 20.0) -> "Serve":
-        args = [sys.executable, "-m", "local_receiver.cli", "serve", "--port", str(port), "--db", str(self.db), *extra]
+        args = [sys.executable, "-m", "dtconnector", "serve", "--port", str(port), "--db", str(self.db), *extra]
         self.proc = subprocess.Popen(args, env=self.env, cwd=self.workdir, stderr=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, text=True)
         deadline = time.monotonic() + timeout
@@ -109,7 +109,7 @@ class Serve:
 
     def state(self) -> dict:
         out = subprocess.run(
-            [sys.executable, "-m", "local_receiver.cli", "state", "--db", str(self.db)],
+            [sys.executable, "-m", "dtconnector", "state", "--db", str(self.db)],
             env=self.env, cwd=self.workdir, capture_output=True, text=True, check=True, timeout=30,
         )
         return json.loads(out.stdout)

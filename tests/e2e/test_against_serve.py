@@ -128,7 +128,7 @@ def test_emulator_signs_with_dt_asymmetric_signature_for_asymmetric_mode(make_se
 
         def send(key: Path, count: int, *extra: str) -> dict:
             out = subprocess.run(
-                [sys.executable, "-m", "local_receiver.cli", "send", "--url", serve.url, "--asymmetric-key", str(key),
+                [sys.executable, "-m", "dtconnector", "send", "--url", serve.url, "--asymmetric-key", str(key),
                  "--issuer", jwks.issuer, "--count", str(count), "--devices", "3", "--json", "--no-progress", *extra],
                 env=env, capture_output=True, text=True, timeout=120,
             )

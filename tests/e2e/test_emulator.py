@@ -130,7 +130,7 @@ def test_rate_limits_new_events(scripted, secret):
 
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "local_receiver.cli", "send", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "dtconnector", "send", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -208,7 +208,7 @@ def test_cli_wrong_secret_is_named_in_under_5_s_and_stops(make_serve, secret):
 
     serve = make_serve().start()
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "local_receiver.cli", "send", "--url", serve.url, "--secret",
+    proc = subprocess.Popen([sys.executable, "-m", "dtconnector", "send", "--url", serve.url, "--secret",
                              "not-the-receivers-secret-0123456789", "--count", "200"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line, seconds = _first_stderr_line(proc, "401", timeout=5)
@@ -252,7 +252,7 @@ def test_cli_ctrl_c_prints_a_true_summary(scripted, secret):
     import time
 
     server = scripted(lambda n, body, headers: ("sleep", 0.2, 202))
-    proc = subprocess.Popen([sys.executable, "-m", "local_receiver.cli", "send", "--url", server.url, "--secret",
+    proc = subprocess.Popen([sys.executable, "-m", "dtconnector", "send", "--url", server.url, "--secret",
                              secret, "--count", "100", "--concurrency", "2", "--json"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30

@@ -12,9 +12,13 @@ import pytest
 
 from core.direct import decode_direct_message
 from core.events import parse_event
-from emulator.cli import main as send_main
+from dtconnector.cli import main
 from emulator.direct import TargetError, messages, parse_target
 from tests.platforms import gcp
+
+
+def send_main(argv: list[str]) -> int:
+    return main(["send", *argv])
 
 
 def free_port() -> int:

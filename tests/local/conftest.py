@@ -51,7 +51,7 @@ class Server:
 
     def start(self, timeout: float = 20.0, nofile: int | None = None) -> "Server":
         """`nofile`: the server's file-descriptor limit (``ulimit -n``), when given."""
-        args = [sys.executable, "-m", "local_receiver.cli", "serve", "--port", "0", "--db", str(self.workdir / "events.db")]
+        args = [sys.executable, "-m", "dtconnector", "serve", "--port", "0", "--db", str(self.workdir / "events.db")]
         limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
         self.proc = subprocess.Popen(
             args, env=self.env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, preexec_fn=limit
@@ -115,7 +115,7 @@ class Server:
 
     def cli(self, *args: str) -> str:
         return subprocess.run(
-            [sys.executable, "-m", "local_receiver.cli", *args, "--db", str(self.workdir / "events.db")],
+            [sys.executable, "-m", "dtconnector", *args, "--db", str(self.workdir / "events.db")],
             env=self.env, capture_output=True, text=True, check=True, timeout=30,
         ).stdout
 

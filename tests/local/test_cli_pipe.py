@@ -21,7 +21,7 @@ def test_state_piped_into_a_reader_that_stops_early_ends_without_a_traceback(tmp
                                        {"value": 21.5}, {"name": "sensor"}))
     db.close()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("DT_")}, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "local_receiver.cli", "state", "--db", str(tmp_path / "events.db")],
+    proc = subprocess.Popen([sys.executable, "-m", "dtconnector", "state", "--db", str(tmp_path / "events.db")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert proc.stdout.readline().strip() == b"{"  # like `head -1`
     proc.stdout.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from core.ports import COMPLETED, Claim
-from local_receiver import cli
+from dtconnector import cli
 from local_receiver.sqlite_store import Database, SQLiteClaimStore, SQLiteQueue
 from tests.dt import event_body, event_id_of, signed
 from tests.waiting import wait_until
@@ -234,7 +234,7 @@ def test_help_lists_every_option_with_its_default_and_an_example(tmp_path, comma
     result = run(tmp_path, command, "--help")
     assert result.returncode == 0
     assert f"dtconnector {command}" in result.stdout.partition("\nexample:\n")[2], result.stdout
-    parser = cli.build_parser()
+    parser = cli.build_parser(load=[command])
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
     for action in sub._actions:
         if action.help in (None, "==SUPPRESS==") or "-h" in action.option_strings:

@@ -59,7 +59,7 @@ def test_metrics_endpoint_counts_what_the_server_answered(make_server):
     assert _backlog(text) == ("gauge", 0)
 
     summary = subprocess.run(
-        [sys.executable, "-m", "local_receiver.cli", "stats", "--url", f"http://127.0.0.1:{server.port}/"],
+        [sys.executable, "-m", "dtconnector", "stats", "--url", f"http://127.0.0.1:{server.port}/"],
         env=server.env, capture_output=True, text=True, check=True, timeout=30,
     ).stdout
     lines = [line.split() for line in summary.splitlines()]
@@ -77,7 +77,7 @@ def test_stats_says_clearly_when_no_receiver_answers():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: connection refused
         result = subprocess.run(
-            [sys.executable, "-m", "local_receiver.cli", "stats", "--url", f"http://127.0.0.1:{port}/"],
+            [sys.executable, "-m", "dtconnector", "stats", "--url", f"http://127.0.0.1:{port}/"],
             capture_output=True, text=True, timeout=30,
         )
     assert result.returncode == 1

@@ -37,7 +37,7 @@ def worker_process(workdir: Path):
     """`dtconnector worker --db .dtconnector/events.db`, as the examples say to run it."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("DT_")},
            "PYTHONPATH": str(REPO), "DT_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "local_receiver.cli", "worker", "--db", ".dtconnector/events.db"],
+    proc = subprocess.Popen([sys.executable, "-m", "dtconnector", "worker", "--db", ".dtconnector/events.db"],
                             cwd=workdir, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
         line = proc.stderr.readline()

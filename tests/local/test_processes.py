@@ -51,7 +51,7 @@ def test_a_broken_handler_module_is_one_line_and_exit_2_before_anything_listens(
     server = make_server(DT_HANDLERS="broken_handlers")
     port = _free_port()
     done = subprocess.run(
-        [sys.executable, "-m", "local_receiver.cli", "serve", "--port", str(port), "--db", str(tmp_path / "e.db")],
+        [sys.executable, "-m", "dtconnector", "serve", "--port", str(port), "--db", str(tmp_path / "e.db")],
         env=server.env, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 2
@@ -162,7 +162,7 @@ def test_synchronous_full_is_a_setting_and_a_bad_value_is_one_line(make_server, 
     body = event_body()
     assert server.request("POST", "/", body, signed(body))[0] == 202
     bad = subprocess.run(
-        [sys.executable, "-m", "local_receiver.cli", "serve", "--port", "0", "--db", str(tmp_path / "x.db")],
+        [sys.executable, "-m", "dtconnector", "serve", "--port", "0", "--db", str(tmp_path / "x.db")],
         env={**server.env, "DT_SQLITE_SYNCHRONOUS": "sometimes"}, capture_output=True, text=True, timeout=60,
     )
     assert bad.returncode == 2

@@ -11,7 +11,7 @@ from core.ports import COMPLETED, IN_PROGRESS, Claim, DeviceState
 from core.retention import Retention
 
 RERUN_WINDOW_S = Retention().rerun_window_s  # the default rule: 14 days of dead letters + 1 day
-from local_receiver import cli
+from dtconnector import cli
 from local_receiver.app import LocalApp
 from local_receiver.retention import SQLiteSweeper, store_report
 from local_receiver.sqlite_store import Database, QueuedMessage, SQLiteClaimStore, SQLiteQueue, SQLiteStateStore

@@ -127,7 +127,7 @@ def test_reading_commands_print_only_their_output(make_server):
     db = str(server.workdir / "events.db")
     for command, stderr in ((["state", "--device", "dev-quiet"], ""), (["dead-letters"], f"no dead letters in {db}\n")):
         done = subprocess.run(
-            [sys.executable, "-m", "local_receiver.cli", *command, "--db", db],
+            [sys.executable, "-m", "dtconnector", *command, "--db", db],
             env={**server.env, "DT_SIGNATURE_SECRET": ""}, capture_output=True, text=True, timeout=30,
         )
         assert done.returncode == 0 and done.stderr == stderr, (command, done.stderr)

@@ -187,7 +187,7 @@ def test_a_metrics_token_guards_metrics_and_the_health_counts(make_server):
     body = event_body()
     assert server.request("POST", "/", body, signed(body))[0] == 202  # DT needs no token
     stats = subprocess.run(
-        [sys.executable, "-m", "local_receiver.cli", "stats", "--url", f"http://127.0.0.1:{server.port}/"],
+        [sys.executable, "-m", "dtconnector", "stats", "--url", f"http://127.0.0.1:{server.port}/"],
         env=server.env, capture_output=True, text=True, timeout=30,
     )
     assert stats.returncode == 0, stats.stderr

@@ -278,7 +278,7 @@ class AzureHarness(Harness):
             replacement = queue_client(dead, self.queue_name)
         else:
             store = ctx.claims if part == "claims" else ctx.state
-            target, attribute = store.table, "_client"
+            target, attribute = store.table, "client"
             name = self.settings["DT_DEDUP_TABLE"] if part == "claims" else self.settings["DT_STATE_TABLE"]
             replacement = table_client(dead, name)
         real = getattr(target, attribute)

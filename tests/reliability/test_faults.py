@@ -18,7 +18,8 @@ import pytest
 from core import on
 from core.claims import Claims
 from core.ports import StoreError
-from core.worker import Worker
+from core.keys import store_key
+from core.worker import WORKER_NAMESPACE, Worker
 from reliability import workload
 from reliability.inproc import ProcessDied, deliver_all, deliver_until_acked, event_id, state_snapshot
 from tests.dt import SECRET, signed
@@ -270,16 +271,20 @@ def test_worker_dies_between_handler_and_ledger(short_lease_platform, crash_mode
     platform = short_lease_platform
     w = workload.make(3, devices=1, seed=17)
     victim = event_id(w.unique[0])
-    crash = _OneShot(
-        Claims.record_progress,
-        lambda: ProcessDied("killed before the ledger write"),
-        when=lambda self, held, name: held.key.endswith(victim),
-    )
-    monkeypatch.setattr(Claims, "record_progress", crash)
+    # The worker's write that records the handler: its own progress record where the worker
+    # batches (the local receiver), else the completion, which records the last handler
+    # with it. One crash per event, whichever of the two comes first.
+    ledger_key = store_key(victim, WORKER_NAMESPACE)
+    hit: set[str] = set()
+    for name in ("record_progress", "complete"):
+        crash = _OneShot(getattr(Claims, name), lambda: ProcessDied("killed before the ledger write"),
+                         when=lambda self, held, *args: held.key == ledger_key)
+        crash.hit = hit
+        monkeypatch.setattr(Claims, name, crash)
     deliver_all(platform, w.unique, SECRET)
     drain_until(platform, lambda: probe.completed[victim] >= 2)
     monkeypatch.undo()
-    assert crash.hit
+    assert hit == {ledger_key}
     assert probe.completed[victim] == 2
     finish(platform, w, probe, may_repeat={victim})
 

@@ -1,24 +1,22 @@
-"""`dtconnector`: run the local receiver, inspect its state, and send DT-like events.
+"""The local receiver's `dtconnector` subcommands: serve, worker, state, stats, dead-letters.
 
-    dtconnector serve [--host 127.0.0.1] [--port 8080] [--db PATH] [--dev]
-    dtconnector worker [--db PATH]                    (the handlers of a mounted receiver)
-    dtconnector state [--device ID] [--db PATH]
-    dtconnector dead-letters [--json] [--requeue] [--db PATH]
-    dtconnector stats [--url URL] [--db PATH] [--json]  (metrics of a running receiver; store size)
-    dtconnector send --url URL [--secret S] ...      (the DT Cloud emulator)
-    dtconnector --version
+Each is a parser (``add_<name>_parser``, named in `dtconnector.cli.COMMANDS`) and a
+``cmd_<name>`` run with its arguments. The work is elsewhere in this package: `serve.py`
+runs the processes, `sqlite_store.py` reads the database, `stats.py` reads and prints a
+receiver's metrics, `retention.py` its store's size.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import time
 from pathlib import Path
 
+from core.times import rfc3339_ns
+from dtconnector.installation import command_name
+
+from . import stats
 from .app import DEFAULT_DB
 from .sqlite_store import Database, SQLiteQueue, SQLiteStateStore
 
@@ -29,7 +27,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """A web process and a worker process, supervised (`local_receiver.serve`)."""
     from . import serve
 
-    return serve.run(args, _prog())
+    return serve.run(args, command_name())
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -37,17 +35,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from . import serve
 
     return serve.run_worker(args)
-
-
-def _prog() -> str:
-    """How the user can call us again: `dtconnector` if it is on PATH, else its path."""
-    exe = Path(sys.argv[0])
-    if exe.name == "dtconnector" and shutil.which("dtconnector") != str(exe.resolve()) and exe.exists():
-        try:
-            return str(exe.resolve().relative_to(Path.cwd()))
-        except ValueError:
-            return str(exe.resolve())
-    return "dtconnector"
 
 
 def _open_existing(db: str) -> Database:
@@ -75,10 +62,6 @@ def cmd_state(args: argparse.Namespace) -> int:
     return 0
 
 
-def _iso(epoch_s: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
-
-
 def describe_dead_letter(item: dict) -> dict:
     """One dead letter as `dtconnector dead-letters` shows it: the event (type, device,
     its time) read from the stored body, and why it failed (handler, exception, where)
@@ -94,7 +77,7 @@ def describe_dead_letter(item: dict) -> dict:
         pass
     else:
         out.update(eventType=event.event_type, deviceId=event.device_id, timestamp=event.raw["event"]["timestamp"])
-    out.update(deadAt=_iso(item["deadAt"]), attempts=item["attempts"])
+    out.update(deadAt=rfc3339_ns(int(item["deadAt"] * 1e9), digits=0), attempts=item["attempts"])
     failure = HandlerFailed.parse(item["error"] or "") or {}  # {} for a poison message or a store error
     for key in ("handler", "exceptionType", "exceptionMessage", "raisedAt"):
         out[key] = failure.get(key) or None
@@ -138,26 +121,55 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         _print_dead_letter(described)
     if not args.json:
         print(f"\n{len(items)} dead letter{'s' if len(items) != 1 else ''}; once the handler is fixed: "
-              f"{_prog()} dead-letters --requeue --db {args.db}", file=sys.stderr)
+              f"{command_name()} dead-letters --requeue --db {args.db}", file=sys.stderr)
     return 0
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        return f"dtconnector {version('dtconnector')}"
-    except PackageNotFoundError:  # run from a copied folder, not installed
-        return "dtconnector (not installed: version unknown)"
+def cmd_stats(args: argparse.Namespace) -> int:
+    import time
+
+    from .retention import store_report
+
+    want_metrics = args.url is not None or args.db is None
+    want_store = args.db is not None or args.url is None
+    url = args.url or stats.DEFAULT_URL
+    result: dict = {}
+    status = 0
+    if want_store:
+        result["store"] = store_report(_open_existing(args.db or DEFAULT_DB)).to_dict(time.time())
+    if want_metrics:
+        try:
+            text = stats.fetch(url)
+        except OSError as exc:
+            print(f"dtconnector: cannot read {url.rstrip('/')}/metrics ({exc}); is `dtconnector serve` running?",
+                  file=sys.stderr)
+            status = 1
+        else:
+            result["metrics"] = text
+    if args.json:
+        if "metrics" in result:
+            result["metrics"] = {name: [[labels, value] for labels, value in samples]
+                                 for name, samples in stats.parse(result["metrics"]).items()}
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return status
+    if "metrics" in result:
+        stats.print_metrics(result["metrics"])
+    if "store" in result:
+        stats.print_store(result["store"])
+    return status
+
+
+# --- parsers (named in dtconnector.cli.COMMANDS) -------------------------------------------
 
 
 class _Help(argparse.RawDescriptionHelpFormatter):
     """Keeps the examples' line breaks."""
 
 
-def _command(sub, name: str, summary: str, example: str, func) -> argparse.ArgumentParser:
+def _command(sub, name: str, summary: str, example: str, func, description: str = "") -> argparse.ArgumentParser:
     """A subcommand whose --help says what it does, its options with defaults, and an example."""
-    parser = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
+    parser = sub.add_parser(name, help=summary, description=description or summary[0].upper() + summary[1:] + ".",
                             epilog=f"example:\n  {example}", formatter_class=_Help)
     parser.set_defaults(func=func)
     return parser
@@ -166,18 +178,9 @@ def _command(sub, name: str, summary: str, example: str, func) -> argparse.Argum
 DB_HELP = "the receiver's SQLite file (default: %(default)s)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dtconnector",
-        description=__doc__.split("\n\n")[0],
-        epilog="Start with `make run` (or `dtconnector serve --dev`); `dtconnector <command> --help` "
-        "lists a command's options and defaults.",
-    )
-    parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
-
+def add_serve_parser(sub, summary: str) -> None:
     serve = _command(
-        sub, "serve", "run the local receiver: the HTTP endpoint and the worker, on one SQLite file",
+        sub, "serve", summary,
         "DT_HANDLERS=handlers dtconnector serve --dev   # handlers.py in the current folder\n\n"
         "environment: DT_SIGNATURE_SECRET (the connector's secret), DT_HANDLERS (your modules, found in the\n"
         "current folder first), DT_LOG_LEVEL, and the DT_* settings in the README's Configuration table",
@@ -192,26 +195,30 @@ def build_parser() -> argparse.ArgumentParser:
                        f"in {DEV_SECRET_FILE} (default: off)")
     serve.add_argument("--secret-file", default=DEV_SECRET_FILE, help=argparse.SUPPRESS)
 
-    worker = _command(
-        sub, "worker", "run the handlers of a receiver mounted in your own service (its queue in --db)",
-        "DT_HANDLERS=handlers dtconnector worker --db .dtconnector/events.db", cmd_worker,
-    )
+
+def add_worker_parser(sub, summary: str) -> None:
+    worker = _command(sub, "worker", summary, "DT_HANDLERS=handlers dtconnector worker --db .dtconnector/events.db",
+                      cmd_worker)
     worker.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=DB_HELP)
 
-    state = _command(
-        sub, "state", "print the latest event per device and event type, as JSON",
-        "dtconnector state --device emu0123456789abcdefghij", cmd_state,
-    )
+
+def add_state_parser(sub, summary: str) -> None:
+    state = _command(sub, "state", summary, "dtconnector state --device emu0123456789abcdefghij", cmd_state)
     state.add_argument("--device", metavar="ID", help="only this device (default: every device)")
     state.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=DB_HELP)
 
-    from .stats import add_stats_parser
 
-    add_stats_parser(sub)
+def add_stats_parser(sub, summary: str) -> None:
+    parser = _command(sub, "stats", summary, "dtconnector stats --db .dtconnector/events.db --json", cmd_stats,
+                      description="A running receiver's metrics (--url) and its store's size (--db); neither: both.")
+    parser.add_argument("--url", help=f"the running receiver's address (default: {stats.DEFAULT_URL})")
+    parser.add_argument("--db", metavar="PATH", help=f"the receiver's SQLite file (default: {DEFAULT_DB})")
+    parser.add_argument("--json", action="store_true", help="one JSON object (default: text)")
 
+
+def add_dead_letters_parser(sub, summary: str) -> None:
     dead = _command(
-        sub, "dead-letters",
-        "list events whose handlers kept failing (handler, exception, where it was raised), or --requeue them",
+        sub, "dead-letters", summary,
         "dtconnector dead-letters          # then fix the handler, restart serve, and:\n"
         "  dtconnector dead-letters --requeue\n\n"
         "--json prints one object per line: eventId, eventType, deviceId, timestamp (the event's),\n"
@@ -223,33 +230,3 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--requeue", action="store_true",
                       help="put every dead letter back on the queue, for a fixed handler (default: only list)")
     dead.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=DB_HELP)
-
-    try:
-        from emulator.cli import add_send_parser
-    except ImportError:  # the emulator is optional in a copied bundle
-        pass
-    else:
-        add_send_parser(sub)
-    try:  # connector / backfill / stream: DT's REST API (the `dt` extra, imported lazily)
-        from dtcloud.cli import add_parsers as add_dtcloud_parsers
-    except ImportError:  # not in a copied bundle
-        pass
-    else:
-        add_dtcloud_parsers(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except BrokenPipeError:
-        # The reader went away (`dtconnector dead-letters | head -1`): it has what it
-        # wanted, so this is success, quietly. Point stdout at /dev/null so the
-        # interpreter's final flush does not raise again (Python's docs).
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
