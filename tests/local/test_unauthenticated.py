@@ -12,7 +12,6 @@ that none of it delays DT's deliveries (issues 22 and 26):
 from __future__ import annotations
 
 import http.client
-import statistics
 import json
 import socket
 import subprocess
@@ -80,10 +79,10 @@ def test_unknown_key_ids_against_a_slow_key_server_never_delay_genuine_deliverie
             stop.set()
             for t in attackers:
                 t.join(30)
-        # A loop blocked by a fetch would hold an answer for up to the key server's 1.5 s. The
-        # typical answer is prompt; the slowest stays far below a fetch even on a machine busy
-        # with other tests (a single 0.1 s outlier was seen there, never 0.5 s).
-        assert statistics.median(waits) < PROMPT_S, sorted(waits)[-5:]
+        # A loop blocked by a fetch holds every answer for up to the key server's 1.5 s. All but
+        # two of the 40 answers within 100 ms, and none near a fetch: `make test` runs four
+        # workers on two cores, where one answer in 40 was once seen at 108 ms (scheduling).
+        assert sum(wait >= PROMPT_S for wait in waits) <= 2, sorted(waits)[-5:]
         assert max(waits) < 0.5, sorted(waits)[-5:]
         assert set(forged_statuses) <= {401, 503}
 
