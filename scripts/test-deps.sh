@@ -5,7 +5,8 @@ set -u
 cd "$(dirname "$0")/.."
 
 if command -v npm >/dev/null 2>&1; then
-  if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
+  # The binaries, not the folder: an interrupted install leaves an empty node_modules behind.
+  if [ ! -x node_modules/.bin/azurite ] || [ ! -x node_modules/.bin/pouchdb-server ] || [ package-lock.json -nt node_modules ]; then
     echo "test-deps: npm ci (Azurite, pouchdb-server)"
     npm ci --no-audit --no-fund --loglevel=error || echo "test-deps: npm ci failed; Azure and IBM tests will skip"
   fi

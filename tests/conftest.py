@@ -12,7 +12,7 @@ from core import on
 from core.handlers import registry
 
 from . import platforms as _platforms_pkg
-from .platforms.base import StandIn, harness_factory, running
+from .platforms.base import StandIn, harness_factory, running, stop_all
 
 
 def _discover() -> list[StandIn]:
@@ -29,6 +29,11 @@ def _discover() -> list[StandIn]:
 
 
 PLATFORMS = _discover()
+
+
+def pytest_sessionfinish(session):
+    """The stand-ins run until every test that could use them is done."""
+    stop_all()
 
 
 @pytest.fixture(scope="session", params=PLATFORMS, ids=[p.name for p in PLATFORMS])
@@ -88,10 +93,19 @@ def _applies(item) -> bool:
     return module not in DIRECT_ONLY_MODULES
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """Scenarios that do not apply to a platform are deselected, not skipped: a direct
-    deployment has no ingest endpoint to test, an http one no DT-published messages."""
+    deployment has no ingest endpoint to test, an http one no DT-published messages.
+
+    Under pytest-xdist (`make test`), a scenario on a stand-in whose services are costly
+    to start (`StandIn.xdist_group`) joins that group, so one worker starts them."""
     deselected = [item for item in items if not _applies(item)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = [item for item in items if _applies(item)]
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        group = getattr(callspec.params.get("stand_in") if callspec else None, "xdist_group", None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))

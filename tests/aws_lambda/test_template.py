@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import aws_lambda.handler as handler
+from tests.aws_lambda.cfn_lint import BOGUS, described, findings
+
+#: One worker runs every cfn-lint test, so cfn-lint runs once (tests/aws_lambda/cfn_lint.py).
+pytestmark = pytest.mark.xdist_group("cfn-lint")
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "aws_lambda" / "template.yaml"
-CFN_LINT = Path(sys.executable).with_name("cfn-lint")
-
-
-def lint(path: Path) -> subprocess.CompletedProcess:
-    if not CFN_LINT.exists():
-        pytest.skip(f"cfn-lint is not installed next to {sys.executable} (pip install -e '.[test]')")
-    return subprocess.run(
-        [str(CFN_LINT), "--format", "parseable", "--", str(path)], capture_output=True, text=True, timeout=120
-    )
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +34,12 @@ def props(template: dict, name: str) -> dict:
 
 
 def test_cfn_lint_passes():
-    result = lint(TEMPLATE)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert findings("template") == [], described(findings("template"))
 
 
-def test_cfn_lint_would_catch_a_broken_template(tmp_path):
-    broken = tmp_path / "template.yaml"
-    broken.write_text(TEMPLATE.read_text().replace("VisibilityTimeout: 360", "VisibilityTimeout: 360\n      Bogus: 1"))
-    result = lint(broken)
-    assert result.returncode != 0
-    assert "Bogus" in result.stdout
+def test_cfn_lint_would_catch_a_broken_template():
+    matches = findings("template-broken")
+    assert any(m["Level"] == "Error" and BOGUS in m["Message"] for m in matches), described(matches)
 
 
 def test_both_functions_point_at_real_entry_points(template):

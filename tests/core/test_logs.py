@@ -32,7 +32,8 @@ def lines():
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logs.JsonFormatter())
     logs.log.addHandler(handler)
-    level, logs.log.level = logs.log.level, logging.INFO
+    level = logs.log.level
+    logs.log.setLevel(logging.INFO)  # not `.level =`: that keeps the logger's cached verdicts
     yield stream
     logs.log.removeHandler(handler)
     logs.log.setLevel(level)

@@ -12,7 +12,7 @@ pytest.importorskip("requests", reason="the `dt` extra (requests) is not install
 
 from emulator.dtapi import Device, StandIn  # noqa: E402
 from tests.dt import SECRET  # noqa: E402
-from tests.e2e.conftest import make_serve, wait_until  # noqa: E402,F401  (the real `dtconnector serve`)
+from tests.e2e.conftest import make_serve  # noqa: E402,F401  (the real `dtconnector serve`)
 
 PROJECT = "proj-test"
 KEY_ID, EMAIL = "key-1", "sa-1@example.serviceaccount"

@@ -13,7 +13,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from dtconnector.cli import main
-from tests.dtcloud.conftest import PROJECT, add_history, wait_until
+from tests.dtcloud.conftest import PROJECT, add_history
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,8 @@ from dtcloud.client import Client
 from dtcloud.stream import Follower, local_pipeline
 from emulator.dtapi import Device, endless_line, stream_lines
 from dtconnector.cli import main
-from tests.dtcloud.conftest import PROJECT, temperature, wait_until
+from tests.dtcloud.conftest import PROJECT, temperature
+from tests.waiting import wait_until
 
 
 @pytest.fixture

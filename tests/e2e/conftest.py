@@ -46,15 +46,6 @@ HANDLERS = textwrap.dedent(
 )
 
 
-def wait_until(condition, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 class Serve:
     """`dtconnector serve` on a free port (or a given one, to restart in place)."""
 

@@ -12,7 +12,7 @@ from core.events import parse_event
 from emulator.generate import generate
 from emulator.sender import SendConfig, Sender
 
-from .conftest import wait_until
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -14,6 +14,7 @@ from core.direct import decode_direct_message
 from core.events import parse_event
 from dtconnector.cli import main
 from emulator.direct import TargetError, messages, parse_target
+from tests.platforms import gcp
 
 
 def send_main(argv: list[str]) -> int:
@@ -110,8 +111,8 @@ def test_messages_duplicate_and_shuffle_deterministically():
     assert dup == messages(bodies, "json", 0.5, True, 1) and len(dup) > 20 and set(dup) == set(bodies)
 
 
+@pytest.mark.xdist_group(gcp.STAND_IN.xdist_group)  # the emulators: on the contract suite's worker
 def test_send_to_pubsub_through_the_emulator():
-    from tests.platforms import gcp
     from tests.platforms.base import running
 
     with running(gcp.STAND_IN) as stand_in:  # skips where the emulators cannot run

@@ -21,6 +21,7 @@ from tests.platforms.base import running
 from tests.platforms.gcp import STAND_IN as GCP
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.xdist_group(GCP.xdist_group)  # the emulators: on the contract suite's worker
 
 
 @pytest.fixture(scope="module")

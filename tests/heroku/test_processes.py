@@ -20,6 +20,7 @@ import redis
 
 from tests.dt import event_body, event_id_of, signed
 from tests.platforms.heroku import free_port
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -57,20 +58,6 @@ def procfile(bundle: Path) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in lines if line.strip())
 
 
-def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace")[-3000:] if proc.stdout else ""
-            raise AssertionError(f"process exited ({proc.returncode}) while waiting for {what}:\n{out}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def dyno_env(h, **extra) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DT_", "REDIS_", "PYTHON"))}
     env.update(h.env)
@@ -101,7 +88,7 @@ def test_the_web_process_serves_the_app_with_the_procfile_command(h, bundle):
     proc = subprocess.Popen(["bash", "-c", "exec " + command], cwd=bundle, env=dyno_env(h, PORT=str(port)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: healthy(port), 30, "the web process to answer /healthz", proc)
+        wait_until(lambda: healthy(port), 30, "the web process to answer /healthz", proc=proc)
         body = event_body()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         conn.request("POST", "/dt/events", body=body, headers=signed(body))
@@ -139,7 +126,7 @@ def two_web_processes(h, bundle):
                             env=dyno_env(h, PORT=str(port), WEB_CONCURRENCY="2"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: healthy(port), 30, "the web processes to answer /healthz", proc)
+        wait_until(lambda: healthy(port), 30, "the web processes to answer /healthz", proc=proc)
         yield proc, port, _children(proc.pid)
     finally:
         stop(proc)
@@ -214,7 +201,7 @@ def test_sigterm_lets_the_current_job_finish_then_exits(h, bundle, tmp_path):
     event_id = _accept(h)
     proc = _start_worker(h, bundle, tmp_path, DT_TEST_SLEEP_S="2")
     try:
-        wait_for(lambda: f"start {event_id}" in _log(tmp_path), 20, "the handler to start", proc)
+        wait_until(lambda: f"start {event_id}" in _log(tmp_path), 20, "the handler to start", proc=proc)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
         assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
@@ -230,7 +217,7 @@ def test_sigterm_past_the_grace_interrupts_and_the_restart_redelivers_once(h, bu
     event_id = _accept(h)
     proc = _start_worker(h, bundle, tmp_path, DT_TEST_SLEEP_S="120", DT_SHUTDOWN_GRACE_S="1")
     try:
-        wait_for(lambda: f"start {event_id}" in _log(tmp_path), 20, "the handler to start", proc)
+        wait_until(lambda: f"start {event_id}" in _log(tmp_path), 20, "the handler to start", proc=proc)
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
@@ -255,7 +242,7 @@ def test_sigkill_mid_job_is_redelivered_by_the_next_worker(h, bundle, tmp_path):
     fast = {"DT_HEARTBEAT_TTL_S": "1", "DT_WORKER_LEASE_S": "2"}
     proc = _start_worker(h, bundle, tmp_path, DT_TEST_SLEEP_S="120", **fast)
     try:
-        wait_for(lambda: f"start {event_id}" in _log(tmp_path), 20, "the handler to start", proc)
+        wait_until(lambda: f"start {event_id}" in _log(tmp_path), 20, "the handler to start", proc=proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -263,7 +250,7 @@ def test_sigkill_mid_job_is_redelivered_by_the_next_worker(h, bundle, tmp_path):
     assert h.queue_depth() == 1  # still in the dead worker's processing list
     proc = _start_worker(h, bundle, tmp_path, **fast)
     try:
-        wait_for(lambda: f"done {event_id}" in _log(tmp_path), 30, "the redelivery", proc)
+        wait_until(lambda: f"done {event_id}" in _log(tmp_path), 30, "the redelivery", proc=proc)
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
         assert proc.returncode == 0

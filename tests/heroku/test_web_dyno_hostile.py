@@ -13,9 +13,10 @@ import time
 import pytest
 
 from tests.dt import event_body, signed
-from tests.heroku.test_processes import bundle, dyno_env, healthy, procfile, stop, wait_for  # noqa: F401 (fixture)
+from tests.heroku.test_processes import bundle, dyno_env, healthy, procfile, stop  # noqa: F401 (fixture)
 from tests.http_probes import exchange, open_connections, post_head, raise_own_fd_limit, read_until_closed, statuses
 from tests.platforms.heroku import free_port
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +34,7 @@ def web_dyno(h, bundle, shell_prefix: str = "", **env):  # noqa: F811
                             env=dyno_env(h, PORT=str(port), **{**FAST, **env}),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: healthy(port), 30, "the web dyno to answer /healthz", proc)
+        wait_until(lambda: healthy(port), 30, "the web dyno to answer /healthz", proc=proc)
         yield port
     finally:
         stop(proc)

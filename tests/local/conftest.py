@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -14,6 +15,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
@@ -111,14 +113,6 @@ class Server:
         path = Path(self.env["E2E_SEEN_FILE"])
         return path.read_text().split() if path.exists() else []
 
-    def wait_until(self, condition, timeout: float = 30.0, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}")
-
     def cli(self, *args: str) -> str:
         return subprocess.run(
             [sys.executable, "-m", "dtconnector", *args, "--db", str(self.workdir / "events.db")],
@@ -126,28 +120,38 @@ class Server:
         ).stdout
 
 
-@pytest.fixture
-def make_server(tmp_path):
-    (tmp_path / "e2e_handlers.py").write_text(HANDLERS)
+@contextlib.contextmanager
+def servers(workdir: Path) -> Iterator[Callable[..., Server]]:
+    """Yields ``make(**env)``: a `Server` (not started) in `workdir` with the test
+    handlers and `env` added to its environment. Kills whatever is still running on exit."""
+    (workdir / "e2e_handlers.py").write_text(HANDLERS)
     repo = Path(__file__).resolve().parents[2]
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DT_")},
-        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(repo)]),
+        "PYTHONPATH": os.pathsep.join([str(workdir), str(repo)]),
         "DT_SIGNATURE_SECRET": SECRET,
         "DT_HANDLERS": "e2e_handlers",
         "DT_RETRY_DELAY_S": "0",
         "DT_MAX_ATTEMPTS": "3",
-        "E2E_SEEN_FILE": str(tmp_path / "seen.txt"),
+        "E2E_SEEN_FILE": str(workdir / "seen.txt"),
     }
-    servers = []
+    made: list[Server] = []
 
     def make(**extra_env) -> Server:
-        server = Server(tmp_path, {**env, **extra_env})
-        servers.append(server)
+        server = Server(workdir, {**env, **extra_env})
+        made.append(server)
         return server
 
-    yield make
-    for server in servers:
-        if server.proc and server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait(10)
+    try:
+        yield make
+    finally:
+        for server in made:
+            if server.proc and server.proc.poll() is None:
+                server.proc.kill()
+                server.proc.wait(10)
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    with servers(tmp_path) as make:
+        yield make

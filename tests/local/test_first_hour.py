@@ -23,6 +23,7 @@ from core.ports import COMPLETED, Claim
 from dtconnector import cli
 from local_receiver.sqlite_store import Database, SQLiteClaimStore, SQLiteQueue
 from tests.dt import event_body, event_id_of, signed
+from tests.waiting import wait_until
 
 DTCONNECTOR = Path(sys.executable).with_name("dtconnector")
 
@@ -99,12 +100,6 @@ class Serve:
         finally:
             conn.close()
 
-    def wait_for(self, condition, what: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.05)
-
     def stop(self) -> tuple[int, str]:
         self.proc.send_signal(signal.SIGTERM)
         out, _ = self.proc.communicate(timeout=30)
@@ -138,7 +133,7 @@ def test_the_readme_handler_in_the_current_folder_runs_with_DT_HANDLERS_handlers
     server = serve(tmp_path, DT_HANDLERS="handlers")
     body = event_body("temperature", device="dev-first-hour", timestamp="2026-11-22T10:00:00Z")
     assert server.post(body) == 202
-    server.wait_for(lambda: server.health()["queued"] == 0, "the event to be handled")
+    wait_until(lambda: server.health()["queued"] == 0, what="the event to be handled")
     status, out = server.stop()
     assert status == 0
     assert "dev-first-hour 21.5 2026-11-22 10:00:00+00:00" in out.splitlines()
@@ -181,7 +176,7 @@ def test_dead_letters_say_which_handler_raised_what_and_where(tmp_path, serve):
     server = serve(tmp_path, DT_HANDLERS="handlers", DT_MAX_ATTEMPTS="2", DT_RETRY_DELAY_S="0")
     body = event_body("temperature", device="dev-warm", timestamp="2026-11-22T10:00:00Z")
     assert server.post(body) == 202
-    server.wait_for(lambda: server.health()["deadLetters"] == 1, "the event to be dead-lettered")
+    wait_until(lambda: server.health()["deadLetters"] == 1, what="the event to be dead-lettered")
 
     text = run(tmp_path, "dead-letters")
     assert text.returncode == 0, text.stderr

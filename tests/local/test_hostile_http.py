@@ -21,15 +21,20 @@ from tests.http_probes import (
     read_until_closed,
     statuses,
 )
+from tests.local.conftest import servers
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
 FAST = {"DT_HTTP_HEADER_TIMEOUT_S": "0.5", "DT_HTTP_BODY_TIMEOUT_S": "0.5", "DT_HTTP_KEEPALIVE_TIMEOUT_S": "0.5"}
 
 
-@pytest.fixture
-def server(make_server):
-    return make_server(**FAST).start()
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One server, with short timeouts, for the tests that need nothing else: what each
+    checks is what happens to its own connections, and it waits until they are closed."""
+    with servers(tmp_path_factory.mktemp("hostile")) as make:
+        yield make(**FAST).start()
 
 
 def _timed_health(port: int) -> float:
@@ -86,7 +91,7 @@ def test_chunked_event_is_decoded_verified_and_handled(server):
     head = post_head({**signed(body), "Transfer-Encoding": "chunked"})
     data, _ = exchange(server.port, head + chunked(body, 7) + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert statuses(data)[:2] == [202, 200], data  # the chunk was the body, not the next request
-    server.wait_until(lambda: event_id_of(body) in server.seen(), what="the chunked event handled")
+    wait_until(lambda: event_id_of(body) in server.seen(), what="the chunked event handled")
 
 
 def test_chunked_body_over_the_limit_is_413_and_closed(make_server):

@@ -18,6 +18,7 @@ from collections import Counter
 import pytest
 
 from tests.dt import event_body, event_id_of, signed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ def _alive(pid: int) -> bool:
 
 def test_the_banner_names_the_handlers_loaded_for_each_event_type(make_server):
     server = make_server().start()
-    server.wait_until(lambda: any("health:" in line for line in server.stderr), what="the whole banner")
+    wait_until(lambda: any("health:" in line for line in server.stderr), what="the whole banner")
     banner = "".join(server.stderr)
     assert "handler:       e2e_handlers.record for *" in banner
     roles = server.children()
@@ -67,13 +68,13 @@ def test_a_dead_process_is_restarted_and_says_so(make_server, role):
     server = make_server().start()
     victim = server.children()[role]
     os.kill(victim, signal.SIGKILL)
-    server.wait_until(lambda: any("running again" in line for line in server.stderr), what="the restart")
+    wait_until(lambda: any("running again" in line for line in server.stderr), what="the restart")
     said = "".join(server.stderr)
     assert f"the {role} process (pid {victim}) was killed by SIGKILL; restarting it" in said
     assert server.children()[role] != victim
     body = event_body(device="dev-after-restart")
     assert server.request("POST", "/", body, signed(body))[0] == 202
-    server.wait_until(lambda: event_id_of(body) in server.seen(), what="the event handled")
+    wait_until(lambda: event_id_of(body) in server.seen(), what="the event handled")
     assert server.stop() == 0
 
 
@@ -83,7 +84,7 @@ def test_a_stop_signal_stops_both_processes_cleanly(make_server, signum):
     roles = server.children()
     body = event_body()
     assert server.request("POST", "/", body, signed(body))[0] == 202
-    server.wait_until(lambda: event_id_of(body) in server.seen(), what="the event handled")
+    wait_until(lambda: event_id_of(body) in server.seen(), what="the event handled")
     server.proc.send_signal(signum)
     assert server.proc.wait(30) == 0
     assert not any(_alive(pid) for pid in roles.values())
@@ -117,15 +118,15 @@ def test_kill_9_of_the_web_and_the_worker_mid_load_loses_nothing_and_runs_no_han
     senders = [threading.Thread(target=deliver, args=(bodies[i::6],)) for i in range(6)]
     for t in senders:
         t.start()
-    server.wait_until(lambda: len(acked) >= 150, what="150 acknowledged events")
+    wait_until(lambda: len(acked) >= 150, what="150 acknowledged events")
     os.kill(server.children()["web"], signal.SIGKILL)
-    server.wait_until(lambda: len(acked) >= 300, what="acknowledgements after the web restart")
+    wait_until(lambda: len(acked) >= 300, what="acknowledgements after the web restart")
     os.kill(server.children()["worker"], signal.SIGKILL)
     for t in senders:
         t.join(120)
     assert acked == {event_id_of(b) for b in bodies}
-    server.wait_until(lambda: len(set(server.seen())) == len(bodies), timeout=60, what="every event handled")
-    server.wait_until(lambda: server.request("GET", "/healthz")[1]["queued"] == 0, what="an empty queue")
+    wait_until(lambda: len(set(server.seen())) == len(bodies), timeout=60, what="every event handled")
+    wait_until(lambda: server.request("GET", "/healthz")[1]["queued"] == 0, what="an empty queue")
     seen = Counter(server.seen())
     assert set(seen) == acked
     assert sum(n - 1 for n in seen.values()) <= 1, [i for i, n in seen.items() if n > 1]
@@ -140,7 +141,7 @@ def test_past_the_backlog_bound_new_events_get_503_with_retry_after_and_nothing_
     first = [event_body(device=f"dev-{i}") for i in range(3)]
     for body in first:
         assert server.request("POST", "/", body, signed(body))[0] == 202
-    server.wait_until(lambda: server.request("GET", "/healthz")[1]["queued"] >= 3, what="a backlog of 3")
+    wait_until(lambda: server.request("GET", "/healthz")[1]["queued"] >= 3, what="a backlog of 3")
     late = event_body(device="dev-late")
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     conn.request("POST", "/", body=late, headers=signed(late))
@@ -150,9 +151,9 @@ def test_past_the_backlog_bound_new_events_get_503_with_retry_after_and_nothing_
     assert reply.read() == b'{"error":"unavailable","reason":"too many events waiting for the worker"}'
     conn.close()
     gate.write_text("open")  # the handler is unblocked; the worker catches up
-    server.wait_until(lambda: server.request("GET", "/healthz")[1]["queued"] == 0, what="the backlog drained")
+    wait_until(lambda: server.request("GET", "/healthz")[1]["queued"] == 0, what="the backlog drained")
     assert server.request("POST", "/", late, signed(late))[0] == 202  # DT's retry
-    server.wait_until(lambda: len(server.seen()) == 4, what="every event handled")
+    wait_until(lambda: len(server.seen()) == 4, what="every event handled")
     assert set(server.seen()) == {event_id_of(b) for b in first + [late]}
 
 

@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from tests.dt import event_body, event_id_of, signed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -20,9 +21,9 @@ def test_events_are_received_handled_and_stored(make_server):
     for body in bodies:
         assert server.request("POST", "/", body, signed(body))[0] == 202
     assert server.request("POST", "/", bodies[0], signed(bodies[0])) == (200, {"status": "duplicate", "eventId": event_id_of(bodies[0])})
-    server.wait_until(lambda: len(server.seen()) == 3, what="3 handled events")
+    wait_until(lambda: len(server.seen()) == 3, what="3 handled events")
     # The counts are re-read every 0.1 s: the acknowledgements (after the handlers) show soon.
-    server.wait_until(lambda: server.request("GET", "/healthz") == (200, {"status": "ok", "queued": 0, "deadLetters": 0}),
+    wait_until(lambda: server.request("GET", "/healthz") == (200, {"status": "ok", "queued": 0, "deadLetters": 0}),
                       what="an empty queue in /healthz")
     state = json.loads(server.cli("state", "--device", "dev-a"))
     assert state["dev-a"]["temperature"]["eventId"] == event_id_of(bodies[2])
@@ -52,13 +53,13 @@ def test_dead_letters_are_listed_and_can_be_requeued(make_server):
     server = make_server().start()
     body = event_body(labels={"fail": "always"})
     assert server.request("POST", "/", body, signed(body))[0] == 202
-    server.wait_until(lambda: server.request("GET", "/healthz")[1]["deadLetters"] == 1, what="a dead letter")
+    wait_until(lambda: server.request("GET", "/healthz")[1]["deadLetters"] == 1, what="a dead letter")
     [entry] = [json.loads(line) for line in server.cli("dead-letters", "--json").splitlines()]
     assert entry["eventId"] == event_id_of(body) and entry["attempts"] == 3
     assert entry["error"].startswith("HandlerFailed: handler e2e_handlers.record failed")
     assert (entry["exceptionType"], entry["exceptionMessage"]) == ("RuntimeError", "this event always fails")
     assert server.cli("dead-letters", "--requeue").strip() == "requeued 1 dead-lettered events"
-    server.wait_until(lambda: server.request("GET", "/healthz")[1]["deadLetters"] == 1, what="dead again")
+    wait_until(lambda: server.request("GET", "/healthz")[1]["deadLetters"] == 1, what="dead again")
 
 
 def test_second_server_on_the_same_database_refuses_to_start(make_server):
@@ -88,7 +89,7 @@ def test_no_acknowledged_event_is_lost_across_kill_9(make_server):
     threads = [threading.Thread(target=send, args=(bodies[i::4],)) for i in range(4)]
     for t in threads:
         t.start()
-    server.wait_until(lambda: len(acked) >= 60, what="60 acknowledged events")
+    wait_until(lambda: len(acked) >= 60, what="60 acknowledged events")
     server.kill()
     for t in threads:
         t.join()
@@ -100,13 +101,13 @@ def test_no_acknowledged_event_is_lost_across_kill_9(make_server):
     # cut off were freed at restart, so no retry is refused as "in flight" (503).
     for body in (b for b in bodies if event_id_of(b) not in set(acked)):
         assert restarted.request("POST", "/", body, signed(body))[0] in (200, 202)
-    restarted.wait_until(lambda: set(restarted.seen()) >= {event_id_of(b) for b in bodies}, what="every event handled")
+    wait_until(lambda: set(restarted.seen()) >= {event_id_of(b) for b in bodies}, what="every event handled")
     seen = restarted.seen()
     assert set(seen) == {event_id_of(b) for b in bodies}
     # At most the one handler call in flight at the kill can run twice (its completion was
     # not recorded); nothing else repeats.
     assert len(seen) - len(set(seen)) <= 1
-    restarted.wait_until(lambda: restarted.request("GET", "/healthz")[1]["queued"] == 0, what="an empty queue")
+    wait_until(lambda: restarted.request("GET", "/healthz")[1]["queued"] == 0, what="an empty queue")
     state = json.loads(restarted.cli("state"))
     for i in range(5):
         newest = max((b for b in bodies if f'"dev-{i}"' in b.decode()), key=lambda b: json.loads(b)["event"]["timestamp"])
@@ -122,7 +123,7 @@ def test_reading_commands_print_only_their_output(make_server):
     server = make_server().start()
     body = event_body(device="dev-quiet")
     assert server.request("POST", "/", body, signed(body))[0] == 202
-    server.wait_until(lambda: len(server.seen()) == 1, what="the event handled")
+    wait_until(lambda: len(server.seen()) == 1, what="the event handled")
     db = str(server.workdir / "events.db")
     for command, stderr in ((["state", "--device", "dev-quiet"], ""), (["dead-letters"], f"no dead letters in {db}\n")):
         done = subprocess.run(

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.dt import event_body, event_id_of, signed
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +64,7 @@ def test_unknown_key_ids_against_a_slow_key_server_never_delay_genuine_deliverie
         for t in attackers:
             t.start()
         try:
-            server.wait_until(lambda: jwks.requests >= 2, what="the key server being asked")
+            wait_until(lambda: jwks.requests >= 2, what="the key server being asked")
             waits = []
             for i in range(20):
                 body = event_body(device=f"dev-genuine-{i}")
@@ -78,7 +79,11 @@ def test_unknown_key_ids_against_a_slow_key_server_never_delay_genuine_deliverie
             stop.set()
             for t in attackers:
                 t.join(30)
-        assert max(waits) < PROMPT_S, sorted(waits)[-5:]
+        # A loop blocked by a fetch holds every answer for up to the key server's 1.5 s. All but
+        # two of the 40 answers within 100 ms, and none near a fetch: `make test` runs four
+        # workers on two cores, where one answer in 40 was once seen at 108 ms (scheduling).
+        assert sum(wait >= PROMPT_S for wait in waits) <= 2, sorted(waits)[-5:]
+        assert max(waits) < 0.5, sorted(waits)[-5:]
         assert set(forged_statuses) <= {401, 503}
 
 
@@ -152,8 +157,8 @@ def test_metrics_stay_small_whatever_event_types_arrive_and_scrapers_leave_no_cl
         huge = json.dumps(event).encode()
         assert len(huge) < 256 * 1024
         assert server.request("POST", "/", huge, signed(huge))[0] == 202
-    server.wait_until(lambda: len(server.seen()) == 10, what="the 10 events handled")
-    server.wait_until(lambda: b'eventType="other"} 10' in _scrape(server.port)[1], what="the worker's counters")
+    wait_until(lambda: len(server.seen()) == 10, what="the 10 events handled")
+    wait_until(lambda: b'eventType="other"} 10' in _scrape(server.port)[1], what="the worker's counters")
     status, text = _scrape(server.port)
     assert status == 200 and len(text) < 64 * 1024, len(text)
 
@@ -167,7 +172,7 @@ def test_metrics_stay_small_whatever_event_types_arrive_and_scrapers_leave_no_cl
         t.start()
     for t in scrapers:
         t.join(60)
-    server.wait_until(lambda: _close_wait(server.port) <= 5, timeout=10, what="no CLOSE-WAIT left")
+    wait_until(lambda: _close_wait(server.port) <= 5, timeout=10, what="no CLOSE-WAIT left")
     status, took = _timed(server, "GET", "/healthz")
     assert status == 200 and took < PROMPT_S * 5
 

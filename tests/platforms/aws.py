@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import io
 import itertools
 import json
 import os
 import threading
+import time
 from typing import Mapping
 from unittest import mock
 from urllib.parse import parse_qs
@@ -114,6 +116,45 @@ def _serialised(call):
             return call(self, *args, **kwargs)
 
     return serialised
+
+
+@functools.lru_cache(maxsize=None)
+def _data_loader():
+    from botocore.loaders import create_loader
+
+    return create_loader()
+
+
+def _shared_data_loader(session) -> None:
+    """Every botocore session reads botocore's data files (endpoints, service models:
+    several MB of JSON) through one loader, which caches them: a Lambda container does
+    that once per cold start, and the tests start a cold container per harness (without
+    this, parsing that JSON again was half the AWS suite's time). The data is read-only,
+    so sharing it changes nothing the entry points do."""
+    session._components.register_component("data_loader", _data_loader())
+
+
+def _unix_time(dt=None) -> float:
+    """moto's SQS clock, without its cost. moto works out "now" through three datetime
+    objects, and does so for every message in the queue on every send, receive and
+    attribute read (each counts the visible, delayed and in-flight messages), and for
+    every message a receive looks at (its retention check reads all the attributes
+    again). With a few hundred events queued that was most of the load test's time.
+    time.time() is the same instant (and a fake clock moves it the same way)."""
+    from moto.core.utils import unix_time
+
+    return time.time() if dt is None else unix_time(dt)
+
+
+def _unix_time_millis(dt=None) -> float:
+    return _unix_time(dt) * 1000.0
+
+
+def _retained(backend, queue_name: str, message) -> bool:
+    """moto's retention check (is `message` younger than its queue's
+    MessageRetentionPeriod?), reading that one setting instead of every attribute."""
+    period_s = int(backend.get_queue(queue_name).message_retention_period)
+    return period_s + message.sent_timestamp / 1000 > _unix_time()
 
 
 class AwsHarness(Harness):
@@ -354,23 +395,38 @@ class AwsHarness(Harness):
 
 
 class AwsStandIn(StandIn):
+    """moto's `mock_aws` in this process. It patches botocore for everyone, so it is
+    active only while a test uses it (`pause` stops it); a restart is cheap."""
+
     name = "aws"
 
     def start(self) -> None:
         try:
             import boto3  # noqa: F401
-            from moto import mock_aws
-            from moto.core import botocore_stubber
+            import moto  # noqa: F401
         except ImportError as exc:  # pragma: no cover - the test extras install both
             pytest.skip(f"moto/boto3 not installed ({exc.name}): pip install -e '.[aws,test]'")
+        self.resume()
+
+    def resume(self) -> None:
+        from botocore import session as botocore_session
+        from moto import mock_aws
+        from moto.core import botocore_stubber
+        from moto.sqs import models as sqs_models
+
         self._saved_env = {k: os.environ.get(k) for k in AWS_ENV}
         os.environ.update(AWS_ENV)
-        self._mock = mock_aws()
-        self._mock.start()
-        self._serialised = mock.patch.object(
-            botocore_stubber.BotocoreStubber, "__call__", _serialised(botocore_stubber.BotocoreStubber.__call__)
-        )
-        self._serialised.start()
+        self._patches = [
+            mock_aws(),
+            mock.patch.object(
+                botocore_stubber.BotocoreStubber, "__call__", _serialised(botocore_stubber.BotocoreStubber.__call__)
+            ),
+            mock.patch.object(botocore_session.Session, "_register_data_loader", _shared_data_loader),
+            mock.patch.multiple(sqs_models, unix_time=_unix_time, unix_time_millis=_unix_time_millis),
+            mock.patch.object(sqs_models.SQSBackend, "is_message_valid_based_on_retention_period", _retained),
+        ]
+        for patch in self._patches:
+            patch.start()
         self._counter = itertools.count(1)
         self._clients: dict[str, object] = {}
 
@@ -381,17 +437,20 @@ class AwsStandIn(StandIn):
             self._clients[service] = boto3.session.Session().client(service, region_name=REGION)
         return self._clients[service]
 
-    def stop(self) -> None:
+    def pause(self) -> None:
         import aws_lambda.handler as handler
 
         handler.reset()
-        self._serialised.stop()
-        self._mock.stop()
+        for patch in reversed(self._patches):
+            patch.stop()
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+    def stop(self) -> None:
+        """Nothing runs: `pause` already stopped moto."""
 
     def harness(self, env: Mapping[str, str]) -> Harness:
         return AwsHarness(self, next(self._counter), env)

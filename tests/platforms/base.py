@@ -149,10 +149,15 @@ class Harness(abc.ABC):
 
 class StandIn(abc.ABC):
     """The platform's offline services for a whole test session. Use it through
-    `running()`, which starts it once however many fixtures share it."""
+    `running()`: it starts on first use and stops at the session's end (`stop_all`),
+    however many fixtures share it and however often they come and go."""
 
     name: str
+    #: Tests on stand-ins with the same group run on one pytest-xdist worker, which
+    #: starts the services once (None: any worker may start its own; cheap to start).
+    xdist_group: str | None = None
     _users: int = 0
+    _started: bool = False
     _skip_reason: str | None = None
 
     @abc.abstractmethod
@@ -160,7 +165,15 @@ class StandIn(abc.ABC):
         """Start services; call `pytest.skip("reason")` if they cannot run here."""
 
     @abc.abstractmethod
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """Stop the services (at the end of the session)."""
+
+    def pause(self) -> None:
+        """No test uses the stand-in for now: undo what it changed in this process
+        (environment variables, patched SDKs) while its services keep running."""
+
+    def resume(self) -> None:
+        """A test uses the stand-in again after a `pause`: redo what `pause` undid."""
 
     @abc.abstractmethod
     def harness(self, env: Mapping[str, str]) -> Harness:
@@ -189,29 +202,54 @@ def harness_factory(build: Callable[[Mapping[str, str]], Harness]) -> Iterator[C
             harness.close()
 
 
+#: Stand-ins started in this session, in order: `stop_all` stops them.
+_STARTED: list[StandIn] = []
+
+
 @contextmanager
 def running(stand_in: StandIn) -> Iterator[StandIn]:
-    """The stand-in, started for as long as anyone uses it.
+    """The stand-in, started once per session and ready for as long as the caller uses it.
 
     The contract suite and a platform's own tests share one instance (each platform
-    module's `STAND_IN`), so emulators start once per session, and the first user to
-    finish does not stop them under the others. A stand-in that skipped (its services
-    cannot run here) skips again at once, with the same reason, instead of retrying.
+    module's `STAND_IN`). Its services start on first use and keep running until the
+    session ends (`stop_all`, from tests/conftest.py): the Google emulators' JVMs alone
+    take seconds to start. Between users the stand-in is paused, so the environment it
+    sets does not leak into unrelated tests. A stand-in that skipped (its services cannot
+    run here) skips again at once, with the same reason, instead of retrying.
     """
     import pytest
 
     if stand_in._users == 0:
-        if stand_in._skip_reason is not None:
-            pytest.skip(stand_in._skip_reason)
-        try:
-            stand_in.start()
-        except pytest.skip.Exception as exc:
-            stand_in._skip_reason = str(exc.msg)
-            raise
+        if stand_in._started:
+            stand_in.resume()
+        else:
+            if stand_in._skip_reason is not None:
+                pytest.skip(stand_in._skip_reason)
+            try:
+                stand_in.start()
+            except pytest.skip.Exception as exc:
+                stand_in._skip_reason = str(exc.msg)
+                raise
+            stand_in._started = True
+            _STARTED.append(stand_in)
     stand_in._users += 1
     try:
         yield stand_in
     finally:
         stand_in._users -= 1
         if stand_in._users == 0:
+            stand_in.pause()
+
+
+def stop_all() -> None:
+    """Stop every stand-in this session started, the last started first."""
+    errors = []
+    while _STARTED:
+        stand_in = _STARTED.pop()
+        stand_in._started = False
+        try:
             stand_in.stop()
+        except Exception as exc:  # the others are still stopped
+            errors.append(exc)
+    if errors:
+        raise errors[0]

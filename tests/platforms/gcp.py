@@ -122,6 +122,7 @@ class _Emulator:
 
 class GcpStandIn(StandIn):
     name = "gcp"
+    xdist_group = "gcp"  # two JVMs: seconds of start-up and hundreds of MB each
 
     def __init__(self):
         self._emulators: list[_Emulator] = []
@@ -130,7 +131,6 @@ class GcpStandIn(StandIn):
         self.active: "GcpHarness | None" = None
 
     def start(self) -> None:
-        # Started once per session however many fixtures use it: see base.running().
         java = shutil.which("java")
         if java is None:
             pytest.skip("java is not installed: Google's Firestore/Pub/Sub emulators need a JRE")
@@ -167,22 +167,21 @@ class GcpStandIn(StandIn):
             raise
 
         self.project = f"dt-test-{uuid.uuid4().hex[:8]}"
-        self._saved_env = {k: os.environ.get(k) for k in EMULATOR_ENV}
-        self._saved_env.update({k: v for k, v in os.environ.items() if k.startswith("DT_")})
-        os.environ["FIRESTORE_EMULATOR_HOST"] = self._emulators[0].host
-        os.environ["PUBSUB_EMULATOR_HOST"] = self._emulators[1].host
-        os.environ["GOOGLE_CLOUD_PROJECT"] = self.project
+        self.resume()
+        try:
+            import functions_framework
+            from google.cloud import pubsub_v1
 
-        import functions_framework
-        from google.cloud import pubsub_v1
-
-        self.publisher = pubsub_v1.PublisherClient()
-        self.subscriber = pubsub_v1.SubscriberClient()
-        self._warm_up()
-        # The bundle's root main.py, loaded by the Cloud Functions runtime's own framework.
-        self._sys_path = list(__import__("sys").path)
-        self.ingest_app = functions_framework.create_app("ingest", str(SHIM), "http")
-        self.process_app = functions_framework.create_app("process", str(SHIM), "cloudevent")
+            self.publisher = pubsub_v1.PublisherClient()
+            self.subscriber = pubsub_v1.SubscriberClient()
+            self._warm_up()
+            # The bundle's root main.py, loaded by the Cloud Functions runtime's own framework.
+            self.ingest_app = functions_framework.create_app("ingest", str(SHIM), "http")
+            self.process_app = functions_framework.create_app("process", str(SHIM), "cloudevent")
+        except BaseException:  # not started: nothing will stop it later
+            self.pause()
+            self.stop()
+            raise
 
     def _warm_up(self) -> None:
         """The emulators answer HTTP before their first real request is fast (JVM warm-up on
@@ -202,16 +201,27 @@ class GcpStandIn(StandIn):
             emu.stop()
         self._emulators = []
 
-    def stop(self) -> None:
+    def resume(self) -> None:
+        """Point the Google clients the entry points build at the emulators."""
+        import sys
+
+        self._saved_env = {k: os.environ.get(k) for k in EMULATOR_ENV}
+        self._saved_env.update({k: v for k, v in os.environ.items() if k.startswith("DT_")})
+        self._sys_path = list(sys.path)
+        os.environ["FIRESTORE_EMULATOR_HOST"] = self._emulators[0].host
+        os.environ["PUBSUB_EMULATOR_HOST"] = self._emulators[1].host
+        os.environ["GOOGLE_CLOUD_PROJECT"] = self.project
+
+    def pause(self) -> None:
+        """Forget the last harness's container, give the environment back (the emulator
+        settings and the DT_* variables the harnesses set) and unload the bundle's `main`
+        (functions-framework loaded it under that name, from a path it added)."""
         import sys
 
         from gcp_function import main
 
         main.reset()
         self.active = None
-        with contextlib.suppress(Exception):
-            self.subscriber.close()
-        self._stop_emulators()
         for key in [k for k in os.environ if k.startswith("DT_")]:
             del os.environ[key]
         for key, value in self._saved_env.items():
@@ -222,6 +232,11 @@ class GcpStandIn(StandIn):
         sys.path[:] = self._sys_path
         if getattr(sys.modules.get("main"), "__file__", None) == str(SHIM):
             del sys.modules["main"]
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):  # absent when start failed before it
+            self.subscriber.close()
+        self._stop_emulators()
         self._tmp.cleanup()
 
     def harness(self, env: Mapping[str, str]) -> Harness:

@@ -46,13 +46,20 @@ class GcpDirectStandIn(StandIn):
 
     name = "gcp_direct"
     direct = True
+    xdist_group = gcp.GcpStandIn.xdist_group
 
     def start(self) -> None:
+        self.resume()
+
+    def resume(self) -> None:
         self._using = running(gcp.STAND_IN)
         self._using.__enter__()  # skips, with gcp's reason, where the emulators cannot run
 
-    def stop(self) -> None:
+    def pause(self) -> None:
         self._using.__exit__(None, None, None)
+
+    def stop(self) -> None:
+        """Nothing of its own runs: `pause` gave the emulators back."""
 
     def harness(self, env):
         return GcpDirectHarness(gcp.STAND_IN, env)
