@@ -143,14 +143,12 @@ def test_a_client_still_sending_a_huge_head_reads_the_431(served):
 def test_uvicorn_is_in_the_tested_range():
     """The installed uvicorn is inside the range pyproject.toml declares, and that range
     has an upper bound (tests/heroku/test_bundle.py checks the bundle declares the same)."""
-    import tomllib
-    from pathlib import Path
-
     import uvicorn
     from packaging.specifiers import SpecifierSet
 
-    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
-    [spec] = [d for d in tomllib.loads(pyproject.read_text())["project"]["dependencies"] if d.startswith("uvicorn")]
+    from tests.pyproject import pyproject
+
+    [spec] = [d for d in pyproject()["project"]["dependencies"] if d.startswith("uvicorn")]
     declared = SpecifierSet(spec[len("uvicorn"):])
     assert any(s.operator in ("<", "<=") for s in declared), f"{spec}: no upper bound"
     assert uvicorn.__version__ in declared, (

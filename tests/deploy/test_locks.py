@@ -81,11 +81,11 @@ def test_make_lock_is_the_documented_command():
 
 def test_pyproject_license_is_an_spdx_string_with_a_setuptools_that_reads_it():
     """A `license = {text = ...}` table made setuptools warn three times on every install."""
-    import tomllib
-
     from packaging.requirements import Requirement
 
-    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    from tests.pyproject import pyproject
+
+    data = pyproject()
     assert data["project"]["license"] == "MIT"
     [setuptools] = [Requirement(r) for r in data["build-system"]["requires"] if Requirement(r).name == "setuptools"]
     assert not setuptools.specifier.contains("76.9") and setuptools.specifier.contains("77.0")  # PEP 639 from 77

@@ -51,9 +51,9 @@ def test_uvicorn_is_bounded_in_pyproject():
     """core/serving.py extends uvicorn's protocol class: pyproject declares an upper bound
     (the range tests/core/test_serving.py checks); the bundle's lock pins inside it
     (tests/deploy/test_locks.py)."""
-    import tomllib
+    from tests.pyproject import pyproject
 
-    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    declared = pyproject()["project"]["dependencies"]
     [spec] = [d for d in declared if d.startswith("uvicorn")]
     assert "<" in spec
 
