@@ -45,7 +45,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
@@ -55,6 +55,7 @@ from core.times import duration_arg, parse_rfc3339, rfc3339
 from dtcloud.bodies import connector_body, device_id_of
 from dtcloud.connectors import CONFIG_KEY, TYPES
 
+from .httpserver import QuietThreadingHTTPServer
 from .signing import sign
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -122,7 +123,7 @@ class StandIn:
         self._streams: list[queue.Queue] = []
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
-        self._server: ThreadingHTTPServer | None = None
+        self._server: QuietThreadingHTTPServer | None = None
 
     # --- set-up, used by tests ------------------------------------------------------
 
@@ -193,7 +194,7 @@ class StandIn:
         class Handler(_Handler):
             owner = standin
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server = QuietThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, args=(0.1,), daemon=True).start()
         return self

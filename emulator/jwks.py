@@ -26,9 +26,11 @@ import hashlib
 import json
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Iterable, Union
+
+from emulator.httpserver import QuietThreadingHTTPServer
 
 ISSUER_PATH = "/data-connector"
 DISCOVERY_PATH = ISSUER_PATH + "/.well-known/openid-configuration"
@@ -116,7 +118,7 @@ class JwksServer:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.set_keys(keys)
-        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        self._httpd = QuietThreadingHTTPServer((host, port), self._handler_class())
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False  # a request held by delay_s must not block stop()
         self._thread: threading.Thread | None = None
