@@ -237,7 +237,12 @@ def test_ctrl_c_prints_a_true_summary(dt_env, standin, make_serve):
     summary = json.loads(out)
     assert summary["interrupted"] and 0 < summary["accepted"] < 90
     assert summary["not_acknowledged"] == summary["fetched"] - summary["accepted"] - summary["duplicates"] > 0
-    wait_until(lambda: len(serve.seen()) == summary["accepted"], what="the receiver got what was counted")
+    # Every acknowledged event reached the receiver. A request the interrupt cut off before its
+    # answer is rightly counted unacknowledged, yet the receiver may have stored it: at most one
+    # per connection (--concurrency 2) more than acknowledged.
+    seen = wait_until(lambda: len(serve.seen()) >= summary["accepted"] and serve.seen(),
+                      what="the receiver got every event counted as accepted")
+    assert summary["accepted"] <= len(set(seen)) <= summary["accepted"] + 2, (len(seen), summary)
 
 
 def test_one_connection_pool_for_the_whole_run(dt_env, standin, capsys):
