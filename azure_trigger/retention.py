@@ -111,6 +111,24 @@ class TableSweeper:
         return result
 
 
+def reindex(claims: TableClaimStore, retention: Retention | None = None) -> int:
+    """File every claim in the expiry index under the moment it becomes removable; how many.
+
+    Claims written by a version before the index existed are not in it, so the sweep never
+    finds them: run this once after upgrading such a deployment (``python -m
+    azure_trigger.retention --reindex``). It scans the claims, the one full scan there is,
+    and is safe to repeat or to run beside ingest and the sweep (filing is an idempotent
+    upsert, and the sweep re-reads every claim it finds before removing it)."""
+    retention = Retention.from_env() if retention is None else retention
+    filed = 0
+    for entity in _rows(claims.table, ["PartitionKey", "RowKey", "status", "expires_at", "version", "done"]):
+        if entity["PartitionKey"].startswith(EXPIRY_PREFIX) or entity["RowKey"] != CLAIM_ROW:
+            continue
+        claims.index(entity["PartitionKey"], retention.removable_at(claim_of(entity)))
+        filed += 1
+    return filed
+
+
 def _rows(table, fields: list[str]) -> list:
     from azure.core.exceptions import ResourceNotFoundError
 
@@ -141,8 +159,10 @@ def store_report(claims: TableClaimStore, state_table) -> StoreReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m azure_trigger.retention``: print the store's size (JSON), with the app's
-    settings in the environment (AzureWebJobsStorage or DT_STORAGE_CONNECTION, tables)."""
+    """``python -m azure_trigger.retention [--reindex]``: print the store's size (JSON), with
+    the app's settings in the environment (AzureWebJobsStorage or DT_STORAGE_CONNECTION,
+    tables); ``--reindex`` first files every claim in the expiry index (see `reindex`)."""
+    import argparse
     import json
     import sys
     import time
@@ -152,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     from .clients import AzureConfig, table_client
     from .table_store import TableClaimStore, TableDeviceStateStore
 
+    parser = argparse.ArgumentParser(prog="python -m azure_trigger.retention", description=main.__doc__)
+    parser.add_argument("--reindex", action="store_true",
+                        help="file every claim in the expiry index first (once, after upgrading from a version without it)")
+    args = parser.parse_args(argv)
     try:
         config = AzureConfig.from_env()
     except ConfigError as exc:
@@ -159,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     claims = TableClaimStore(table_client(config.connection, config.dedup_table))
     state = TableDeviceStateStore(table_client(config.connection, config.state_table))
+    try:
+        if args.reindex:
+            print(f"azure_trigger.retention: filed {reindex(claims)} claims in the expiry index", file=sys.stderr)
+    except (StoreError, ConfigError) as exc:
+        print(f"azure_trigger.retention: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps({"store": store_report(claims, state.table).to_dict(time.time())}, indent=2, sort_keys=True))
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from azure_trigger.retention import TableSweeper, store_report
+from azure_trigger.retention import TableSweeper, reindex, store_report
 from azure_trigger.table_store import EXPIRY_PREFIX
 from core.ports import COMPLETED, IN_PROGRESS, Claim
 from core.retention import Retention
@@ -117,3 +117,41 @@ def test_stats_command_prints_the_store_size(azure, capsys):
     assert retention.main([]) == 0
     store = json.loads(capsys.readouterr().out)["store"]
     assert store["records"]["claims"] == 1 and store["total"] == 1
+
+
+def _forget_index(azure) -> None:
+    """What a deployment upgraded from a version without the expiry index holds: claims only."""
+    table = azure.claim_store.table
+    for row in table.client.query_entities("PartitionKey ge @first", parameters={"first": EXPIRY_PREFIX}):
+        table.delete_any(row["PartitionKey"], row["RowKey"])
+
+
+def test_claims_from_before_the_index_are_swept_once_reindexed(azure):
+    claims = azure.claim_store
+    now = time.time()
+    claims.create("old-done", Claim(COMPLETED, now - 1, "a"))
+    claims.create("live", Claim(COMPLETED, now + 60, "b"))
+    claims.create("w_unfinished", Claim(IN_PROGRESS, now - 60, "c", ("h1",)))
+    _forget_index(azure)
+    assert TableSweeper(claims).sweep(now).removed == {}  # invisible to the sweep: kept forever
+    assert reindex(claims) == 3
+    assert reindex(claims) == 3 and len(_index(azure)) == 3  # repeatable: one entry per claim
+    assert TableSweeper(claims).sweep(now).removed == {"claims": 1}
+    assert claims.get("old-done") is None and claims.get("live") is not None
+    assert TableSweeper(claims).sweep(now + 61).removed == {"claims": 1}  # each at its own time
+    assert claims.get("w_unfinished") is not None  # kept for a requeue for the retention rule's span
+    assert TableSweeper(claims).sweep(now + RERUN_WINDOW_S).removed == {"claims": 1}
+
+
+def test_the_reindex_command_says_how_many_it_filed(azure, capsys):
+    import json
+
+    from azure_trigger import retention
+
+    azure.claim_store.create("e1", Claim(COMPLETED, time.time() + 5, "v"))
+    _forget_index(azure)
+    assert retention.main(["--reindex"]) == 0
+    captured = capsys.readouterr()
+    assert "filed 1 claims in the expiry index" in captured.err
+    assert json.loads(captured.out)["store"]["records"]["claims"] == 1
+    assert _index(azure) == {"e1"}
