@@ -8,22 +8,29 @@ to ``<tmp_path>/calls.log.files/`` (scripts delete their temporary files on exit
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 STUB = """#!/bin/bash
-printf '%s\\n' "$(basename "$0")" "$@" "--END--" >> "$STUB_LOG"
+# Bash only, no interpreter to start: a deploy script's dry run makes dozens of calls.
+name="${0##*/}"
+printf '%s\\n' "$name" "$@" "--END--" >> "$STUB_LOG"
 for a in "$@"; do case "$a" in @*) [ -f "${a#@}" ] && cp "${a#@}" "$STUB_LOG.files/" ;; esac; done
-exec python3 - "$(basename "$0")" "$*" <<'PY'
-import json, os, sys
-name, joined = sys.argv[1], sys.argv[2]
-for stub, needle, out, status in json.load(open(os.environ["STUB_ANSWERS"])):
-    if stub == name and needle in joined:
-        sys.stdout.write(out)
-        sys.exit(status)
-PY
+joined="$*"
+for entry in "$STUB_ANSWERS"/*.name; do
+  [ -e "$entry" ] || break
+  IFS= read -r -d '' stub < "$entry"
+  [ "$stub" = "$name" ] || continue
+  base="${entry%.name}"
+  IFS= read -r -d '' needle < "$base.needle"
+  case "$joined" in *"$needle"*) ;; *) continue ;; esac
+  IFS= read -r -d '' out < "$base.out"
+  IFS= read -r -d '' status < "$base.status"
+  printf '%s' "$out"
+  exit "$status"
+done
+exit 0
 """
 
 
@@ -37,10 +44,15 @@ def run_script(script: Path, tmp_path: Path, names: list[str], answers: list[tup
     python312 = bin_dir / "python3.12"  # the SAM template's runtime, which deploy-aws checks for
     if not python312.exists():
         python312.symlink_to(sys.executable)
-    log, answers_file = tmp_path / "calls.log", tmp_path / "answers.json"
+    log, answers_dir = tmp_path / "calls.log", tmp_path / "answers"
     (tmp_path / "calls.log.files").mkdir(exist_ok=True)
-    answers_file.write_text(json.dumps(answers))
-    full = {"PATH": f"{bin_dir}:/usr/bin:/bin", "STUB_LOG": str(log), "STUB_ANSWERS": str(answers_file),
+    answers_dir.mkdir(exist_ok=True)
+    for old in answers_dir.iterdir():
+        old.unlink()
+    for n, (stub, needle, out, status) in enumerate(answers):  # in order: the first match wins
+        for part, value in (("name", stub), ("needle", needle), ("out", out), ("status", str(status))):
+            (answers_dir / f"{n:05d}.{part}").write_text(value)
+    full = {"PATH": f"{bin_dir}:/usr/bin:/bin", "STUB_LOG": str(log), "STUB_ANSWERS": str(answers_dir),
             "HOME": str(tmp_path), **env}
     result = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=full, timeout=300)
     calls, current = [], []
