@@ -46,6 +46,8 @@ if dry_run; then exec 3>&1; fi
 
 mask_value() { if [ -n "${1:-}" ]; then _MASKED_VALUES+=("$1"); fi; }
 
+# _masked and _quoted leave their result in REPLY rather than printing it: a dry run prints
+# dozens of commands, and a $(...) per word was two forks each (most of a dry run's time).
 _masked() {
   local word=$1 name secret
   for name in "${MASKED_VARS[@]}"; do
@@ -57,22 +59,23 @@ _masked() {
   done
   # user:password@ in any URL
   if [[ $word =~ ^(.*://)[^/@]+@(.*)$ ]]; then word="${BASH_REMATCH[1]}***@${BASH_REMATCH[2]}"; fi
-  printf '%s' "$word"
+  while [[ $word == *$'\n' ]]; do word=${word%$'\n'}; done  # as $(...) did
+  REPLY=$word
 }
 
 _quoted() {
   local word=$1
   if [[ -n $word && $word =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then
-    printf '%s' "$word"
+    REPLY=$word
   else
     word=${word//$'\n'/\\n}
-    printf "'%s'" "${word//\'/\'\\\'\'}"
+    REPLY="'${word//\'/\'\\\'\'}'"
   fi
 }
 
 _print_dry() {
   local line=$DRY_RUN_PREFIX word
-  for word in "$@"; do line+=" $(_quoted "$(_masked "$word")")"; done
+  for word in "$@"; do _masked "$word"; _quoted "$REPLY"; line+=" $REPLY"; done
   printf '%s\n' "$line" >&3
 }
 
