@@ -4,8 +4,8 @@ removing) and new ones arrive and are processed. Nothing is lost, nothing runs t
 
 Where the store's own TTL is the cleanup (DynamoDB, Firestore, Redis) there is no sweeper
 of ours to race, and a fake clock cannot fire that TTL: there this checks that expired
-records are taken over correctly and that every record a takeover rewrote carries a TTL
-ahead of the clock again (a stale one would let the cloud delete a live claim).
+records are taken over correctly and that every record a takeover rewrote carries a new
+TTL, later than any written before (a stale one would let the cloud delete a live claim).
 The dedup window passes on a fake clock (time-machine), not by sleeping.
 """
 
@@ -34,7 +34,13 @@ def _race(platform, seen, clock) -> None:
     for body in old:
         assert platform.deliver(body, signed(body)).status == 202
     platform.drain()
-    clock.shift(TTL_S + 0.5)  # every record of `old` is now expired, none removed yet
+    # Every record of `old` is now expired, none removed yet; 1.5 s past the window, so that
+    # even a TTL rounded up to the whole second (DynamoDB's) is behind `takeovers_began`.
+    clock.shift(TTL_S + 1.5)
+    # Every TTL from before this moment is stale; a takeover writes one ahead of it. (Not
+    # compared with the clock at the end: on a loaded machine the rest of the test can take
+    # longer than TTL_S, and a TTL rightly written during it has passed by then.)
+    takeovers_began = time.time()
 
     stop = threading.Event()
     sweeps: list[int] = []
@@ -74,10 +80,9 @@ def _race(platform, seen, clock) -> None:
     if sweeps_itself:
         assert sweeps, "the sweeper never ran"
     else:
-        now = time.time()
         expiries = platform.record_expiries()
         assert len(expiries) == 2 * (len(old) + 6)  # ingest claim + ledger entry per delivery
-        assert min(expiries) > now, "a record kept a TTL from before its takeover"
+        assert min(expiries) > takeovers_began, "a record kept a TTL from before its takeover"
     assert platform.queue_depth() == 0
     assert platform.dead_letters() == []
     handled = Counter(e.event_id for e in seen)
