@@ -307,10 +307,8 @@ def test_slow_key_server_is_503_within_the_fetch_timeout(make_receiver, clock, s
     assert elapsed < timeout + MARGIN_S, elapsed
 
     # Retried at once: no second wait on the slow server inside the refresh interval.
-    started = time.monotonic()
     assert post(receiver, body, {"DT-Asymmetric-Signature": token})[0] == 503
-    assert time.monotonic() - started < 0.2
-    assert server.discovery_requests == 1
+    assert server.discovery_requests == 1  # (a second fetch would also have taken the timeout)
 
     server.delay_s = 0.0  # the server recovers; DT retries later
     clock.now += 11
@@ -615,7 +613,7 @@ def test_admit_without_fetching_while_another_thread_fetches_raises_keys_needed(
 
     from core.signature import KeysNeeded
 
-    server.delay_s = 0.5
+    server.delay_s = 3.0
     receiver = make_receiver(DT_SIGNATURE_MODE="asymmetric")
     body = event_body()
     request = Request("POST", body, Headers({"DT-Asymmetric-Signature": asym(body, clock, server)}))
@@ -626,5 +624,5 @@ def test_admit_without_fetching_while_another_thread_fetches_raises_keys_needed(
     started = time.monotonic()
     with pytest.raises(KeysNeeded):
         receiver.admit(request, may_fetch_keys=False)
-    assert time.monotonic() - started < 0.1  # did not wait for the fetch in flight
+    assert time.monotonic() - started < 1.0  # did not wait for the fetch in flight (3 s)
     fetching.join()
