@@ -30,6 +30,9 @@ pytestmark = pytest.mark.slow
 #: DT's target is 10 s; these answers need no I/O but one SQLite commit. The assertion
 #: is the issue's 100 ms, a wide margin over the few ms they take on an idle machine.
 PROMPT_S = 0.1
+#: After a flood of hostile requests: answered, not stalled (before the fix: 32.9 s, and
+#: minutes for /healthz behind the scrapers); wide, as the suite runs four workers on two cores.
+UNSTALLED_S = 2.0
 
 
 def _timed(server, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, float]:
@@ -116,9 +119,9 @@ def test_fire_and_forget_healthz_with_many_large_dead_letters_never_delays_a_del
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     body = event_body(device="dev-prompt")
     status, took = _timed(server, "POST", "/", body, signed(body))
-    assert status == 202 and took < PROMPT_S * 5, took
+    assert status == 202 and took < UNSTALLED_S, took
     status, took = _timed(server, "GET", "/healthz")
-    assert status == 200 and took < PROMPT_S * 5, took
+    assert status == 200 and took < UNSTALLED_S, took
 
 
 def _scrape(port: int, headers: dict | None = None) -> tuple[int, bytes]:
@@ -174,7 +177,7 @@ def test_metrics_stay_small_whatever_event_types_arrive_and_scrapers_leave_no_cl
         t.join(60)
     wait_until(lambda: _close_wait(server.port) <= 5, timeout=10, what="no CLOSE-WAIT left")
     status, took = _timed(server, "GET", "/healthz")
-    assert status == 200 and took < PROMPT_S * 5
+    assert status == 200 and took < UNSTALLED_S
 
 
 def test_a_metrics_token_guards_metrics_and_the_health_counts(make_server):
