@@ -245,7 +245,7 @@ class Receiver:
             )
         except StoreError as exc:
             event_log(logging.ERROR, "could not claim the event", eventId=event_id, error=str(exc))
-            return _unavailable("event store unavailable")
+            return store_unavailable()
         if outcome is Outcome.DUPLICATE:
             return duplicate(event_id)
         if outcome is Outcome.IN_FLIGHT:
