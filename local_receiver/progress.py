@@ -42,8 +42,12 @@ class ProgressJournal:
     def clear(self) -> None:
         """Everything journaled is committed in the ledger: start over."""
         if self.lines:
-            os.ftruncate(self._fd, 0)
-            self.lines = 0
+            self.truncate()
+
+    def truncate(self) -> None:
+        """Empty the file whatever it holds (after a crash: a torn line too)."""
+        os.ftruncate(self._fd, 0)
+        self.lines = 0
 
     def read(self) -> dict[str, tuple[str, ...]]:
         """key -> the handlers journaled as done (a torn last line, from a crash mid-write,
@@ -129,7 +133,6 @@ class JournaledLedger(SQLiteClaimStore):
         """After a crash: add the handlers the journal says finished to their ledger rows
         (rows still IN_PROGRESS; a completed row already has them), commit, empty it."""
         entries = self.journal.read()
-        self.journal.lines = 1  # whatever it holds (a torn line too) goes once committed
         replayed = 0
         with self._db.batch():
             for key, names in entries.items():
@@ -140,7 +143,7 @@ class JournaledLedger(SQLiteClaimStore):
                 if done != row.done:
                     super().replace(key, row.version, Claim(row.status, row.expires_at, row.version, done))
                     replayed += 1
-            self._db.after_commit(self.journal.clear)
+            self._db.after_commit(self.journal.truncate)  # a torn line goes too
         return replayed
 
     @staticmethod
