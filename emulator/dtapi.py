@@ -195,7 +195,6 @@ class StandIn:
             owner = standin
 
         self._server = QuietThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, args=(0.1,), daemon=True).start()
         return self
 

@@ -119,7 +119,6 @@ class JwksServer:
         self._stopping = threading.Event()
         self.set_keys(keys)
         self._httpd = QuietThreadingHTTPServer((host, port), self._handler_class())
-        self._httpd.daemon_threads = True
         self._httpd.block_on_close = False  # a request held by delay_s must not block stop()
         self._thread: threading.Thread | None = None
 
