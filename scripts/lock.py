@@ -61,9 +61,14 @@ BUNDLES = (
 )
 
 
-def _pyproject() -> dict:
+def read_pyproject() -> dict:
+    """pyproject.toml, whole (the tests read it through here too: tests/pyproject.py)."""
     with open(ROOT / "pyproject.toml", "rb") as f:
-        return tomllib.load(f)["project"]
+        return tomllib.load(f)
+
+
+def _pyproject() -> dict:
+    return read_pyproject()["project"]
 
 
 def declared(bundle: Bundle, project: dict | None = None) -> list[str]:

@@ -1,16 +1,12 @@
-"""pyproject.toml as the tests read it (tomllib from Python 3.11, the tomli backport before)."""
+"""pyproject.toml as the tests read it: `scripts/lock.py`'s reader (tomllib, or the tomli
+backport on Python 3.10), not a second one."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from lock import read_pyproject as pyproject  # noqa: E402
 
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
-
-
-def pyproject() -> dict:
-    return tomllib.loads(PYPROJECT.read_text())
+__all__ = ["pyproject"]
