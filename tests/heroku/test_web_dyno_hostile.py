@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow
 # Starved, the old web process answered after 10-20 s; a shared, loaded test machine can
 # add a few hundred ms to any answer.
 POST_DEADLINE_S = 2.0
+PROMPT_S = 3.0  # against the 60 s a client would wait without the bound
 FAST = {"DT_HTTP_HEADER_TIMEOUT_S": "2", "DT_HTTP_BODY_TIMEOUT_S": "2", "DT_HTTP_KEEPALIVE_TIMEOUT_S": "2"}
 
 
@@ -91,13 +92,16 @@ def test_slow_clients_are_cut_off(web):
         assert all(read_until_closed(s, 5.0)[1] for s in socks)
 
 
-def test_healthz_and_a_post_answer_within_a_second_while_idle_connections_exhaust_the_fd_limit(h, bundle):  # noqa: F811
+def test_healthz_and_a_post_answer_promptly_while_idle_connections_exhaust_the_fd_limit(h, bundle):  # noqa: F811
+    """Without the connection bound the probe is never accepted (no descriptor left) and
+    waits out the 60 s timeouts; the bound leaves room at once. The 3 s allow for a
+    machine busy with the suite's other workers (1.3 s seen)."""
     raise_own_fd_limit(4096)
     slow = {"DT_HTTP_HEADER_TIMEOUT_S": "60", "DT_HTTP_KEEPALIVE_TIMEOUT_S": "60"}
     with web_dyno(h, bundle, "ulimit -n 1024; ", **slow) as port, open_connections(port, 1100):
         time.sleep(0.5)
         start = time.monotonic()
         assert healthy(port)
-        assert time.monotonic() - start < 1.0
+        assert time.monotonic() - start < PROMPT_S
         status, seconds = _timed_post(port)
         assert status == 202 and seconds < POST_DEADLINE_S, seconds

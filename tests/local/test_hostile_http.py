@@ -74,14 +74,15 @@ def test_idle_keep_alive_connection_is_closed_after_its_timeout(server):
     assert closed and statuses(data) == [200]
 
 
-def test_healthz_answers_within_a_second_while_idle_connections_exhaust_the_fd_limit(make_server):
+def test_healthz_answers_promptly_while_idle_connections_exhaust_the_fd_limit(make_server):
     """1,100 idle connects against ``ulimit -n 1024``, with timeouts far longer than the
-    test: only the bound on connections (oldest idle closed first) keeps room for us."""
+    test: only the bound on connections (oldest idle closed first) keeps room for us.
+    Without it the probe waits out the 60 s timeouts; 3 s allow for a busy machine."""
     raise_own_fd_limit(4096)
     server = make_server(DT_HTTP_HEADER_TIMEOUT_S="60", DT_HTTP_KEEPALIVE_TIMEOUT_S="60").start(nofile=1024)
     with open_connections(server.port, 1100):
         time.sleep(0.5)  # let the server accept them all
-        assert _timed_health(server.port) < 1.0
+        assert _timed_health(server.port) < 3.0
         body = event_body()
         assert server.request("POST", "/", body, signed(body))[0] == 202
 
