@@ -159,7 +159,8 @@ def environment_options(url: str, env: Mapping[str, str] | None = None) -> dict:
 
     env = os.environ if env is None else env
     options: dict = {"use_env_settings": False}
-    proxies = get_environ_proxies(url)  # {} when NO_PROXY covers the host, or none is set
+    # {} when NO_PROXY covers the host or no proxy is set (its "no" entry is spent here)
+    proxies = {scheme: proxy for scheme, proxy in get_environ_proxies(url).items() if scheme != "no"}
     if proxies:
         options["proxies"] = proxies
     bundle = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE")
