@@ -100,6 +100,25 @@ class Claims:
                 return Outcome.CLAIMED, Held(key, taken, first=False)
         return Outcome.IN_FLIGHT, None
 
+    def acquire_new(
+        self,
+        event_ids: list[str],
+        lease_s: float,
+        create_many: Callable[[list[tuple[str, Claim]]], list[bool]],
+        completed_ttl_s: float | None = None,
+    ) -> list[Held | None]:
+        """`acquire` for many events at once, for the common case of ids never seen: each
+        gets the record `acquire` would create first, all written by one `create_many`
+        (a `core.ports.BatchOutbox`). None for an id that already has a record (or
+        repeats an earlier one): `acquire` settles that one (duplicate, in flight, or
+        taken over), the state machine being written once, there."""
+        now = self._clock()
+        status, expires_at = (IN_PROGRESS, now + lease_s) if completed_ttl_s is None else (COMPLETED, now + completed_ttl_s)
+        namespace = self._namespace
+        records = [(store_key(event_id, namespace), Claim(status, expires_at, new_version())) for event_id in event_ids]
+        created = create_many(records)
+        return [Held(key, claim, queued=True) if made else None for (key, claim), made in zip(records, created)]
+
     def complete(self, held: Held, ttl_s: float, also_done: tuple[str, ...] = ()) -> bool:
         """Mark done and remember for `ttl_s`. False if our claim was taken over meanwhile.
         `also_done`: handlers that finished but were not recorded yet (the worker records

@@ -427,6 +427,26 @@ _INSERT_CLAIM = (
 
 
 _INSERT_MESSAGE = "INSERT INTO queue (event_id, body, visible_at) VALUES (?, ?, ?)"
+#: Rows per multi-row statement: far below SQLite's limit of 32,766 parameters.
+_ROWS_PER_STATEMENT = 256
+
+
+@functools.lru_cache(maxsize=None)
+def _rows_sql(head: str, columns: int, rows: int, tail: str = "") -> str:
+    """`head` VALUES (?, ...), ... `tail`: one statement for `rows` rows (one SQL text per
+    row count, so SQLite's statement cache keeps each prepared)."""
+    row = "(" + ", ".join("?" * columns) + ")"
+    return f"{head} VALUES {', '.join([row] * rows)}{tail}"
+
+
+def _chunks(items: list, size: int = _ROWS_PER_STATEMENT):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+_INSERT_CLAIMS_HEAD = "INSERT INTO claims (key, status, expires_at, version, done)"
+_INSERT_CLAIMS_TAIL = " ON CONFLICT (key) DO NOTHING RETURNING key"
+_INSERT_MESSAGES_HEAD = "INSERT INTO queue (event_id, body, visible_at)"
 
 
 def _claim_row(key: str, claim: Claim) -> tuple:
@@ -547,6 +567,39 @@ class SQLiteQueue:
             raise QueueError(str(exc)) from exc
         self._notify()
         return True
+
+    def claim_and_enqueue_many(self, items: list[tuple[str, Claim, str, str]]) -> list[bool]:
+        """`claim_and_enqueue` for many events, ``(key, claim, message, event_id)`` each, in
+        one savepoint and two statements (inside a `Database.batch`: the group commit's).
+
+        Returns, per item, whether its claim was created (False: a record existed, or an
+        earlier item had the same key). All or nothing: every created claim has its message,
+        or, raising `QueueError`, nothing was written, so the caller can retry the events
+        one by one (`Receiver.accept_batch`) and a failure stays with the event it belongs to.
+        """
+        if not items:
+            return []
+        now = self._db.clock()
+        try:
+            with self._db.transaction() as conn:
+                created: set[str] = set()
+                for chunk in _chunks(items):
+                    params = [value for key, claim, _, _ in chunk for value in _claim_row(key, claim)]
+                    created.update(row[0] for row in conn.execute(
+                        _rows_sql(_INSERT_CLAIMS_HEAD, 5, len(chunk), _INSERT_CLAIMS_TAIL), params).fetchall())
+                made = []
+                for key, _, _, _ in items:
+                    made.append(key in created)
+                    created.discard(key)  # a second item with that key is a duplicate
+                stored = [item for item, ok in zip(items, made) if ok]
+                for chunk in _chunks(stored):
+                    params = [value for _, _, message, event_id in chunk for value in (event_id, message, now)]
+                    conn.execute(_rows_sql(_INSERT_MESSAGES_HEAD, 3, len(chunk)), params)
+        except StoreError as exc:
+            raise QueueError(str(exc)) from exc
+        if stored:
+            self._notify()
+        return made
 
     def _notify(self) -> None:
         with self._db.changed:

@@ -10,7 +10,7 @@ import pytest
 
 from core.config import Settings
 from core.http import Headers, Request
-from core.receiver import Admitted, store_unavailable
+from core.receiver import Admitted, log_accepted, store_unavailable
 from local_receiver.app import GroupCommit, LocalApp
 from tests.dt import BASE_ENV, event_body, event_id_of, signed
 
@@ -38,7 +38,7 @@ def test_concurrent_events_share_one_commit_and_each_answer_follows_it(app):
     admitted = _admitted(app, 40)
     outside = sqlite3.connect(app.db.path)  # another process's view: committed rows only
     stored_when_answered: list[bool] = []
-    group = GroupCommit(app.db, app.receiver.accept, store_unavailable)
+    group = GroupCommit(app.db, app.receiver.accept_batch, store_unavailable)
     commits = _commits(app.db)
 
     async def deliver_all():
@@ -68,7 +68,7 @@ def test_a_failed_commit_answers_every_event_of_the_batch_503(app, monkeypatch):
     def failing_commit():
         raise StoreError("disk I/O error")
 
-    group = GroupCommit(app.db, app.receiver.accept, store_unavailable)
+    group = GroupCommit(app.db, app.receiver.accept_batch, store_unavailable)
     monkeypatch.setattr(app.db, "_commit", failing_commit)
 
     async def deliver_all():
@@ -134,3 +134,87 @@ def test_the_worker_process_is_woken_only_once_the_events_are_committed(app):
         outside.close()
     assert visible_at_wake and min(visible_at_wake) >= 1, visible_at_wake
 
+
+
+class _Counting:
+    """The database's connection, counting the statements run through it (a trace
+    callback would see a statement again each time one of its triggers fires)."""
+
+    def __init__(self, real: sqlite3.Connection):
+        self._real = real
+        self.statements: list[str] = []
+
+    def execute(self, sql: str, params=()):
+        self.statements.append(sql.split(None, 1)[0].upper())
+        return self._real.execute(sql, params)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def _accepted_lines(records) -> list[dict]:
+    return [r.fields for r in records if r.getMessage() == "accepted"]
+
+
+def test_a_group_of_new_events_is_claimed_and_queued_in_two_statements_and_logged_in_one_line(app, request):
+    import logging
+
+    from tests.logcapture import dtconnector_log
+
+    logger = logging.getLogger("dtconnector")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    request.addfinalizer(lambda: logger.setLevel(level))
+    admitted = _admitted(app, 30)
+    counting = app.db._conn = _Counting(app.db._conn)
+    try:
+        with dtconnector_log() as records, app.db.batch():
+            answers = app.receiver.accept_batch(admitted)
+    finally:
+        app.db._conn = counting._real
+    assert [a.status for a in answers] == [202] * 30
+    # every claim in one statement, every message in another
+    assert counting.statements == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
+    assert app.queue.depth() == 30
+    assert _accepted_lines(records) == []  # nothing logged before the commit
+    with dtconnector_log() as records:
+        log_accepted(answers)
+    (line,) = _accepted_lines(records)
+    assert line == {"events": 30, "eventIds": [a.event_id for a in admitted]}
+
+
+def test_a_repeated_or_known_event_id_in_a_group_is_a_duplicate_never_a_second_message(app):
+    admitted = _admitted(app, 4)
+    first = app.receiver.accept_batch(admitted[:1])
+    again = app.receiver.accept_batch([admitted[1], admitted[0], admitted[2], admitted[1], admitted[3]])
+    app.db.flush()
+    assert [r.status for r in first] == [202]
+    assert [r.status for r in again] == [202, 200, 202, 200, 202]
+    assert app.queue.depth() == 4
+
+
+def test_one_failing_event_in_a_group_fails_alone_and_leaves_no_claim_without_its_message(app):
+    """The group's single write fails as a whole (a real SQLite error, raised by a trigger
+    for one event's message); then each event is stored alone: the others are answered
+    202 and queued, the failing one 503 with no claim left behind, so DT's retry of it is
+    accepted (a claim without its message would answer that retry "duplicate": lost)."""
+    admitted = _admitted(app, 6)
+    bad = admitted[3].event_id
+    app.db.write(
+        "CREATE TEMP TRIGGER fail_one BEFORE INSERT ON queue WHEN NEW.event_id = '%s'"
+        " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END" % bad
+    )
+    group = GroupCommit(app.db, app.receiver.accept_batch, store_unavailable)
+    try:
+        answers = [f.result(10) for f in [group.submit(a) for a in admitted]]
+    finally:
+        group.stop()
+    assert [a.status for a in answers] == [202, 202, 202, 503, 202, 202]
+    assert answers[3].headers.get("Retry-After") == "5"
+    queued = {row[0] for row in app.db.query("SELECT event_id FROM queue")}
+    assert queued == {a.event_id for a in admitted} - {bad}
+    claimed = {row[0] for row in app.db.query("SELECT key FROM claims")}
+    assert len(claimed) == 5 and not any(bad in key for key in claimed)
+
+    app.db.write("DROP TRIGGER fail_one")
+    assert app.receiver.accept_batch([admitted[3], admitted[0]])[0].status == 202  # DT's retry
