@@ -117,7 +117,7 @@ class Claims:
         namespace = self._namespace
         records = [(store_key(event_id, namespace), Claim(status, expires_at, new_version())) for event_id in event_ids]
         created = create_many(records)
-        return [Held(key, claim, queued=True) if made else None for (key, claim), made in zip(records, created)]
+        return [Held(key, claim) if made else None for (key, claim), made in zip(records, created)]
 
     def complete(self, held: Held, ttl_s: float, also_done: tuple[str, ...] = ()) -> bool:
         """Mark done and remember for `ttl_s`. False if our claim was taken over meanwhile.
@@ -125,6 +125,16 @@ class Claims:
         the last one with the completion: one write instead of two)."""
         done = Claim(COMPLETED, self._clock() + ttl_s, new_version(), held.claim.done + also_done)
         return self._store.replace(held.key, held.claim.version, done)
+
+    def complete_many(self, items: list[tuple[Held, float, tuple[str, ...]]],
+                      replace_many: Callable[[list[tuple[str, str, Claim]]], list[bool]]) -> list[bool]:
+        """`complete` for many ``(held, ttl_s, also_done)`` at once, written by one
+        `replace_many` (the store's ``replace`` for each ``(key, expected_version, claim)``)."""
+        now = self._clock()
+        return replace_many([
+            (held.key, held.claim.version, Claim(COMPLETED, now + ttl_s, new_version(), held.claim.done + also_done))
+            for held, ttl_s, also_done in items
+        ])
 
     def release(self, held: Held) -> bool:
         """Give the id back so DT's retry can claim it. Only deletes our own claim."""

@@ -86,6 +86,34 @@ class JournaledLedger(SQLiteClaimStore):
             self._written[key] = claim.version
         return created
 
+    def create_many(self, records: list[tuple[str, Claim]]) -> list[bool]:
+        created = super().create_many(records)
+        for (key, claim), made in zip(records, created):
+            if made:
+                self._written[key] = claim.version
+        return created
+
+    def replace_many(self, items: list[tuple[str, str, Claim]]) -> list[bool]:
+        """`replace` of many rows, none of them a finished handler's record (the batch's
+        completions): the journaled record of a row is checked, then overwritten in SQLite."""
+        if any(self._journals(claim) for _, _, claim in items):
+            return [self.replace(key, expected, claim) for key, expected, claim in items]
+        writes, refused = [], set()
+        for key, expected, claim in items:
+            pending = self._pending.get(key)
+            if pending is not None:
+                if pending[1].version != expected:
+                    refused.add(key)
+                    continue
+                expected = pending[0]  # one UPDATE from the stored row to the final one
+            writes.append((key, expected, claim))
+        replaced = dict(zip((key for key, _, _ in writes), super().replace_many(writes))) if writes else {}
+        for key, _, claim in writes:
+            self._pending.pop(key, None)  # as `replace` does, written or not
+            if replaced[key]:
+                self._written[key] = claim.version
+        return [key not in refused and replaced.get(key, False) for key, _, _ in items]
+
     def get(self, key: str) -> Claim | None:
         pending = self._pending.get(key)
         return pending[1] if pending is not None else super().get(key)

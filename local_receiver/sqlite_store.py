@@ -416,6 +416,13 @@ def _retry_busy(run: Callable[[], object]):
             delay = min(delay * 2, 0.002)
 
 
+_JSON_TEXT = json.JSONEncoder().encode  # json.dumps's own encoder, without its per-call checks
+
+
+def _json_text(value: object) -> str:
+    return "{}" if not value else _JSON_TEXT(value)
+
+
 @functools.lru_cache(maxsize=1024)  # a few handler names, combined a few ways
 def _done_json(done: tuple[str, ...]) -> str:
     return json.dumps(done) if done else "[]"
@@ -447,6 +454,18 @@ def _chunks(items: list, size: int = _ROWS_PER_STATEMENT):
 _INSERT_CLAIMS_HEAD = "INSERT INTO claims (key, status, expires_at, version, done)"
 _INSERT_CLAIMS_TAIL = " ON CONFLICT (key) DO NOTHING RETURNING key"
 _INSERT_MESSAGES_HEAD = "INSERT INTO queue (event_id, body, visible_at)"
+# A compare-and-set per row: (key, expected version, status, expires_at, version, done).
+_REPLACE_CLAIMS_HEAD = (
+    "UPDATE claims SET status = v.column3, expires_at = v.column4, version = v.column5, done = v.column6 FROM ("
+)
+_REPLACE_CLAIMS_TAIL = ") AS v WHERE claims.key = v.column1 AND claims.version = v.column2 RETURNING claims.key"
+_UPSERT_STATES_HEAD = "INSERT INTO device_state (device_id, event_type, version, event_id, timestamp, data, labels)"
+_UPSERT_STATES_TAIL = (
+    " ON CONFLICT (device_id, event_type) DO UPDATE SET"
+    "   version = excluded.version, event_id = excluded.event_id, timestamp = excluded.timestamp,"
+    "   data = excluded.data, labels = excluded.labels"
+    " WHERE excluded.version > device_state.version"
+)
 
 
 def _claim_row(key: str, claim: Claim) -> tuple:
@@ -480,6 +499,33 @@ class SQLiteClaimStore:
 
     def create(self, key: str, claim: Claim) -> bool:
         return self._db.write(_INSERT_CLAIM, _claim_row(key, claim), durable=self._durable(claim)) == 1
+
+    def create_many(self, records: list[tuple[str, Claim]]) -> list[bool]:
+        """`create` for each ``(key, claim)``, one statement per `_ROWS_PER_STATEMENT`:
+        whether each was created (False when a record exists or an earlier one has the key)."""
+        created: set[str] = set()
+        for chunk in _chunks(records):
+            params = [value for key, claim in chunk for value in _claim_row(key, claim)]
+            rows = self._db.write_returning(_rows_sql(_INSERT_CLAIMS_HEAD, 5, len(chunk), _INSERT_CLAIMS_TAIL), params,
+                                            durable=any(self._durable(claim) for _, claim in chunk))
+            created.update(row[0] for row in rows)
+        made = []
+        for key, _ in records:
+            made.append(key in created)
+            created.discard(key)
+        return made
+
+    def replace_many(self, items: list[tuple[str, str, Claim]]) -> list[bool]:
+        """`replace` for each ``(key, expected_version, claim)`` (distinct keys), one statement
+        per `_ROWS_PER_STATEMENT`: whether each was replaced."""
+        replaced: set[str] = set()
+        for chunk in _chunks(items):
+            params = [value for key, expected, claim in chunk
+                      for value in (key, expected, claim.status, claim.expires_at, claim.version, _done_json(claim.done))]
+            rows = self._db.write_returning(_rows_sql(_REPLACE_CLAIMS_HEAD, 6, len(chunk), _REPLACE_CLAIMS_TAIL), params,
+                                            durable=any(self._durable(claim) for _, _, claim in chunk))
+            replaced.update(row[0] for row in rows)
+        return [key in replaced for key, _, _ in items]
 
     def get(self, key: str) -> Claim | None:
         rows = self._db.query("SELECT status, expires_at, version, done FROM claims WHERE key = ?", (key,))
@@ -640,6 +686,12 @@ class SQLiteQueue:
     def ack(self, message: QueuedMessage) -> None:
         self._db.write("DELETE FROM queue WHERE id = ?", (message.id,), durable=False)
 
+    def ack_many(self, messages: list[QueuedMessage]) -> None:
+        """`ack` for each message, one statement per `_ROWS_PER_STATEMENT`."""
+        for chunk in _chunks(messages):
+            marks = ", ".join("?" * len(chunk))
+            self._db.write(f"DELETE FROM queue WHERE id IN ({marks})", tuple(m.id for m in chunk), durable=False)
+
     def retry_later(self, message: QueuedMessage, delay_s: float, error: str) -> None:
         self._db.write(
             "UPDATE queue SET visible_at = ?, last_error = ? WHERE id = ?",
@@ -691,24 +743,19 @@ class SQLiteStateStore:
         self._db = db
 
     def put_if_newer(self, state: DeviceState) -> bool:
-        return self._db.write(
-            "INSERT INTO device_state (device_id, event_type, version, event_id, timestamp, data, labels)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (device_id, event_type) DO UPDATE SET"
-            "   version = excluded.version, event_id = excluded.event_id, timestamp = excluded.timestamp,"
-            "   data = excluded.data, labels = excluded.labels"
-            " WHERE excluded.version > device_state.version",
-            (
-                state.device_id,
-                state.event_type,
-                state.version,
-                state.event_id,
-                state.timestamp,
-                json.dumps(state.data),
-                json.dumps(state.labels),
-            ),
-            durable=False,
-        ) == 1
+        return self.put_many_if_newer([state]) == 1
+
+    def put_many_if_newer(self, states: list[DeviceState]) -> int:
+        """`put_if_newer` for each state in order, one statement per `_ROWS_PER_STATEMENT`:
+        how many were written (the others were older than the stored state)."""
+        written = 0
+        for chunk in _chunks(states):
+            params = [value for s in chunk for value in (
+                s.device_id, s.event_type, s.version, s.event_id, s.timestamp,
+                _json_text(s.data), _json_text(s.labels))]
+            written += self._db.write(_rows_sql(_UPSERT_STATES_HEAD, 7, len(chunk), _UPSERT_STATES_TAIL), params,
+                                      durable=False)
+        return written
 
     def get_device(self, device_id: str) -> list[DeviceState]:
         return list(self._select("WHERE device_id = ?", (device_id,)))

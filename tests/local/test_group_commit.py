@@ -174,7 +174,8 @@ def test_a_group_of_new_events_is_claimed_and_queued_in_two_statements_and_logge
         app.db._conn = counting._real
     assert [a.status for a in answers] == [202] * 30
     # every claim in one statement, every message in another
-    assert counting.statements == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
+    writes = [verb for verb in counting.statements if verb != "SELECT"]  # the /healthz counts' reads
+    assert writes == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
     assert app.queue.depth() == 30
     assert _accepted_lines(records) == []  # nothing logged before the commit
     with dtconnector_log() as records:
@@ -218,3 +219,76 @@ def test_one_failing_event_in_a_group_fails_alone_and_leaves_no_claim_without_it
 
     app.db.write("DROP TRIGGER fail_one")
     assert app.receiver.accept_batch([admitted[3], admitted[0]])[0].status == 202  # DT's retry
+
+
+def _enqueue(app, bodies) -> list[str]:
+    for body in bodies:
+        app.queue.enqueue(body.decode(), event_id=event_id_of(body))
+    return [event_id_of(b) for b in bodies]
+
+
+def test_the_worker_writes_a_batch_of_new_events_in_one_statement_per_table_and_logs_one_line(app, request):
+    """Step 1: the ledger claims in one INSERT and the device states in one; step 3: the
+    completions in one UPDATE and the acknowledgements in one DELETE. One "processed" line
+    names every event of the batch."""
+    import logging
+
+    from tests.logcapture import dtconnector_log
+
+    logger = logging.getLogger("dtconnector")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    request.addfinalizer(lambda: logger.setLevel(level))
+    ids = _enqueue(app, [event_body(device=f"dev-{i}", event_type="touch") for i in range(20)])
+    runner = app.runner
+    counting = app.db._conn = _Counting(app.db._conn)
+    try:
+        with dtconnector_log() as records:
+            assert runner.run_batch() == 20
+    finally:
+        app.db._conn = counting._real
+    writes = [verb for verb in counting.statements if verb != "SELECT"]
+    assert writes == ["BEGIN", "UPDATE", "INSERT", "INSERT", "COMMIT",  # reserve, ledger, state
+                      "BEGIN", "UPDATE", "DELETE", "INSERT", "COMMIT"], writes  # ledger, ack, metrics
+    assert app.queue.depth() == 0 and len(app.state.all()) == 20
+    done = app.db.query("SELECT count(*) FROM claims WHERE key LIKE 'w\\_%' ESCAPE '\\' AND status = 'COMPLETED'")
+    assert done == [(20,)]
+    processed = [r.fields for r in records if r.getMessage() == "processed"]
+    assert processed == [{"events": 20, "eventIds": ids}]
+
+
+def test_an_older_event_after_a_newer_one_in_a_batch_is_counted_stale_and_keeps_the_newer_state(app):
+    from core.metrics import STALE_STATE_SKIPPED
+
+    newer = event_body(device="dev-a", event_type="touch", timestamp="2026-11-22T10:00:05.000000Z")
+    older = event_body(device="dev-a", event_type="touch", timestamp="2026-11-22T10:00:01.000000Z")
+    other = event_body(device="dev-b", event_type="touch")
+    _enqueue(app, [newer, older, other])
+    assert app.runner.run_batch() == 3
+    [state_a] = app.state.get_device("dev-a")
+    assert state_a.event_id == event_id_of(newer)
+    counters = app.local_worker.metrics.snapshot()[0]
+    assert counters.get((STALE_STATE_SKIPPED, ())) == 1
+    assert app.queue.depth() == 0  # the stale one's handlers ran all the same
+
+
+def test_one_event_whose_state_cannot_be_written_fails_alone_in_its_batch(app):
+    """A real SQLite error for one event's device state fails the batch's one statement;
+    each event's state is then written alone: the others are processed and acknowledged,
+    the failing one is rescheduled, its ledger claim released for the redelivery."""
+    bodies = [event_body(device=f"dev-{i}", event_type="touch") for i in range(5)]
+    ids = _enqueue(app, bodies)
+    app.db.write("CREATE TEMP TRIGGER fail_one BEFORE INSERT ON device_state WHEN NEW.device_id = 'dev-2'"
+                 " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    assert app.runner.run_batch() == 5
+    left = app.db.query("SELECT event_id, attempts, last_error FROM queue")
+    assert [(event_id, attempts) for event_id, attempts, _ in left] == [(ids[2], 1)]
+    assert "disk I/O error" in left[0][2]
+    assert sorted(s.device_id for s in app.state.all()) == ["dev-0", "dev-1", "dev-3", "dev-4"]
+    [(status, expires_at)] = app.db.query("SELECT status, expires_at FROM claims WHERE key = ?", ("w_" + ids[2],))
+    assert status == "IN_PROGRESS" and expires_at <= app.db.clock()  # released: a redelivery takes over at once
+
+    app.db.write("DROP TRIGGER fail_one")
+    app.db.write("UPDATE queue SET visible_at = 0")
+    assert app.runner.run_batch() == 1 and app.queue.depth() == 0
+    assert len(app.state.all()) == 5
