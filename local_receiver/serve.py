@@ -413,8 +413,8 @@ def _work(db: str, announce, lock_wait_s: float | None = None) -> int:
         worker.take_ownership(WORKER_LOCK_WAIT_S if lock_wait_s is None else lock_wait_s)
     except AlreadyRunning as exc:
         return _fail(str(exc), 1)
-    announce(registry.summary())
     _freeze_startup_objects()
+    announce(registry.summary())
     threading.Thread(target=_forward_stop, args=(stop, worker), daemon=True).start()
     try:
         worker.run(stop)
