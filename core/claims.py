@@ -142,10 +142,11 @@ class Claims:
 
     def record_progress(self, held: Held, handler_name: str) -> Held:
         """Note that one handler finished. Raises `LostClaim` if we no longer own it."""
-        claim = replace(held.claim, version=new_version(), done=held.claim.done + (handler_name,))
-        if not self._store.replace(held.key, held.claim.version, claim):
+        old = held.claim  # built directly: `dataclasses.replace` costs twice as much, per handler run
+        claim = Claim(old.status, old.expires_at, new_version(), old.done + (handler_name,))
+        if not self._store.replace(held.key, old.version, claim):
             raise LostClaim("the event was taken over by another worker")
-        return replace(held, claim=claim)  # still `first` or not: the completion's TTL depends on it
+        return Held(held.key, claim, held.queued, held.first)  # still `first` or not: the completion's TTL depends on it
 
     def abandon(self, held: Held) -> bool:
         """Let the next delivery take over at once, keeping the handlers already done."""

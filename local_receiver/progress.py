@@ -27,6 +27,9 @@ from core.ports import IN_PROGRESS, Claim
 from .sqlite_store import Database, SQLiteClaimStore
 
 
+_JSON = json.JSONEncoder(separators=(",", ":")).encode  # what json.dumps does, without its per-call setup
+
+
 class ProgressJournal:
     """``<db>.progress``: one JSON line per finished handler, ``{"k": key, "d": done}``."""
 
@@ -36,7 +39,7 @@ class ProgressJournal:
         self.lines = 0  # written since the last `clear`
 
     def append(self, key: str, done: tuple[str, ...]) -> None:
-        os.write(self._fd, (json.dumps({"k": key, "d": list(done)}, separators=(",", ":")) + "\n").encode())
+        os.write(self._fd, ('{"k":' + _JSON(key) + ',"d":' + _JSON(list(done)) + "}\n").encode())
         self.lines += 1
 
     def clear(self) -> None:
