@@ -93,6 +93,8 @@ CREATE TABLE IF NOT EXISTS metrics (process TEXT PRIMARY KEY, snapshot TEXT NOT 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 #: How long a writer waits for another process's write lock before giving up (503).
 LOCK_WAIT_S = 10.0
+#: Prepared statements kept per connection (Python's default is 128).
+STATEMENT_CACHE = 1024
 #: Past this size the checkpointer makes the WAL start over (pausing every writer for the
 #: frames not yet copied, and an fsync); below it, checkpoints never pause anyone.
 WAL_RESTART_BYTES = 32 * 1024 * 1024
@@ -142,7 +144,10 @@ class Database:
         self._write_lock = None if self.path == ":memory:" else os.open(self.path + ".write-lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._write_locked = False
         try:
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=LOCK_WAIT_S)
+            # A batch's multi-row statements differ by row count (one SQL text per count, for
+            # each of five statements): room for all of them in the prepared-statement cache.
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=LOCK_WAIT_S,
+                                         cached_statements=STATEMENT_CACHE)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
             # One transaction: two processes may open a new file at once.
@@ -504,11 +509,11 @@ class SQLiteClaimStore:
         """`create` for each ``(key, claim)``, one statement per `_ROWS_PER_STATEMENT`:
         whether each was created (False when a record exists or an earlier one has the key)."""
         created: set[str] = set()
-        for chunk in _chunks(records):
-            params = [value for key, claim in chunk for value in _claim_row(key, claim)]
-            rows = self._db.write_returning(_rows_sql(_INSERT_CLAIMS_HEAD, 5, len(chunk), _INSERT_CLAIMS_TAIL), params,
-                                            durable=any(self._durable(claim) for _, claim in chunk))
-            created.update(row[0] for row in rows)
+        with self._db.transaction(durable=any(self._durable(claim) for _, claim in records)) as conn:  # all or none
+            for chunk in _chunks(records):
+                params = [value for key, claim in chunk for value in _claim_row(key, claim)]
+                sql = _rows_sql(_INSERT_CLAIMS_HEAD, 5, len(chunk), _INSERT_CLAIMS_TAIL)
+                created.update(row[0] for row in conn.execute(sql, params).fetchall())
         made = []
         for key, _ in records:
             made.append(key in created)
@@ -519,12 +524,12 @@ class SQLiteClaimStore:
         """`replace` for each ``(key, expected_version, claim)`` (distinct keys), one statement
         per `_ROWS_PER_STATEMENT`: whether each was replaced."""
         replaced: set[str] = set()
-        for chunk in _chunks(items):
-            params = [value for key, expected, claim in chunk
-                      for value in (key, expected, claim.status, claim.expires_at, claim.version, _done_json(claim.done))]
-            rows = self._db.write_returning(_rows_sql(_REPLACE_CLAIMS_HEAD, 6, len(chunk), _REPLACE_CLAIMS_TAIL), params,
-                                            durable=any(self._durable(claim) for _, _, claim in chunk))
-            replaced.update(row[0] for row in rows)
+        with self._db.transaction(durable=any(self._durable(claim) for _, _, claim in items)) as conn:  # all or none
+            for chunk in _chunks(items):
+                params = [value for key, expected, claim in chunk for value in
+                          (key, expected, claim.status, claim.expires_at, claim.version, _done_json(claim.done))]
+                sql = _rows_sql(_REPLACE_CLAIMS_HEAD, 6, len(chunk), _REPLACE_CLAIMS_TAIL)
+                replaced.update(row[0] for row in conn.execute(sql, params).fetchall())
         return [key in replaced for key, _, _ in items]
 
     def get(self, key: str) -> Claim | None:
@@ -749,12 +754,12 @@ class SQLiteStateStore:
         """`put_if_newer` for each state in order, one statement per `_ROWS_PER_STATEMENT`:
         how many were written (the others were older than the stored state)."""
         written = 0
-        for chunk in _chunks(states):
-            params = [value for s in chunk for value in (
-                s.device_id, s.event_type, s.version, s.event_id, s.timestamp,
-                _json_text(s.data), _json_text(s.labels))]
-            written += self._db.write(_rows_sql(_UPSERT_STATES_HEAD, 7, len(chunk), _UPSERT_STATES_TAIL), params,
-                                      durable=False)
+        with self._db.transaction(durable=False) as conn:  # all or none
+            for chunk in _chunks(states):
+                params = [value for s in chunk for value in (
+                    s.device_id, s.event_type, s.version, s.event_id, s.timestamp,
+                    _json_text(s.data), _json_text(s.labels))]
+                written += conn.execute(_rows_sql(_UPSERT_STATES_HEAD, 7, len(chunk), _UPSERT_STATES_TAIL), params).rowcount
         return written
 
     def get_device(self, device_id: str) -> list[DeviceState]:
