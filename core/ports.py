@@ -105,6 +105,18 @@ class AtomicOutbox(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchOutbox(Protocol):
+    """Optional, for an `AtomicOutbox` that can store many new events in one write (the
+    local receiver's group commit: `core.receiver.Receiver.accept_batch`)."""
+
+    def claim_and_enqueue_many(self, items: list[tuple[str, Claim, str, str]]) -> list[bool]:
+        """`claim_and_enqueue` for each ``(key, claim, message, event_id)``: whether each
+        claim was created (False when a record exists, or an earlier item has the same
+        key). All or nothing: raises `QueueError` having written none of them."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceState:
     """The latest event of one type for one device. `version` is the event timestamp in

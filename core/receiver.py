@@ -30,7 +30,7 @@ from .events import InvalidEvent, body_text, parse_event
 from .http import Request, Response
 from .logs import event_log, log
 from .metrics import ACK_LATENCY, ENQUEUE_FAILURES, NULL, REQUESTS, Recorder
-from .ports import COMPLETED, AtomicOutbox, ClaimStore, EventQueue, StoreError
+from .ports import COMPLETED, AtomicOutbox, BatchOutbox, ClaimStore, EventQueue, StoreError
 from .signature import CannotVerify, KeysNeeded, SignatureError, SignaturePolicy
 from .tracing import from_env as tracing_from_env
 
@@ -78,10 +78,21 @@ def store_unavailable() -> Response:
     return _unavailable("event store unavailable")
 
 
-def accepted(event_id: str) -> Response:
-    """202: the event is durably queued (logged). Every front end answers a new event so."""
-    event_log(logging.INFO, "accepted", eventId=event_id)
+def accepted(event_id: str, logged: bool = True) -> Response:
+    """202: the event is durably queued (logged, unless the caller logs a whole batch of
+    them in one line: `log_accepted`). Every front end answers a new event so."""
+    if logged:
+        event_log(logging.INFO, "accepted", eventId=event_id)
     return Response(202, {"status": "accepted", "eventId": event_id})
+
+
+def log_accepted(responses: list) -> None:
+    """One log line for the events of a group commit answered 202, once committed:
+    ``{"message": "accepted", "events": 3, "eventIds": [...]}`` (a line per event cost
+    more than storing it)."""
+    ids = [r.payload["eventId"] for r in responses if isinstance(r, Response) and r.status == 202]
+    if ids:
+        event_log(logging.INFO, "accepted", events=len(ids), eventIds=ids)
 
 
 def duplicate(event_id: str) -> Response:
@@ -136,6 +147,7 @@ class Receiver:
         self._queue = queue
         # Checked once: a runtime Protocol check costs ~10 µs, on every request otherwise.
         self._outbox = queue if isinstance(queue, AtomicOutbox) else None
+        self._batch_outbox = queue if self._outbox is not None and isinstance(queue, BatchOutbox) else None
         # Which signature headers are required, per DT_SIGNATURE_MODE. Holds the cache of
         # DT's public keys, so it lives as long as this Receiver (the container).
         self.signature_policy = SignaturePolicy(settings, clock)
@@ -234,7 +246,39 @@ class Receiver:
         """Claim the event id and enqueue the event: 202, 200 (duplicate) or 503."""
         return self._accept(admitted.event_id, admitted.text)
 
-    def _accept(self, event_id: str, text: str) -> Response:
+    def accept_batch(self, batch: list[Admitted]) -> list:
+        """`accept` for events the caller stores in one transaction (a group commit), each
+        answer (a `Response`, or the exception `accept` raised: a bug) in order. The 202s
+        are not logged here: the caller logs them in one line once committed
+        (`log_accepted`). New events are claimed and queued together, in one write of a
+        `BatchOutbox`; should that write fail, or an event's id have a record already,
+        that event goes through `accept` alone, so one event's failure is never another's."""
+        if self._batch_outbox is None or len(batch) < 2:
+            return [self._accept_one(admitted) for admitted in batch]
+        store = self._batch_outbox.claim_and_enqueue_many
+        try:
+            held = self._claims.acquire_new(
+                [admitted.event_id for admitted in batch],
+                self.settings.claim_lease_s,
+                lambda records: store([(key, claim, a.text, a.event_id) for (key, claim), a in zip(records, batch)]),
+                completed_ttl_s=self.settings.dedup_ttl_s,
+            )
+        except Exception as exc:  # noqa: BLE001 (each event then meets its own failure, alone)
+            event_log(logging.WARNING, "group write failed, storing its events one by one",
+                      events=len(batch), error=str(exc))
+            held = [None] * len(batch)
+        return [
+            accepted(admitted.event_id, logged=False) if h is not None else self._accept_one(admitted)
+            for admitted, h in zip(batch, held)
+        ]
+
+    def _accept_one(self, admitted: Admitted):
+        try:
+            return self._accept(admitted.event_id, admitted.text, logged=False)
+        except BaseException as exc:  # noqa: B036 (handed to the request it belongs to)
+            return exc
+
+    def _accept(self, event_id: str, text: str, logged: bool = True) -> Response:
         outbox = self._outbox
         create = None if outbox is None else (
             lambda key, claim: outbox.claim_and_enqueue(key, claim, text, event_id=event_id)
@@ -273,7 +317,7 @@ class Receiver:
                     event_log(logging.WARNING, "claim was taken over before completion", eventId=event_id)
             except StoreError as exc:
                 event_log(logging.WARNING, "could not mark claim completed", eventId=event_id, error=str(exc))
-        return accepted(event_id)
+        return accepted(event_id, logged)
 
     def _release_quietly(self, held, event_id: str) -> None:
         try:

@@ -17,6 +17,7 @@ attempts, its dead-letter queue).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import re
@@ -144,6 +145,11 @@ class Worker:
         self._tracing = tracing_from_env()  # None unless DT_OTEL=1 and OpenTelemetry is installed
         self._clock = clock
         self._claims = Claims(ledger, WORKER_NAMESPACE, clock)
+        # A ledger and a state store that write many records in one statement (the local
+        # receiver's SQLite file; `begin_batch`, `finish_batch`). Checked once.
+        self._create_many = getattr(ledger, "create_many", None)
+        self._replace_many = getattr(ledger, "replace_many", None)
+        self._put_many = getattr(state, "put_many_if_newer", None)
         self._state = state
         self._registry = registry
         registry.load(settings.handler_modules)
@@ -176,6 +182,68 @@ class Worker:
     def begin(self, message: str | bytes) -> "Job | Outcome":
         """Parse, claim the event in the ledger, write the device state. Returns the `Job`
         whose handlers are to run, or DUPLICATE for a redelivery of a completed event."""
+        event = self._parse(message)
+        outcome, held = self._claims.acquire(event.event_id, self.settings.worker_lease_s)
+        if outcome is Outcome.DUPLICATE:
+            event_log(logging.INFO, "redelivery of a completed event", eventId=event.event_id)
+            return outcome
+        if outcome is Outcome.IN_FLIGHT:
+            raise EventInFlight(event.event_id)
+        assert held is not None
+        job = Job(event, held)
+        self._write_state(job)
+        return job
+
+    def _write_state(self, job: "Job") -> None:
+        with self._abandoning(job):
+            if self._state.put_if_newer(state_of(job.event)):
+                event_log(logging.DEBUG, "device state updated", eventId=job.event.event_id)
+            elif job.held.first:  # a redelivery finds its own earlier write: not stale
+                self.metrics.count(STALE_STATE_SKIPPED)
+
+    def begin_batch(self, messages: list) -> list:
+        """`begin` for a batch of messages whose writes share one commit: per message, its
+        `Job`, DUPLICATE, or the exception `begin` would have raised. Events never seen
+        are claimed in one write of the ledger and their device states written in one
+        (when the stores can: ``create_many``, ``put_many_if_newer``); any other message
+        (an id with a ledger record, or one of a group write that failed) goes through
+        `begin` alone, so the state machine and every failure stay per event."""
+        if self._create_many is None or self._put_many is None or len(messages) < 2:
+            return [_outcome_of(self.begin, message) for message in messages]
+        results: list = [None] * len(messages)
+        parsed: list[tuple[int, Event]] = []
+        for index, message in enumerate(messages):
+            try:
+                parsed.append((index, self._parse(message)))
+            except Exception as exc:  # PoisonMessage (logged)
+                results[index] = exc
+        try:
+            held = self._claims.acquire_new([event.event_id for _, event in parsed], self.settings.worker_lease_s,
+                                            self._create_many)
+        except Exception:  # noqa: BLE001 (each message then meets its own failure, alone)
+            held = [None] * len(parsed)
+        jobs = []
+        for (index, event), claim in zip(parsed, held):
+            if claim is None:
+                results[index] = _outcome_of(self.begin, messages[index])
+            else:
+                jobs.append((index, Job(event, claim)))
+        if not jobs:
+            return results
+        try:
+            changed = self._put_many([state_of(job.event) for _, job in jobs])
+        except Exception:  # noqa: BLE001 (a failed statement leaves nothing written: one by one)
+            for index, job in jobs:
+                results[index] = _outcome_of(self._write_state, job) or job
+        else:
+            if changed < len(jobs):  # new claims only: a skipped write is a newer event's
+                self.metrics.count(STALE_STATE_SKIPPED, len(jobs) - changed)
+            for index, job in jobs:
+                results[index] = job
+        return results
+
+    def _parse(self, message: str | bytes) -> Event:
+        """The event a queued message carries, or `PoisonMessage` (logged)."""
         message, _ = split_message(message)
         try:
             if self.settings.delivery == "direct":
@@ -191,21 +259,7 @@ class Worker:
                 delivery=self.settings.delivery,
             )
             raise PoisonMessage(str(exc)) from None
-
-        outcome, held = self._claims.acquire(event.event_id, self.settings.worker_lease_s)
-        if outcome is Outcome.DUPLICATE:
-            event_log(logging.INFO, "redelivery of a completed event", eventId=event.event_id)
-            return outcome
-        if outcome is Outcome.IN_FLIGHT:
-            raise EventInFlight(event.event_id)
-        assert held is not None
-        job = Job(event, held)
-        with self._abandoning(job):
-            if self._state.put_if_newer(state_of(event)):
-                event_log(logging.DEBUG, "device state updated", eventId=event.event_id)
-            elif held.first:  # a redelivery finds its own earlier write: not stale
-                self.metrics.count(STALE_STATE_SKIPPED)
-        return job
+        return event
 
     def run_handlers(self, job: "Job", *, record_last: bool = True) -> None:
         """Run the handlers that have not finished yet, recording each as it finishes.
@@ -227,18 +281,50 @@ class Worker:
                 else:
                     job.finished = (handler.name,)
 
-    def finish(self, job: "Job") -> Outcome:
-        """Mark the event completed in the ledger (every handler has finished)."""
+    def finish(self, job: "Job", *, logged: bool = True) -> Outcome:
+        """Mark the event completed in the ledger (every handler has finished). `logged`:
+        its "processed" line (`finish_batch` writes one for the batch instead)."""
         event = job.event
         with self._abandoning(job):
-            ttl_s = self._retention.completed_ttl_s(self.settings.dedup_ttl_s, after_failure=not job.held.first)
-            if not self._claims.complete(job.held, ttl_s, job.finished):
+            if not self._claims.complete(job.held, self._completed_ttl_s(job), job.finished):
                 event_log(logging.WARNING, "ledger was taken over before completion", eventId=event.event_id)
-        event_log(logging.INFO, "processed", eventId=event.event_id, eventType=event.event_type)
+        if logged:
+            event_log(logging.INFO, "processed", eventId=event.event_id, eventType=event.event_type)
+        self._count_processed(event)
+        return Outcome.CLAIMED
+
+    def finish_batch(self, jobs: list["Job"]) -> list:
+        """`finish` for a batch of jobs whose writes share one commit: per job, CLAIMED or
+        the exception `finish` would have raised. The completions are one write of the
+        ledger when it can (``replace_many``); should that write fail, each job is
+        finished alone. One "processed" line for the batch, with the `eventIds`."""
+        if self._replace_many is None or len(jobs) < 2:
+            results = [_outcome_of(functools.partial(self.finish, logged=False), job) for job in jobs]
+        else:
+            try:
+                completed = self._claims.complete_many(
+                    [(job.held, self._completed_ttl_s(job), job.finished) for job in jobs], self._replace_many)
+            except Exception:  # noqa: BLE001 (each job then meets its own failure, alone)
+                results = [_outcome_of(functools.partial(self.finish, logged=False), job) for job in jobs]
+            else:
+                results = []
+                for job, ok in zip(jobs, completed):
+                    if not ok:
+                        event_log(logging.WARNING, "ledger was taken over before completion", eventId=job.event.event_id)
+                    self._count_processed(job.event)
+                    results.append(Outcome.CLAIMED)
+        ids = [job.event.event_id for job, result in zip(jobs, results) if result is Outcome.CLAIMED]
+        if ids:
+            event_log(logging.INFO, "processed", events=len(ids), eventIds=ids)
+        return results
+
+    def _completed_ttl_s(self, job: "Job") -> float:
+        return self._retention.completed_ttl_s(self.settings.dedup_ttl_s, after_failure=not job.held.first)
+
+    def _count_processed(self, event: Event) -> None:
         label = event_type_label(event.event_type)
         self.metrics.count(EVENTS_PROCESSED, eventType=label)
         self.metrics.observe(END_TO_END_LAG, self._clock() - event.timestamp.timestamp(), eventType=label)
-        return Outcome.CLAIMED
 
     def abandon(self, job: "Job") -> None:
         """Give up a begun job without running it (a worker stopping): the next delivery
@@ -273,3 +359,11 @@ class Worker:
             self._claims.abandon(held)
         except StoreError:  # the lease then expires on its own
             event_log(logging.WARNING, "could not release worker lease", eventId=event_id)
+
+
+def _outcome_of(step: Callable, arg):
+    """`step(arg)`, or the exception it raised (a batch hands each message its own)."""
+    try:
+        return step(arg)
+    except Exception as exc:
+        return exc

@@ -27,6 +27,9 @@ from core.ports import IN_PROGRESS, Claim
 from .sqlite_store import Database, SQLiteClaimStore
 
 
+_JSON = json.JSONEncoder(separators=(",", ":")).encode  # what json.dumps does, without its per-call setup
+
+
 class ProgressJournal:
     """``<db>.progress``: one JSON line per finished handler, ``{"k": key, "d": done}``."""
 
@@ -36,7 +39,7 @@ class ProgressJournal:
         self.lines = 0  # written since the last `clear`
 
     def append(self, key: str, done: tuple[str, ...]) -> None:
-        os.write(self._fd, (json.dumps({"k": key, "d": list(done)}, separators=(",", ":")) + "\n").encode())
+        os.write(self._fd, ('{"k":' + _JSON(key) + ',"d":' + _JSON(list(done)) + "}\n").encode())
         self.lines += 1
 
     def clear(self) -> None:
@@ -85,6 +88,34 @@ class JournaledLedger(SQLiteClaimStore):
         if created:
             self._written[key] = claim.version
         return created
+
+    def create_many(self, records: list[tuple[str, Claim]]) -> list[bool]:
+        created = super().create_many(records)
+        for (key, claim), made in zip(records, created):
+            if made:
+                self._written[key] = claim.version
+        return created
+
+    def replace_many(self, items: list[tuple[str, str, Claim]]) -> list[bool]:
+        """`replace` of many rows, none of them a finished handler's record (the batch's
+        completions): the journaled record of a row is checked, then overwritten in SQLite."""
+        if any(self._journals(claim) for _, _, claim in items):
+            return [self.replace(key, expected, claim) for key, expected, claim in items]
+        writes, refused = [], set()
+        for key, expected, claim in items:
+            pending = self._pending.get(key)
+            if pending is not None:
+                if pending[1].version != expected:
+                    refused.add(key)
+                    continue
+                expected = pending[0]  # one UPDATE from the stored row to the final one
+            writes.append((key, expected, claim))
+        replaced = dict(zip((key for key, _, _ in writes), super().replace_many(writes))) if writes else {}
+        for key, _, claim in writes:
+            self._pending.pop(key, None)  # as `replace` does, written or not
+            if replaced[key]:
+                self._written[key] = claim.version
+        return [key not in refused and replaced.get(key, False) for key, _, _ in items]
 
     def get(self, key: str) -> Claim | None:
         pending = self._pending.get(key)

@@ -93,6 +93,8 @@ CREATE TABLE IF NOT EXISTS metrics (process TEXT PRIMARY KEY, snapshot TEXT NOT 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 #: How long a writer waits for another process's write lock before giving up (503).
 LOCK_WAIT_S = 10.0
+#: Prepared statements kept per connection (Python's default is 128).
+STATEMENT_CACHE = 1024
 #: Past this size the checkpointer makes the WAL start over (pausing every writer for the
 #: frames not yet copied, and an fsync); below it, checkpoints never pause anyone.
 WAL_RESTART_BYTES = 32 * 1024 * 1024
@@ -142,7 +144,10 @@ class Database:
         self._write_lock = None if self.path == ":memory:" else os.open(self.path + ".write-lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._write_locked = False
         try:
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=LOCK_WAIT_S)
+            # A batch's multi-row statements differ by row count (one SQL text per count, for
+            # each of five statements): room for all of them in the prepared-statement cache.
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=LOCK_WAIT_S,
+                                         cached_statements=STATEMENT_CACHE)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
             # One transaction: two processes may open a new file at once.
@@ -416,6 +421,13 @@ def _retry_busy(run: Callable[[], object]):
             delay = min(delay * 2, 0.002)
 
 
+_JSON_TEXT = json.JSONEncoder().encode  # json.dumps's own encoder, without its per-call checks
+
+
+def _json_text(value: object) -> str:
+    return "{}" if not value else _JSON_TEXT(value)
+
+
 @functools.lru_cache(maxsize=1024)  # a few handler names, combined a few ways
 def _done_json(done: tuple[str, ...]) -> str:
     return json.dumps(done) if done else "[]"
@@ -427,6 +439,38 @@ _INSERT_CLAIM = (
 
 
 _INSERT_MESSAGE = "INSERT INTO queue (event_id, body, visible_at) VALUES (?, ?, ?)"
+#: Rows per multi-row statement: far below SQLite's limit of 32,766 parameters.
+_ROWS_PER_STATEMENT = 256
+
+
+@functools.lru_cache(maxsize=None)
+def _rows_sql(head: str, columns: int, rows: int, tail: str = "") -> str:
+    """`head` VALUES (?, ...), ... `tail`: one statement for `rows` rows (one SQL text per
+    row count, so SQLite's statement cache keeps each prepared)."""
+    row = "(" + ", ".join("?" * columns) + ")"
+    return f"{head} VALUES {', '.join([row] * rows)}{tail}"
+
+
+def _chunks(items: list, size: int = _ROWS_PER_STATEMENT):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+_INSERT_CLAIMS_HEAD = "INSERT INTO claims (key, status, expires_at, version, done)"
+_INSERT_CLAIMS_TAIL = " ON CONFLICT (key) DO NOTHING RETURNING key"
+_INSERT_MESSAGES_HEAD = "INSERT INTO queue (event_id, body, visible_at)"
+# A compare-and-set per row: (key, expected version, status, expires_at, version, done).
+_REPLACE_CLAIMS_HEAD = (
+    "UPDATE claims SET status = v.column3, expires_at = v.column4, version = v.column5, done = v.column6 FROM ("
+)
+_REPLACE_CLAIMS_TAIL = ") AS v WHERE claims.key = v.column1 AND claims.version = v.column2 RETURNING claims.key"
+_UPSERT_STATES_HEAD = "INSERT INTO device_state (device_id, event_type, version, event_id, timestamp, data, labels)"
+_UPSERT_STATES_TAIL = (
+    " ON CONFLICT (device_id, event_type) DO UPDATE SET"
+    "   version = excluded.version, event_id = excluded.event_id, timestamp = excluded.timestamp,"
+    "   data = excluded.data, labels = excluded.labels"
+    " WHERE excluded.version > device_state.version"
+)
 
 
 def _claim_row(key: str, claim: Claim) -> tuple:
@@ -460,6 +504,33 @@ class SQLiteClaimStore:
 
     def create(self, key: str, claim: Claim) -> bool:
         return self._db.write(_INSERT_CLAIM, _claim_row(key, claim), durable=self._durable(claim)) == 1
+
+    def create_many(self, records: list[tuple[str, Claim]]) -> list[bool]:
+        """`create` for each ``(key, claim)``, one statement per `_ROWS_PER_STATEMENT`:
+        whether each was created (False when a record exists or an earlier one has the key)."""
+        created: set[str] = set()
+        with self._db.transaction(durable=any(self._durable(claim) for _, claim in records)) as conn:  # all or none
+            for chunk in _chunks(records):
+                params = [value for key, claim in chunk for value in _claim_row(key, claim)]
+                sql = _rows_sql(_INSERT_CLAIMS_HEAD, 5, len(chunk), _INSERT_CLAIMS_TAIL)
+                created.update(row[0] for row in conn.execute(sql, params).fetchall())
+        made = []
+        for key, _ in records:
+            made.append(key in created)
+            created.discard(key)
+        return made
+
+    def replace_many(self, items: list[tuple[str, str, Claim]]) -> list[bool]:
+        """`replace` for each ``(key, expected_version, claim)`` (distinct keys), one statement
+        per `_ROWS_PER_STATEMENT`: whether each was replaced."""
+        replaced: set[str] = set()
+        with self._db.transaction(durable=any(self._durable(claim) for _, _, claim in items)) as conn:  # all or none
+            for chunk in _chunks(items):
+                params = [value for key, expected, claim in chunk for value in
+                          (key, expected, claim.status, claim.expires_at, claim.version, _done_json(claim.done))]
+                sql = _rows_sql(_REPLACE_CLAIMS_HEAD, 6, len(chunk), _REPLACE_CLAIMS_TAIL)
+                replaced.update(row[0] for row in conn.execute(sql, params).fetchall())
+        return [key in replaced for key, _, _ in items]
 
     def get(self, key: str) -> Claim | None:
         rows = self._db.query("SELECT status, expires_at, version, done FROM claims WHERE key = ?", (key,))
@@ -548,6 +619,39 @@ class SQLiteQueue:
         self._notify()
         return True
 
+    def claim_and_enqueue_many(self, items: list[tuple[str, Claim, str, str]]) -> list[bool]:
+        """`claim_and_enqueue` for many events, ``(key, claim, message, event_id)`` each, in
+        one savepoint and two statements (inside a `Database.batch`: the group commit's).
+
+        Returns, per item, whether its claim was created (False: a record existed, or an
+        earlier item had the same key). All or nothing: every created claim has its message,
+        or, raising `QueueError`, nothing was written, so the caller can retry the events
+        one by one (`Receiver.accept_batch`) and a failure stays with the event it belongs to.
+        """
+        if not items:
+            return []
+        now = self._db.clock()
+        try:
+            with self._db.transaction() as conn:
+                created: set[str] = set()
+                for chunk in _chunks(items):
+                    params = [value for key, claim, _, _ in chunk for value in _claim_row(key, claim)]
+                    created.update(row[0] for row in conn.execute(
+                        _rows_sql(_INSERT_CLAIMS_HEAD, 5, len(chunk), _INSERT_CLAIMS_TAIL), params).fetchall())
+                made = []
+                for key, _, _, _ in items:
+                    made.append(key in created)
+                    created.discard(key)  # a second item with that key is a duplicate
+                stored = [item for item, ok in zip(items, made) if ok]
+                for chunk in _chunks(stored):
+                    params = [value for _, _, message, event_id in chunk for value in (event_id, message, now)]
+                    conn.execute(_rows_sql(_INSERT_MESSAGES_HEAD, 3, len(chunk)), params)
+        except StoreError as exc:
+            raise QueueError(str(exc)) from exc
+        if stored:
+            self._notify()
+        return made
+
     def _notify(self) -> None:
         with self._db.changed:
             self._db.changed.notify_all()
@@ -586,6 +690,12 @@ class SQLiteQueue:
 
     def ack(self, message: QueuedMessage) -> None:
         self._db.write("DELETE FROM queue WHERE id = ?", (message.id,), durable=False)
+
+    def ack_many(self, messages: list[QueuedMessage]) -> None:
+        """`ack` for each message, one statement per `_ROWS_PER_STATEMENT`."""
+        for chunk in _chunks(messages):
+            marks = ", ".join("?" * len(chunk))
+            self._db.write(f"DELETE FROM queue WHERE id IN ({marks})", tuple(m.id for m in chunk), durable=False)
 
     def retry_later(self, message: QueuedMessage, delay_s: float, error: str) -> None:
         self._db.write(
@@ -638,24 +748,19 @@ class SQLiteStateStore:
         self._db = db
 
     def put_if_newer(self, state: DeviceState) -> bool:
-        return self._db.write(
-            "INSERT INTO device_state (device_id, event_type, version, event_id, timestamp, data, labels)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (device_id, event_type) DO UPDATE SET"
-            "   version = excluded.version, event_id = excluded.event_id, timestamp = excluded.timestamp,"
-            "   data = excluded.data, labels = excluded.labels"
-            " WHERE excluded.version > device_state.version",
-            (
-                state.device_id,
-                state.event_type,
-                state.version,
-                state.event_id,
-                state.timestamp,
-                json.dumps(state.data),
-                json.dumps(state.labels),
-            ),
-            durable=False,
-        ) == 1
+        return self.put_many_if_newer([state]) == 1
+
+    def put_many_if_newer(self, states: list[DeviceState]) -> int:
+        """`put_if_newer` for each state in order, one statement per `_ROWS_PER_STATEMENT`:
+        how many were written (the others were older than the stored state)."""
+        written = 0
+        with self._db.transaction(durable=False) as conn:  # all or none
+            for chunk in _chunks(states):
+                params = [value for s in chunk for value in (
+                    s.device_id, s.event_type, s.version, s.event_id, s.timestamp,
+                    _json_text(s.data), _json_text(s.labels))]
+                written += conn.execute(_rows_sql(_UPSERT_STATES_HEAD, 7, len(chunk), _UPSERT_STATES_TAIL), params).rowcount
+        return written
 
     def get_device(self, device_id: str) -> list[DeviceState]:
         return list(self._select("WHERE device_id = ?", (device_id,)))

@@ -10,7 +10,7 @@ import pytest
 
 from core.config import Settings
 from core.http import Headers, Request
-from core.receiver import Admitted, store_unavailable
+from core.receiver import Admitted, log_accepted, store_unavailable
 from local_receiver.app import GroupCommit, LocalApp
 from tests.dt import BASE_ENV, event_body, event_id_of, signed
 
@@ -38,7 +38,7 @@ def test_concurrent_events_share_one_commit_and_each_answer_follows_it(app):
     admitted = _admitted(app, 40)
     outside = sqlite3.connect(app.db.path)  # another process's view: committed rows only
     stored_when_answered: list[bool] = []
-    group = GroupCommit(app.db, app.receiver.accept, store_unavailable)
+    group = GroupCommit(app.db, app.receiver.accept_batch, store_unavailable)
     commits = _commits(app.db)
 
     async def deliver_all():
@@ -68,7 +68,7 @@ def test_a_failed_commit_answers_every_event_of_the_batch_503(app, monkeypatch):
     def failing_commit():
         raise StoreError("disk I/O error")
 
-    group = GroupCommit(app.db, app.receiver.accept, store_unavailable)
+    group = GroupCommit(app.db, app.receiver.accept_batch, store_unavailable)
     monkeypatch.setattr(app.db, "_commit", failing_commit)
 
     async def deliver_all():
@@ -134,3 +134,161 @@ def test_the_worker_process_is_woken_only_once_the_events_are_committed(app):
         outside.close()
     assert visible_at_wake and min(visible_at_wake) >= 1, visible_at_wake
 
+
+
+class _Counting:
+    """The database's connection, counting the statements run through it (a trace
+    callback would see a statement again each time one of its triggers fires)."""
+
+    def __init__(self, real: sqlite3.Connection):
+        self._real = real
+        self.statements: list[str] = []
+
+    def execute(self, sql: str, params=()):
+        self.statements.append(sql.split(None, 1)[0].upper())
+        return self._real.execute(sql, params)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def _accepted_lines(records) -> list[dict]:
+    return [r.fields for r in records if r.getMessage() == "accepted"]
+
+
+def test_a_group_of_new_events_is_claimed_and_queued_in_two_statements_and_logged_in_one_line(app, request):
+    import logging
+
+    from tests.logcapture import dtconnector_log
+
+    logger = logging.getLogger("dtconnector")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    request.addfinalizer(lambda: logger.setLevel(level))
+    admitted = _admitted(app, 30)
+    counting = app.db._conn = _Counting(app.db._conn)
+    try:
+        with dtconnector_log() as records, app.db.batch():
+            answers = app.receiver.accept_batch(admitted)
+    finally:
+        app.db._conn = counting._real
+    assert [a.status for a in answers] == [202] * 30
+    # every claim in one statement, every message in another
+    writes = [verb for verb in counting.statements if verb != "SELECT"]  # the /healthz counts' reads
+    assert writes == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
+    assert app.queue.depth() == 30
+    assert _accepted_lines(records) == []  # nothing logged before the commit
+    with dtconnector_log() as records:
+        log_accepted(answers)
+    (line,) = _accepted_lines(records)
+    assert line == {"events": 30, "eventIds": [a.event_id for a in admitted]}
+
+
+def test_a_repeated_or_known_event_id_in_a_group_is_a_duplicate_never_a_second_message(app):
+    admitted = _admitted(app, 4)
+    first = app.receiver.accept_batch(admitted[:1])
+    again = app.receiver.accept_batch([admitted[1], admitted[0], admitted[2], admitted[1], admitted[3]])
+    app.db.flush()
+    assert [r.status for r in first] == [202]
+    assert [r.status for r in again] == [202, 200, 202, 200, 202]
+    assert app.queue.depth() == 4
+
+
+def test_one_failing_event_in_a_group_fails_alone_and_leaves_no_claim_without_its_message(app):
+    """The group's single write fails as a whole (a real SQLite error, raised by a trigger
+    for one event's message); then each event is stored alone: the others are answered
+    202 and queued, the failing one 503 with no claim left behind, so DT's retry of it is
+    accepted (a claim without its message would answer that retry "duplicate": lost)."""
+    admitted = _admitted(app, 6)
+    bad = admitted[3].event_id
+    app.db.write(
+        "CREATE TEMP TRIGGER fail_one BEFORE INSERT ON queue WHEN NEW.event_id = '%s'"
+        " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END" % bad
+    )
+    group = GroupCommit(app.db, app.receiver.accept_batch, store_unavailable)
+    try:
+        answers = [f.result(10) for f in [group.submit(a) for a in admitted]]
+    finally:
+        group.stop()
+    assert [a.status for a in answers] == [202, 202, 202, 503, 202, 202]
+    assert answers[3].headers.get("Retry-After") == "5"
+    queued = {row[0] for row in app.db.query("SELECT event_id FROM queue")}
+    assert queued == {a.event_id for a in admitted} - {bad}
+    claimed = {row[0] for row in app.db.query("SELECT key FROM claims")}
+    assert len(claimed) == 5 and not any(bad in key for key in claimed)
+
+    app.db.write("DROP TRIGGER fail_one")
+    assert app.receiver.accept_batch([admitted[3], admitted[0]])[0].status == 202  # DT's retry
+
+
+def _enqueue(app, bodies) -> list[str]:
+    for body in bodies:
+        app.queue.enqueue(body.decode(), event_id=event_id_of(body))
+    return [event_id_of(b) for b in bodies]
+
+
+def test_the_worker_writes_a_batch_of_new_events_in_one_statement_per_table_and_logs_one_line(app, request):
+    """Step 1: the ledger claims in one INSERT and the device states in one; step 3: the
+    completions in one UPDATE and the acknowledgements in one DELETE. One "processed" line
+    names every event of the batch."""
+    import logging
+
+    from tests.logcapture import dtconnector_log
+
+    logger = logging.getLogger("dtconnector")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    request.addfinalizer(lambda: logger.setLevel(level))
+    ids = _enqueue(app, [event_body(device=f"dev-{i}", event_type="touch") for i in range(20)])
+    runner = app.runner
+    counting = app.db._conn = _Counting(app.db._conn)
+    try:
+        with dtconnector_log() as records:
+            assert runner.run_batch() == 20
+    finally:
+        app.db._conn = counting._real
+    writes = [verb for verb in counting.statements if verb not in ("SELECT", "SAVEPOINT", "RELEASE")]
+    assert writes == ["BEGIN", "UPDATE", "INSERT", "INSERT", "COMMIT",  # reserve, ledger, state
+                      "BEGIN", "UPDATE", "DELETE", "INSERT", "COMMIT"], writes  # ledger, ack, metrics
+    assert app.queue.depth() == 0 and len(app.state.all()) == 20
+    done = app.db.query("SELECT count(*) FROM claims WHERE key LIKE 'w\\_%' ESCAPE '\\' AND status = 'COMPLETED'")
+    assert done == [(20,)]
+    processed = [r.fields for r in records if r.getMessage() == "processed"]
+    assert processed == [{"events": 20, "eventIds": ids}]
+
+
+def test_an_older_event_after_a_newer_one_in_a_batch_is_counted_stale_and_keeps_the_newer_state(app):
+    from core.metrics import STALE_STATE_SKIPPED
+
+    newer = event_body(device="dev-a", event_type="touch", timestamp="2026-11-22T10:00:05.000000Z")
+    older = event_body(device="dev-a", event_type="touch", timestamp="2026-11-22T10:00:01.000000Z")
+    other = event_body(device="dev-b", event_type="touch")
+    _enqueue(app, [newer, older, other])
+    assert app.runner.run_batch() == 3
+    [state_a] = app.state.get_device("dev-a")
+    assert state_a.event_id == event_id_of(newer)
+    counters = app.local_worker.metrics.snapshot()[0]
+    assert counters.get((STALE_STATE_SKIPPED, ())) == 1
+    assert app.queue.depth() == 0  # the stale one's handlers ran all the same
+
+
+def test_one_event_whose_state_cannot_be_written_fails_alone_in_its_batch(app):
+    """A real SQLite error for one event's device state fails the batch's one statement;
+    each event's state is then written alone: the others are processed and acknowledged,
+    the failing one is rescheduled, its ledger claim released for the redelivery."""
+    bodies = [event_body(device=f"dev-{i}", event_type="touch") for i in range(5)]
+    ids = _enqueue(app, bodies)
+    app.db.write("CREATE TEMP TRIGGER fail_one BEFORE INSERT ON device_state WHEN NEW.device_id = 'dev-2'"
+                 " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    assert app.runner.run_batch() == 5
+    left = app.db.query("SELECT event_id, attempts, last_error FROM queue")
+    assert [(event_id, attempts) for event_id, attempts, _ in left] == [(ids[2], 1)]
+    assert "disk I/O error" in left[0][2]
+    assert sorted(s.device_id for s in app.state.all()) == ["dev-0", "dev-1", "dev-3", "dev-4"]
+    [(status, expires_at)] = app.db.query("SELECT status, expires_at FROM claims WHERE key = ?", ("w_" + ids[2],))
+    assert status == "IN_PROGRESS" and expires_at <= app.db.clock()  # released: a redelivery takes over at once
+
+    app.db.write("DROP TRIGGER fail_one")
+    app.db.write("UPDATE queue SET visible_at = 0")
+    assert app.runner.run_batch() == 1 and app.queue.depth() == 0
+    assert len(app.state.all()) == 5

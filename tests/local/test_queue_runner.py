@@ -10,7 +10,7 @@ from local_receiver.sqlite_store import Database, SQLiteQueue
 
 class _Exploding:
     """A worker whose processing fails with an error that is not one of core's (the steps
-    `QueueRunner` calls: `core.worker.Worker.begin`, `run_handlers`, `finish`)."""
+    `QueueRunner` calls: `core.worker.Worker.begin_batch`, `run_handlers`, `finish_batch`)."""
 
     def __init__(self, fail_times: int):
         self.fail_times, self.calls = fail_times, 0
@@ -23,6 +23,11 @@ class _Exploding:
         if self.calls <= self.fail_times:
             raise OverflowError("Python int too large to convert to SQLite INTEGER")
         return message
+
+    def begin_batch(self, messages):  # core's contract: per message, what `begin` returned or raised
+        from core.worker import _outcome_of
+
+        return [_outcome_of(self.begin, message) for message in messages]
 
     def trace(self, message):
         import contextlib
@@ -71,3 +76,37 @@ def test_the_loop_keeps_running_after_a_bad_message(tmp_path):
     stop.set()
     thread.join(5)
     assert queue.depth() == 0 and queue.dead_letters() == []
+
+
+class _RecordedStop(threading.Event):
+    """The stop event `run_forever` is given, noting each pause it takes on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.pauses: list[float] = []
+
+    def wait(self, timeout=None):
+        self.pauses.append(timeout)
+        return self.is_set()
+
+
+def test_after_a_batch_that_was_not_full_the_runner_gathers_before_the_next(tmp_path):
+    """Full batch: the next at once. Partial batch: `gather_s` for more to arrive (under
+    load they share the next batch's commits). Nothing visible: the idle wait."""
+    queue = SQLiteQueue(Database(tmp_path / "q.db"))
+    runner = QueueRunner(_Exploding(fail_times=0), queue, max_attempts=3, lease_s=60, batch_size=2, gather_s=0.25)
+    for n in range(3):
+        queue.enqueue("{}", event_id=f"e{n}")
+    stop = _RecordedStop()
+    idle: list[float] = []
+
+    def idle_wait(seconds: float) -> None:
+        idle.append(seconds)
+        stop.set()
+
+    try:
+        runner.run_forever(stop, idle_wait_s=0.5, wait=idle_wait)
+    finally:
+        queue.db.close()
+    assert stop.pauses == [0.25]  # after the batch of 1, not after the batch of 2
+    assert idle == [0.5]

@@ -135,3 +135,27 @@ def test_the_wal_starts_over_after_a_checkpoint_even_under_steady_writes(db):
     # Without the locked second pass, frames committed during the checkpoint stay
     # uncopied, the WAL never starts over, and it grows by every commit, forever.
     assert wal_frames(db.path) < 10
+
+
+def test_many_claims_are_written_all_or_none_across_statements(tmp_path):
+    """Past `_ROWS_PER_STATEMENT` rows a group write takes several statements; a failure in
+    a later one leaves none of the earlier rows (the batch then goes one by one)."""
+    from core.ports import StoreError
+    from local_receiver.sqlite_store import _ROWS_PER_STATEMENT
+
+    db = Database(tmp_path / "e.db")
+    store = SQLiteClaimStore(db, commit="never")
+    count = _ROWS_PER_STATEMENT + 10
+    records = [(f"k{n}", Claim(IN_PROGRESS, 1e12, f"v{n}")) for n in range(count)]
+    db.write("CREATE TEMP TRIGGER fail_last BEFORE INSERT ON claims WHEN NEW.key = 'k%d'"
+             " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END" % (count - 1))
+    try:
+        with pytest.raises(StoreError), db.batch():
+            store.create_many(records)
+        assert db.query("SELECT count(*) FROM claims") == [(0,)]
+        db.write("DROP TRIGGER fail_last")
+        with db.batch():
+            assert store.create_many(records + records[:1]) == [True] * count + [False]
+        assert db.query("SELECT count(*) FROM claims") == [(count,)]
+    finally:
+        db.close()
