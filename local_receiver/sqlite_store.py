@@ -139,6 +139,8 @@ class Database:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._batch_depth = 0  # > 0 inside `batch()`: commits wait for its end
+        self._open = False  # a write transaction of ours is open (SQLite may end it: `_check_open`)
+        self._rolled_back = False  # this batch's transaction was rolled back by SQLite
         self._after_commit: list[Callable[[], None]] = []
         self.wal_restart_bytes = WAL_RESTART_BYTES
         self._write_lock = None if self.path == ":memory:" else os.open(self.path + ".write-lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -176,6 +178,7 @@ class Database:
             try:
                 return _retry_busy(lambda: self._conn.execute(sql, params).fetchall())
             except sqlite3.Error as exc:
+                self._check_open()
                 raise StoreError(f"SQLite failed: {exc}") from exc
 
     @contextmanager
@@ -183,8 +186,12 @@ class Database:
         """Every write inside is one transaction, committed once at the end (the writes
         that are durable on return outside a batch are durable when it ends): a group
         commit. What was written is committed even when an exception escapes (as the
-        writes outside a batch are, by the flusher); a failed commit raises `StoreError`."""
+        writes outside a batch are, by the flusher); a failed commit raises `StoreError`,
+        and so does a batch whose transaction SQLite rolled back midway (a full disk, an I/O
+        error): its earlier writes are gone, so none of it may be reported as stored."""
         with self._lock:
+            if self._batch_depth == 0:
+                self._rolled_back = False
             self._batch_depth += 1
             try:
                 yield
@@ -192,6 +199,9 @@ class Database:
                 self._batch_depth -= 1
                 if self._batch_depth == 0:
                     self._commit()
+                    if self._rolled_back:
+                        self._rolled_back = False
+                        raise StoreError("SQLite rolled the batch's transaction back: its earlier writes are not stored")
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Call `callback` once what this connection wrote so far is committed (at once
@@ -211,6 +221,19 @@ class Database:
         except BaseException:
             self._end_turn()
             raise
+        self._open = True
+
+    def _check_open(self, *, earlier_writes: bool = True) -> None:
+        """After a failed statement or a rollback (caller holds the lock). On some errors (a
+        full disk, an I/O error, a trigger's RAISE(ROLLBACK)) SQLite rolls back the whole
+        transaction, not only the statement. Once it is closed, give the write turn back
+        (no commit will), and if it held `earlier_writes` (writes made before the failing
+        statement or savepoint, now gone), mark the batch it belonged to as failed."""
+        if self._open and not self._conn.in_transaction:
+            self._open = False
+            self._end_turn()
+            if earlier_writes and self._batch_depth:
+                self._rolled_back = True
 
     def _take_turn(self) -> None:
         if self._write_lock is not None and not self._write_locked:
@@ -232,12 +255,14 @@ class Database:
 
     def _write(self, sql: str, params: tuple, durable: bool, returning: bool = False):
         with self._lock:
+            began = not self._conn.in_transaction
             try:
-                if not self._conn.in_transaction:
+                if began:
                     self._begin()
                 cursor = self._conn.execute(sql, params)
                 result = cursor.fetchall() if returning else cursor  # RETURNING rows before commit
             except sqlite3.Error as exc:
+                self._check_open(earlier_writes=not began)
                 raise StoreError(f"SQLite failed: {exc}") from exc
             if durable:
                 self._commit()
@@ -250,7 +275,10 @@ class Database:
 
     def _commit(self) -> None:
         """Commit the shared transaction (caller holds the lock); inside `batch`, at its end."""
-        if self._batch_depth or not self._conn.in_transaction:
+        if self._batch_depth:
+            return
+        if not self._conn.in_transaction:
+            self._check_open()
             return
         hooks, self._after_commit = self._after_commit, []
         try:
@@ -264,6 +292,7 @@ class Database:
             raise StoreError(f"SQLite commit failed: {exc}") from exc
         finally:
             if not self._conn.in_transaction:
+                self._open = False
                 self._end_turn()
         for hook in hooks:
             try:
@@ -369,25 +398,32 @@ class _Transaction:
             else:
                 self.db._begin()
         except sqlite3.Error as exc:
+            self.db._check_open()
             self.db._lock.release()
             raise StoreError(f"SQLite failed: {exc}") from exc
         return conn
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        conn = self.db._conn
+        db, conn = self.db, self.db._conn
         try:
+            if exc_type is not None:  # SQLite may have rolled the whole transaction back
+                db._check_open(earlier_writes=self.nested)
             try:
-                if self.nested:
-                    if exc_type is not None:
+                if exc_type is None:
+                    if self.nested:
+                        conn.execute("RELEASE tx")
+                elif conn.in_transaction:
+                    if self.nested:
                         conn.execute("ROLLBACK TO tx")
-                    conn.execute("RELEASE tx")
-                elif exc_type is not None:
-                    try:
-                        conn.execute("ROLLBACK")
-                    finally:
-                        self.db._end_turn()
+                        conn.execute("RELEASE tx")
+                    else:
+                        try:
+                            conn.execute("ROLLBACK")
+                        finally:
+                            db._check_open(earlier_writes=False)  # ours alone, closed: the turn goes back
             except sqlite3.Error as err:
                 if exc_type is None:
+                    db._check_open(earlier_writes=self.nested)
                     raise StoreError(f"SQLite failed: {err}") from err
             if exc_type is None:
                 if self.durable:

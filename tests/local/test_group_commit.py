@@ -221,6 +221,38 @@ def test_one_failing_event_in_a_group_fails_alone_and_leaves_no_claim_without_it
     assert app.receiver.accept_batch([admitted[3], admitted[0]])[0].status == 202  # DT's retry
 
 
+def test_an_error_that_rolls_back_the_whole_transaction_never_leaves_a_202_uncommitted(app):
+    """Some SQLite errors (a full disk, an I/O error) roll back the whole transaction, not
+    only the statement. Here a trigger does that for one event's message, so the group's
+    write and then that event's own attempt each undo everything written before them in
+    the batch. Every event answered 202 must be committed (outside connection's view), and
+    the others are answered 503 so DT retries them."""
+    admitted = _admitted(app, 6)
+    bad = admitted[3].event_id
+    app.db.write(
+        "CREATE TEMP TRIGGER roll_back BEFORE INSERT ON queue WHEN NEW.event_id = '%s'"
+        " BEGIN SELECT RAISE(ROLLBACK, 'database or disk is full'); END" % bad
+    )
+    group = GroupCommit(app.db, app.receiver.accept_batch, store_unavailable)
+    try:
+        answers = [f.result(10) for f in [group.submit(a) for a in admitted]]
+    finally:
+        group.stop()
+    outside = sqlite3.connect(app.db.path)
+    try:
+        committed = {row[0] for row in outside.execute("SELECT event_id FROM queue")}
+    finally:
+        outside.close()
+    accepted = {a.event_id for a, answer in zip(admitted, answers) if answer.status == 202}
+    assert accepted <= committed, sorted(accepted - committed)
+    assert all(answer.status in (202, 503) for answer in answers)
+    assert answers[3].status == 503
+    app.db.write("DROP TRIGGER roll_back")
+    retried = app.receiver.accept_batch([a for a, answer in zip(admitted, answers) if answer.status == 503])
+    assert all(r.status in (200, 202) for r in retried)  # DT's retries: each one stored now
+    assert {row[0] for row in app.db.query("SELECT event_id FROM queue")} == {a.event_id for a in admitted}
+
+
 def _enqueue(app, bodies) -> list[str]:
     for body in bodies:
         app.queue.enqueue(body.decode(), event_id=event_id_of(body))

@@ -159,3 +159,36 @@ def test_many_claims_are_written_all_or_none_across_statements(tmp_path):
         assert db.query("SELECT count(*) FROM claims") == [(count,)]
     finally:
         db.close()
+
+
+def test_a_transaction_sqlite_rolls_back_fails_its_batch_and_gives_the_write_turn_back(tmp_path):
+    """Some errors (a full disk, an I/O error; here a trigger's RAISE(ROLLBACK)) make SQLite
+    roll back the whole transaction, not only the failing statement. The batch's earlier
+    write is then gone: the batch must fail (nobody may answer it as stored), and the
+    cross-process write turn must be free again, or the other process would wait forever."""
+    import threading
+
+    from core.ports import QueueError, StoreError
+
+    db, other = Database(tmp_path / "e.db"), Database(tmp_path / "e.db")
+    try:
+        db.write("CREATE TEMP TRIGGER roll_back BEFORE INSERT ON queue WHEN NEW.event_id = 'bad'"
+                 " BEGIN SELECT RAISE(ROLLBACK, 'database or disk is full'); END")
+        queue = SQLiteQueue(db)
+        with pytest.raises(StoreError, match="rolled the batch's transaction back"):
+            with db.batch():
+                queue.enqueue("first", event_id="good")  # inside a batch: committed at its end
+                with pytest.raises(QueueError):
+                    queue.enqueue("second", event_id="bad")
+        assert other.query("SELECT count(*) FROM queue") == [(0,)]  # "good" went with the rollback
+
+        wrote = threading.Event()
+        threading.Thread(target=lambda: (SQLiteQueue(other).enqueue("x", event_id="later"), wrote.set()),
+                         daemon=True).start()
+        assert wrote.wait(5), "the other connection still waits for the write turn"
+        with db.batch():  # the next batch of the same connection is not marked failed
+            queue.enqueue("third", event_id="good-2")
+        assert {r[0] for r in other.query("SELECT event_id FROM queue")} == {"later", "good-2"}
+    finally:
+        db.close()
+        other.close()
