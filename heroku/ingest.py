@@ -42,6 +42,7 @@ from core.receiver import (
     backlog_full,
     duplicate,
     in_flight,
+    log_accepted,
     store_unavailable as unavailable,
 )
 
@@ -96,11 +97,12 @@ return codes
 ACCEPTED, DUPLICATE, IN_FLIGHT, BACKLOG_FULL, TAKEN_OVER = range(5)  # the script's codes, 0 to 4
 
 
-def answer_for(code: int, event_id: str) -> Response:
+def answer_for(code: int, event_id: str, *, logged: bool = True) -> Response:
     """The answer `core.receiver.Receiver.accept` gives for the same outcome (same status,
-    payload, reason and log line), plus the backlog bound's 503."""
+    payload, reason and log line), plus the backlog bound's 503. `logged`: the 202's line
+    (`answers_for` writes one line for a call's 202s instead)."""
     if code == ACCEPTED or code == TAKEN_OVER:
-        return accepted(event_id)
+        return accepted(event_id, logged)
     if code == DUPLICATE:
         return duplicate(event_id)
     if code == IN_FLIGHT:
@@ -116,7 +118,9 @@ def answers_for(codes: list, events: list[Admitted], limit: int) -> list[Respons
         raise RuntimeError(f"the ingest script answered {len(codes)} codes for {len(events)} events")
     codes = [int(code) for code in codes]
     BACKLOG_LOG.refused(codes, limit)
-    return [answer_for(code, admitted.event_id) for code, admitted in zip(codes, events)]
+    answers = [answer_for(code, admitted.event_id, logged=False) for code, admitted in zip(codes, events)]
+    log_accepted(answers)  # one line for the call's 202s: a line per event cost more than its script share
+    return answers
 
 
 def store_unavailable(event_id: str, exc: BaseException) -> Response:

@@ -165,13 +165,13 @@ class _DiesAfterScriptWrite:
     def __init__(self, real):
         self.real, self.hit = real, set()
 
-    def __call__(self, code, event_id):
+    def __call__(self, code, event_id, **options):
         from heroku.ingest import ACCEPTED
 
         if code == ACCEPTED and event_id not in self.hit:
             self.hit.add(event_id)
             raise ProcessDied("killed after the script's write")
-        return self.real(code, event_id)
+        return self.real(code, event_id, **options)
 
 
 def test_process_dies_after_enqueue_before_claim_completed(short_lease_platform, stand_in, monkeypatch, probe):
