@@ -509,6 +509,22 @@ _UPSERT_STATES_TAIL = (
 )
 
 
+def _insert_claims(conn: sqlite3.Connection, records: list[tuple[str, Claim]]) -> list[bool]:
+    """Insert each ``(key, claim)`` unless its key has a record, one statement per
+    `_ROWS_PER_STATEMENT`: whether each was created (False too for a key repeating an
+    earlier one, which the first insert took)."""
+    created: set[str] = set()
+    for chunk in _chunks(records):
+        params = [value for key, claim in chunk for value in _claim_row(key, claim)]
+        sql = _rows_sql(_INSERT_CLAIMS_HEAD, 5, len(chunk), _INSERT_CLAIMS_TAIL)
+        created.update(row[0] for row in conn.execute(sql, params).fetchall())
+    made = []
+    for key, _ in records:
+        made.append(key in created)
+        created.discard(key)
+    return made
+
+
 def _claim_row(key: str, claim: Claim) -> tuple:
     return (key, claim.status, claim.expires_at, claim.version, _done_json(claim.done))
 
@@ -544,17 +560,8 @@ class SQLiteClaimStore:
     def create_many(self, records: list[tuple[str, Claim]]) -> list[bool]:
         """`create` for each ``(key, claim)``, one statement per `_ROWS_PER_STATEMENT`:
         whether each was created (False when a record exists or an earlier one has the key)."""
-        created: set[str] = set()
         with self._db.transaction(durable=any(self._durable(claim) for _, claim in records)) as conn:  # all or none
-            for chunk in _chunks(records):
-                params = [value for key, claim in chunk for value in _claim_row(key, claim)]
-                sql = _rows_sql(_INSERT_CLAIMS_HEAD, 5, len(chunk), _INSERT_CLAIMS_TAIL)
-                created.update(row[0] for row in conn.execute(sql, params).fetchall())
-        made = []
-        for key, _ in records:
-            made.append(key in created)
-            created.discard(key)
-        return made
+            return _insert_claims(conn, records)
 
     def replace_many(self, items: list[tuple[str, str, Claim]]) -> list[bool]:
         """`replace` for each ``(key, expected_version, claim)`` (distinct keys), one statement
@@ -669,15 +676,7 @@ class SQLiteQueue:
         now = self._db.clock()
         try:
             with self._db.transaction() as conn:
-                created: set[str] = set()
-                for chunk in _chunks(items):
-                    params = [value for key, claim, _, _ in chunk for value in _claim_row(key, claim)]
-                    created.update(row[0] for row in conn.execute(
-                        _rows_sql(_INSERT_CLAIMS_HEAD, 5, len(chunk), _INSERT_CLAIMS_TAIL), params).fetchall())
-                made = []
-                for key, _, _, _ in items:
-                    made.append(key in created)
-                    created.discard(key)  # a second item with that key is a duplicate
+                made = _insert_claims(conn, [(key, claim) for key, claim, _, _ in items])
                 stored = [item for item, ok in zip(items, made) if ok]
                 for chunk in _chunks(stored):
                     params = [value for _, _, message, event_id in chunk for value in (event_id, message, now)]
