@@ -194,6 +194,21 @@ def test_a_repeated_or_known_event_id_in_a_group_is_a_duplicate_never_a_second_m
     assert app.queue.depth() == 4
 
 
+def _answers_while_its_message_fails(app, admitted: list[Admitted], event_id: str, action: str, error: str) -> list:
+    """Each event's answer from one group commit while a trigger makes storing `event_id`'s
+    message fail with SQLite's ``RAISE(action, error)`` (the trigger is left in place:
+    ``DROP TRIGGER fail_one``)."""
+    app.db.write(
+        "CREATE TEMP TRIGGER fail_one BEFORE INSERT ON queue WHEN NEW.event_id = '%s'"
+        " BEGIN SELECT RAISE(%s, '%s'); END" % (event_id, action, error)
+    )
+    group = GroupCommit(app.db, app.receiver.accept_batch, store_unavailable)
+    try:
+        return [f.result(10) for f in [group.submit(a) for a in admitted]]
+    finally:
+        group.stop()
+
+
 def test_one_failing_event_in_a_group_fails_alone_and_leaves_no_claim_without_its_message(app):
     """The group's single write fails as a whole (a real SQLite error, raised by a trigger
     for one event's message); then each event is stored alone: the others are answered
@@ -201,15 +216,7 @@ def test_one_failing_event_in_a_group_fails_alone_and_leaves_no_claim_without_it
     accepted (a claim without its message would answer that retry "duplicate": lost)."""
     admitted = _admitted(app, 6)
     bad = admitted[3].event_id
-    app.db.write(
-        "CREATE TEMP TRIGGER fail_one BEFORE INSERT ON queue WHEN NEW.event_id = '%s'"
-        " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END" % bad
-    )
-    group = GroupCommit(app.db, app.receiver.accept_batch, store_unavailable)
-    try:
-        answers = [f.result(10) for f in [group.submit(a) for a in admitted]]
-    finally:
-        group.stop()
+    answers = _answers_while_its_message_fails(app, admitted, bad, "ABORT", "disk I/O error")
     assert [a.status for a in answers] == [202, 202, 202, 503, 202, 202]
     assert answers[3].headers.get("Retry-After") == "5"
     queued = {row[0] for row in app.db.query("SELECT event_id FROM queue")}
@@ -228,16 +235,7 @@ def test_an_error_that_rolls_back_the_whole_transaction_never_leaves_a_202_uncom
     the batch. Every event answered 202 must be committed (outside connection's view), and
     the others are answered 503 so DT retries them."""
     admitted = _admitted(app, 6)
-    bad = admitted[3].event_id
-    app.db.write(
-        "CREATE TEMP TRIGGER roll_back BEFORE INSERT ON queue WHEN NEW.event_id = '%s'"
-        " BEGIN SELECT RAISE(ROLLBACK, 'database or disk is full'); END" % bad
-    )
-    group = GroupCommit(app.db, app.receiver.accept_batch, store_unavailable)
-    try:
-        answers = [f.result(10) for f in [group.submit(a) for a in admitted]]
-    finally:
-        group.stop()
+    answers = _answers_while_its_message_fails(app, admitted, admitted[3].event_id, "ROLLBACK", "database or disk is full")
     outside = sqlite3.connect(app.db.path)
     try:
         committed = {row[0] for row in outside.execute("SELECT event_id FROM queue")}
@@ -247,7 +245,7 @@ def test_an_error_that_rolls_back_the_whole_transaction_never_leaves_a_202_uncom
     assert accepted <= committed, sorted(accepted - committed)
     assert all(answer.status in (202, 503) for answer in answers)
     assert answers[3].status == 503
-    app.db.write("DROP TRIGGER roll_back")
+    app.db.write("DROP TRIGGER fail_one")
     retried = app.receiver.accept_batch([a for a, answer in zip(admitted, answers) if answer.status == 503])
     assert all(r.status in (200, 202) for r in retried)  # DT's retries: each one stored now
     assert {row[0] for row in app.db.query("SELECT event_id FROM queue")} == {a.event_id for a in admitted}
