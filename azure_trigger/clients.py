@@ -15,6 +15,7 @@ from typing import Iterator, Mapping, Optional, Union
 
 from core.config import ConfigError
 from core.ports import StoreError
+from core.proxies import endpoint_environment
 
 DEFAULT_QUEUE = "dt-events"
 DEFAULT_DEDUP_TABLE = "dtevents"
@@ -146,26 +147,15 @@ def service_url(connection: Connection, service: str) -> str:
 
 
 def environment_options(url: str, env: Mapping[str, str] | None = None) -> dict:
-    """Client options that apply the proxy and CA-bundle environment to `url` once, here.
-
-    By default azure-core's `requests` transport re-reads it on every call: it scans every
-    environment variable for ``*_proxy`` (twice) and looks for a ``~/.netrc``, about 0.25 ms
-    per call with 35 variables and 0.75 ms with the ~130 a Functions host sets, on each of
-    the several storage calls an event costs. ``HTTP(S)_PROXY``/``NO_PROXY`` (for this
-    endpoint) and ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` keep their meaning; they are read
-    when the client is built (once per container), not per request.
-    """
-    from requests.utils import get_environ_proxies
-
-    env = os.environ if env is None else env
+    """Client options that apply the proxy and CA-bundle environment to `url` once, when
+    the client is built, instead of azure-core's transport re-reading it on every storage
+    call (`core.proxies`)."""
+    found = endpoint_environment(url, env)
     options: dict = {"use_env_settings": False}
-    # {} when NO_PROXY covers the host or no proxy is set (its "no" entry is spent here)
-    proxies = {scheme: proxy for scheme, proxy in get_environ_proxies(url).items() if scheme != "no"}
-    if proxies:
-        options["proxies"] = proxies
-    bundle = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE")
-    if bundle:
-        options["connection_verify"] = bundle
+    if found.proxies:
+        options["proxies"] = found.proxies
+    if found.ca_bundle:
+        options["connection_verify"] = found.ca_bundle
     return options
 
 

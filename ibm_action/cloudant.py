@@ -10,7 +10,6 @@ and timeout errors the SDK lets through). 404 and 409 are not failures here: the
 from __future__ import annotations
 
 import copy
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from core.config import ConfigError, Secret
 from core.ports import StoreError
+from core.proxies import endpoint_environment
 
 DEFAULT_DB = "dt_events"
 DEFAULT_STATE_DB = "dt_device_state"
@@ -92,25 +92,15 @@ def build_service(config: CloudantConfig, read_timeout_s: float | None = None):
 
 
 def environment_options(url: str, env: Mapping[str, str] | None = None) -> dict:
-    """The proxy and CA-bundle environment for `url`, read once, as `requests` options.
-
-    The SDK's `requests` session would re-read it on every call: it scans every environment
-    variable for ``*_proxy`` (twice) and looks for a ``~/.netrc``, about 0.25 ms per call
-    with 35 variables and 0.75 ms with 100 more, on each of the several Cloudant calls an
-    event costs. ``HTTP(S)_PROXY``/``NO_PROXY`` (for this URL) and
-    ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` keep their meaning, read when the client is built.
-    """
-    from requests.utils import get_environ_proxies
-
-    env = os.environ if env is None else env
+    """The proxy and CA-bundle environment for `url` as `requests` options, applied once
+    when the client is built instead of the SDK's session re-reading it on every call
+    (`core.proxies`)."""
+    found = endpoint_environment(url, env)
     options: dict = {}
-    # {} when NO_PROXY covers the host or no proxy is set (its "no" entry is spent here)
-    proxies = {scheme: proxy for scheme, proxy in get_environ_proxies(url).items() if scheme != "no"}
-    if proxies:
-        options["proxies"] = proxies
-    bundle = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE")
-    if bundle:
-        options["verify"] = bundle
+    if found.proxies:
+        options["proxies"] = found.proxies
+    if found.ca_bundle:
+        options["verify"] = found.ca_bundle
     return options
 
 

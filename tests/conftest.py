@@ -54,6 +54,20 @@ def platform(make_platform):
     return make_platform()
 
 
+#: Every setting `requests` (and so `core.proxies`) reads about proxies and CA bundles.
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "ALL_PROXY",
+                   "all_proxy", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+@pytest.fixture
+def no_proxy_environment(monkeypatch):
+    """No proxy or CA-bundle setting in the environment (whatever the machine sets); the
+    test sets its own through the returned `monkeypatch`."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
 @pytest.fixture
 def seen():
     """Every event the user's handlers received, in order."""
