@@ -4,7 +4,6 @@ meaning: a proxy is used unless NO_PROXY covers the endpoint. Against Azurite.""
 
 from __future__ import annotations
 
-import socket
 import uuid
 
 import pytest
@@ -22,23 +21,7 @@ from azure_trigger.clients import (  # noqa: E402
     service_url,
     table_client,
 )
-
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "ALL_PROXY",
-                   "all_proxy", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
-
-
-@pytest.fixture
-def no_proxy_environment(monkeypatch):
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    return monkeypatch
-
-
-def dead_port() -> int:
-    """A loopback port nothing listens on (a proxy there refuses every connection)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.platforms.base import free_port  # noqa: E402
 
 
 def test_service_url_from_each_kind_of_connection():
@@ -84,7 +67,7 @@ def test_storage_calls_do_not_rescan_the_environment(azurite, no_proxy_environme
 
 def test_a_proxy_in_the_environment_is_used_unless_no_proxy_covers_the_endpoint(azurite, no_proxy_environment):
     env = no_proxy_environment
-    env.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead_port()}")
+    env.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")
     name = "env" + uuid.uuid4().hex[:12]
     with pytest.raises(ServiceRequestError):  # through the (dead) proxy: refused
         table_client(azurite.connection, name).create_table()

@@ -13,7 +13,7 @@ from azure_trigger.function_app import AZURE_MAX_BODY_BYTES
 from core.config import ConfigError
 from core.keys import store_key
 from tests.dt import SECRET, event_body, event_id_of, signed
-from tests.platforms.azure import call, closed_port, connection_string, functions_by_name, http_request
+from tests.platforms.azure import call, free_port, connection_string, functions_by_name, http_request
 
 
 def _padded(size: int) -> bytes:
@@ -104,7 +104,7 @@ def test_malformed_connection_string_is_503_without_echoing_it(make_azure):
 
 
 def test_dt_storage_connection_overrides_azure_web_jobs_storage(make_azure, azurite):
-    dead = connection_string(f"http://127.0.0.1:{closed_port()}", f"http://127.0.0.1:{closed_port()}")
+    dead = connection_string(f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}")
     azure = make_azure()
     os.environ["AzureWebJobsStorage"] = dead
     os.environ["DT_STORAGE_CONNECTION"] = azurite.connection

@@ -9,7 +9,6 @@ import hmac
 import io
 import json
 import logging
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from core.receiver import Receiver
 from emulator.jwks import JwksServer, generate_private_key_pem, key_id, public_jwk, public_key_pem
 from emulator.signing import asymmetric_claims, sign, sign_asymmetric
 from tests.dt import SECRET, event_body
+from tests.platforms.base import free_port
 
 ORG = "org-0123456789abcdefghij"
 KEY = generate_private_key_pem()
@@ -274,14 +274,8 @@ def test_a_flood_of_random_kids_causes_at_most_one_fetch_per_interval(make_recei
     assert server.jwks_requests == 2
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_key_server_down_is_503_not_401(make_receiver, clock, server, queue, log_lines):
-    issuer = f"http://127.0.0.1:{_closed_port()}/data-connector"
+    issuer = f"http://127.0.0.1:{free_port()}/data-connector"
     receiver = make_receiver(secret=False, issuer=issuer, DT_SIGNATURE_MODE="asymmetric")
     body = event_body()
     token = asym(body, clock, server, issuer=issuer)

@@ -4,7 +4,6 @@ is used unless NO_PROXY covers the endpoint. Against pouchdb-server."""
 
 from __future__ import annotations
 
-import socket
 import uuid
 
 import pytest
@@ -14,17 +13,8 @@ pytest.importorskip("ibmcloudant", reason="the Cloudant SDK is in the [ibm] extr
 import requests.utils  # noqa: E402
 
 from ibm_action.cloudant import CloudantConfig, build_service, environment_options  # noqa: E402
+from tests.platforms.base import free_port  # noqa: E402
 from tests.platforms.ibm import ADMIN  # noqa: E402
-
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "ALL_PROXY",
-                   "all_proxy", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
-
-
-@pytest.fixture
-def no_proxy_environment(monkeypatch):
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    return monkeypatch
 
 
 def service(stand_in):
@@ -61,10 +51,7 @@ def test_cloudant_calls_do_not_rescan_the_environment(ibm_stand_in, no_proxy_env
 
 def test_a_proxy_in_the_environment_is_used_unless_no_proxy_covers_the_endpoint(ibm_stand_in, no_proxy_environment):
     env = no_proxy_environment
-    with socket.socket() as s:  # a loopback port nothing listens on: a proxy there refuses
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]
-    env.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead}")
+    env.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # nothing listens: the proxy refuses
     with pytest.raises(requests.exceptions.ConnectionError):
         service(ibm_stand_in).get_server_information()
     env.setenv("NO_PROXY", "127.0.0.1")

@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -35,7 +34,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from .base import Harness, Reply, StandIn
+from .base import Harness, Reply, StandIn, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURITE = ROOT / "node_modules" / ".bin" / "azurite"
@@ -50,13 +49,6 @@ def connection_string(queue_url: str, table_url: str) -> str:
         f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
         f"QueueEndpoint={queue_url}/{ACCOUNT};TableEndpoint={table_url}/{ACCOUNT};"
     )
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on: connecting to it is refused at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @functools.lru_cache(maxsize=None)
@@ -271,7 +263,7 @@ class AzureHarness(Harness):
         raises `ServiceRequestError` (after its own retries), as for an unreachable account."""
         from azure_trigger.clients import queue_client, table_client
 
-        dead = connection_string(f"http://127.0.0.1:{closed_port()}", f"http://127.0.0.1:{closed_port()}")
+        dead = connection_string(f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}")
         ctx = self.module.context()
         if part == "queue":
             target, attribute = ctx.queue, "client"

@@ -15,11 +15,20 @@ from __future__ import annotations
 
 import abc
 import json
+import socket
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
 
 from core.ports import ClaimStore, DeviceState, DeviceStateStore
+
+def free_port() -> int:
+    """A loopback port nothing listens on: a server can take it, and connecting to it now
+    is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
 
 #: Store or queue parts a harness can break on demand.
 PARTS = ("claims", "queue", "state")

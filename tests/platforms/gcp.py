@@ -27,7 +27,6 @@ import io
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -41,7 +40,7 @@ from unittest import mock
 
 import pytest
 
-from .base import Harness, Reply, StandIn
+from .base import Harness, Reply, StandIn, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIM = ROOT / "gcp_function" / "bundle" / "main.py"
@@ -75,12 +74,6 @@ def find_emulator_jars() -> tuple[Path, Path] | str:
         "`gcloud components install cloud-firestore-emulator pubsub-emulator`, or the Debian packages "
         "google-cloud-cli-firestore-emulator and google-cloud-cli-pubsub-emulator)"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 #: The emulators are test stand-ins that run for minutes: C1 only (no C2 compiler

@@ -36,13 +36,7 @@ import pytest
 
 from core.logs import log as core_log
 
-from .base import Harness, Reply, StandIn
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .base import Harness, Reply, StandIn, free_port
 
 
 class RedisServer:

@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -39,19 +38,13 @@ from unittest import mock
 
 import pytest
 
-from .base import Harness, Reply, StandIn
+from .base import Harness, Reply, StandIn, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 POUCHDB = ROOT / "node_modules" / ".bin" / "pouchdb-server"
 ADMIN = ("dtadmin", "stand-in-password")
 #: Variables the entry points read; a harness sets exactly its own.
 OWNED_PREFIXES = ("DT_", "CLOUDANT_")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def canonical(name: str) -> str:
