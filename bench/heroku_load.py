@@ -292,10 +292,14 @@ def note(hl: dict) -> str:
     of this run and the profile `python -m bench.heroku_load --profile` prints)."""
     one, a, alone = hl["median"]["heroku 1 web"], hl["median"]["anchor"], hl["median"]["heroku web alone"]
     per_handled = one["worker_cpu_us_per_ack"] * one["acks_per_s"] / one["handled_per_s"] if one["handled_per_s"] else 0
+    bound = (f" **The {ACK_TARGET:.0f}× target cannot be met with the worker on the same machine:** the web process"
+             f" alone, with no worker beside it, acknowledges {hl['ratio_web_alone']}× the anchor, and a worker"
+             " sharing its cores only takes CPU away." if hl["ratio_web_alone"] < ACK_TARGET else "")
     return (
         f"- **Heroku web dyno**: {hl['ratio']}× the anchor's acks/s (target {ACK_TARGET:.0f}×), p99"
         f" {one['p99_ms']:.1f} ms (target {P99_TARGET_MS:.0f} ms; the anchor's own p99 {a['p99_ms']:.1f} ms; at"
         f" {hl['concurrency']} connections a closed-loop sender sees latency ≈ {hl['concurrency']} / throughput)."
+        + bound +
         f" The web process costs {one['web_cpu_us_per_ack']:.0f} µs of CPU per acknowledgement, the anchor"
         f" {a['cpu_us_per_ack']:.0f} µs over its two processes: given a core of its own, with no worker beside it,"
         f" one web process acknowledges {hl['ratio_web_alone']}× the anchor (last row). Beside it on the same two"

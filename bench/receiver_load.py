@@ -4,6 +4,9 @@ Servers, interleaved round by round, each in its own process group, a fresh data
 
 - *uvicorn raw*: an ASGI app that reads the body and answers 202 (`bench/raw_asgi.py`):
   what one Python process can answer on this machine, nothing verified or stored;
+- *floor*: our web process with nothing after the checks (`bench/verify_only.py`: the same
+  serving, ASGI app and `Receiver.admit`, then 202; nothing stored, no worker): more than any
+  receiver that also stores each event and runs its handler can answer here;
 - *anchor*: DT's documented Flask receiver (`bench/anchor_flask.py`: PyJWT verify, SHA-256
   body checksum, 200; no dedup, no queue) under gunicorn with two sync workers;
 - *ours*: `dtconnector serve` (web process + worker process), verifying, deduplicating,
@@ -41,11 +44,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret-0123456789abcdef0123456789"
 BIN = Path(sys.executable).parent
 CONCURRENCY = 32
-KINDS = ("raw", "anchor", "ours", "ours_full")
+KINDS = ("raw", "floor", "anchor", "ours", "ours_full")
 PROFILE_HZ = 250
 PROFILE_S = 5
 LABELS = {
     "raw": "uvicorn raw 202 (reads the body, 1 process)",
+    "floor": "our web process, verify + parse + 202, nothing stored (1 process)",
     "anchor": "anchor: DT's Flask receiver (gunicorn, 2 sync)",
     "ours": "dtconnector serve (web + worker, NORMAL)",
     "ours_full": "dtconnector serve, DT_SQLITE_SYNCHRONOUS=FULL",
@@ -108,6 +112,10 @@ def raw(tmp: str) -> Server:
     return Server([sys.executable, "-m", "bench.raw_asgi"], r"(http://127\.0\.0\.1:\d+/)", str(ROOT))
 
 
+def floor(tmp: str) -> Server:
+    return Server([sys.executable, "-m", "bench.verify_only"], r"(http://127\.0\.0\.1:\d+/)", str(ROOT))
+
+
 def anchor(tmp: str) -> Server:
     argv = [str(BIN / "gunicorn"), "-w", "2", "-k", "sync", "-b", "127.0.0.1:0", "bench.anchor_flask:app"]
     return Server(argv, r"Listening at: (http://\S+)", str(ROOT), suffix="/")
@@ -124,6 +132,8 @@ def ours(tmp: str, run: int, synchronous: str = "NORMAL") -> Server:
 def start(kind: str, tmp: str, run: int) -> Server:
     if kind == "raw":
         return raw(tmp)
+    if kind == "floor":
+        return floor(tmp)
     if kind == "anchor":
         return anchor(tmp)
     return ours(tmp, run, "FULL" if kind == "ours_full" else "NORMAL")
@@ -245,9 +255,9 @@ def run(quick: bool = False, count: int | None = None, rounds: int | None = None
             for kind in KINDS:
                 run_no += 1
                 server = start(kind, tmp, run_no)
-                # The raw server verifies and stores nothing, so repeating events is fine, and
-                # it would otherwise run out of them before the time is up.
-                load = events[:-300] * 3 + events[-300:] if kind == "raw" else events
+                # The raw and floor servers store nothing (no dedup), so repeating events is
+                # fine, and they would otherwise run out of them before the time is up.
+                load = events[:-300] * 3 + events[-300:] if kind in ("raw", "floor") else events
                 try:
                     results[kind].append(_measure(server, load, seconds))
                 finally:
@@ -309,6 +319,7 @@ def run(quick: bool = False, count: int | None = None, rounds: int | None = None
         "ratio": round(ratio, 2),
         "full_ratio": round(med["ours_full"]["acks_per_s"] / med["anchor"]["acks_per_s"], 2),
         "raw_ratio": round(med["raw"]["acks_per_s"] / med["anchor"]["acks_per_s"], 2),
+        "floor_ratio": round(med["floor"]["acks_per_s"] / med["anchor"]["acks_per_s"], 2),
         "sustained": sustained,
         "profile": profile,
         "targets": targets,
