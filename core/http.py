@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Union
 
 HeaderInput = Union[Mapping[str, object], Iterable[tuple[str, object]], None]
+#: `json.dumps` with any argument builds a new encoder on every call; every answer is encoded so.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class Headers:
@@ -64,7 +66,7 @@ class Response:
 
     @property
     def body(self) -> str:
-        return json.dumps(self.payload, separators=(",", ":"))
+        return _COMPACT_JSON(self.payload)
 
     def all_headers(self) -> dict[str, str]:
         return {"Content-Type": "application/json", **self.headers}
