@@ -115,8 +115,9 @@ class GroupCommit:
     `Receiver.accept_batch`: new events claimed and queued in one write, any other alone)
     inside one `Database.batch`, commits once, logs the batch's 202s in one line, and only
     then answers them: no answer is sent before the commit holding its event, and no event
-    waits for more than the batch running when it arrived plus its own. The loop is woken
-    once per batch, not once per event. If the commit fails every event of the batch is
+    waits for more than the batch running when it arrived plus its own. The events a loop
+    admits during one of its turns reach the thread together, and the loop is woken once
+    per batch: not once per event either way. If the commit fails every event of the batch is
     answered 503 (DT retries). A request's exception (a bug; or, in tests, a simulated
     crash) reaches that request alone.
     """
@@ -130,17 +131,28 @@ class GroupCommit:
         self._unavailable = unavailable
         # A C-level queue: putting costs a fraction of a `threading.Condition` round.
         self._pending: queue.SimpleQueue = queue.SimpleQueue()
+        self._turns: dict[asyncio.AbstractEventLoop, list] = {}  # events admitted during a loop's current turn
         self._thread = threading.Thread(target=self._run, name="dtconnector-ingest-writer", daemon=True)
         self._thread.start()
 
     async def accept(self, admitted: Admitted) -> Response:
-        future = asyncio.get_running_loop().create_future()
-        self._pending.put((admitted, future))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        turn = self._turns.get(loop)
+        if turn is None:
+            turn = self._turns[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        turn.append((admitted, future))
         return await future
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """At the end of a turn of `loop`: its events, to the writer in one put (one wake-up
+        of the writer thread, not one per request)."""
+        self._pending.put(self._turns.pop(loop))
 
     def submit(self, admitted: Admitted) -> Future:
         future: Future = Future()
-        self._pending.put((admitted, future))
+        self._pending.put([(admitted, future)])
         return future
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -150,14 +162,14 @@ class GroupCommit:
     def _run(self) -> None:
         pending = self._pending
         while True:
-            items = [pending.get()]
+            turns = [pending.get()]
             while True:  # and every event that arrived meanwhile
                 try:
-                    items.append(pending.get_nowait())
+                    turns.append(pending.get_nowait())
                 except queue.Empty:
                     break
-            stopping = self._STOP in items
-            items = [item for item in items if item is not self._STOP] if stopping else items
+            stopping = self._STOP in turns
+            items = [item for turn in turns if turn is not self._STOP for item in turn]
             if items:
                 self._answer(items, self._commit(items))
             if stopping:

@@ -60,6 +60,32 @@ def test_concurrent_events_share_one_commit_and_each_answer_follows_it(app):
     assert 1 <= len(commits) < 10, len(commits)  # 40 events, a few batches (usually one or two)
 
 
+def test_the_events_of_one_loop_turn_reach_the_writer_together_one_commit(app):
+    """40 requests admitted in one turn of the loop are one batch, even though the writer
+    thread is free to run between any two of them (each request here releases the GIL
+    for a millisecond before it is accepted): the writer is handed the turn's events at
+    its end, not woken by the first."""
+    import time
+
+    admitted = _admitted(app, 40)
+    group = GroupCommit(app.db, app.receiver.accept_batch, store_unavailable)
+    commits = _commits(app.db)
+
+    async def deliver_all():
+        async def one(event):
+            time.sleep(0.001)  # blocking on purpose: the rest of the turn waits, the writer could run
+            return await group.accept(event)
+
+        return await asyncio.gather(*(one(e) for e in admitted))
+
+    try:
+        responses = asyncio.run(deliver_all())
+    finally:
+        group.stop()
+    assert [r.status for r in responses] == [202] * 40
+    assert len(commits) == 1, len(commits)
+
+
 def test_a_failed_commit_answers_every_event_of_the_batch_503(app, monkeypatch):
     from core.ports import StoreError
 
