@@ -15,7 +15,9 @@ allow (`run_batch`):
 
 No write transaction is open while a handler runs, so the web process's ingest commits
 (another process, the same file) never wait for user code. Losing step 1 or 3 in a crash
-only means a redelivery, which the ledger makes harmless.
+only means a redelivery, which the ledger makes harmless. Running for good (`run_forever`),
+a batch's step 3 and the next batch's step 1 follow each other with no handler between
+them, so they share one commit: a batch costs one commit, not two.
 """
 
 from __future__ import annotations
@@ -74,42 +76,59 @@ class QueueRunner:
         return self.run_batch(limit=1) > 0
 
     def run_batch(self, limit: int | None = None) -> int:
-        """Process up to `limit` (`batch_size`) visible messages; how many were taken."""
+        """Process up to `limit` (`batch_size`) visible messages, steps 1 to 3 with a
+        commit each for steps 1 and 3; how many were taken."""
         db = self.queue.db
-        jobs: list[tuple[QueuedMessage, Job]] = []
-        settled: list[tuple[QueuedMessage, Job | Exception | None]] = []
         with db.batch():  # step 1
-            messages = self.queue.reserve_batch(self.lease_s, limit or self.batch_size)
-            begun = self.worker.begin_batch([message.body for message in messages]) if messages else []
-            for message, job in zip(messages, begun):
-                if isinstance(job, Exception):  # RetryLater, StoreError, or a bug: never lose the message
-                    settled.append((message, job))
-                elif isinstance(job, Outcome):  # a redelivery of a completed event
-                    settled.append((message, None))
-                else:
-                    jobs.append((message, job))
-        if not messages:
+            batch = self._take(limit or self.batch_size)
+        if batch is None:
             if self.on_idle is not None:
                 self.on_idle()
             return 0
         try:
-            for index, (message, job) in enumerate(jobs):  # step 2
-                if self.stopping.is_set():
-                    self._give_back(jobs[index:])
-                    break
-                try:
-                    with self.worker.trace(message.body):
-                        self.worker.run_handlers(job)
-                except Exception as exc:
-                    settled.append((message, exc))
-                else:
-                    settled.append((message, job))
+            self._run(batch)  # step 2
         finally:
             with db.batch():  # step 3 (also after a crash in step 2, as the flusher would)
-                self._settle(settled)
-                if self.after_batch is not None:
-                    self.after_batch()
-        return len(messages)
+                self._close(batch)
+        return batch.taken
+
+    def _take(self, limit: int) -> "_Batch | None":
+        """Step 1, inside the caller's transaction: reserve up to `limit` messages and
+        begin them (`Worker.begin_batch`). None when nothing is visible."""
+        messages = self.queue.reserve_batch(self.lease_s, limit)
+        if not messages:
+            return None
+        batch = _Batch(len(messages))
+        for message, job in zip(messages, self.worker.begin_batch([message.body for message in messages])):
+            if isinstance(job, Exception):  # RetryLater, StoreError, or a bug: never lose the message
+                batch.settled.append((message, job))
+            elif isinstance(job, Outcome):  # a redelivery of a completed event
+                batch.settled.append((message, None))
+            else:
+                batch.jobs.append((message, job))
+        return batch
+
+    def _run(self, batch: "_Batch") -> None:
+        """Step 2, outside any transaction: each job's handlers; stopping, the jobs not
+        started yet are given back."""
+        jobs = batch.jobs
+        for index, (message, job) in enumerate(jobs):
+            if self.stopping.is_set():
+                self._give_back(jobs[index:])
+                break
+            try:
+                with self.worker.trace(message.body):
+                    self.worker.run_handlers(job)
+            except Exception as exc:
+                batch.settled.append((message, exc))
+            else:
+                batch.settled.append((message, job))
+
+    def _close(self, batch: "_Batch") -> None:
+        """Step 3, inside the caller's transaction."""
+        self._settle(batch.settled)
+        if self.after_batch is not None:
+            self.after_batch()
 
     def _settle(self, settled: list[tuple[QueuedMessage, Job | Exception | None]]) -> None:
         """Complete the finished jobs (one ledger write: `Worker.finish_batch`), acknowledge
@@ -170,20 +189,38 @@ class QueueRunner:
 
         wait = wait or notified
         self.stopping = stop
-        while not stop.is_set():
-            try:
-                taken = self.run_batch()
-                busy = taken > 0
-                if 0 < taken < self.batch_size and self.gather_s > 0:
-                    stop.wait(self.gather_s)  # under load, more arrive meanwhile
-            except StoreError as exc:
-                event_log(logging.ERROR, "queue unavailable", error=str(exc))
+        db = self.queue.db
+        done: _Batch | None = None  # the last batch: its handlers ran, step 3 not yet committed
+        try:
+            while not stop.is_set():
                 busy = False
-            except Exception:  # the worker loop must outlive any single message
-                log.exception("worker loop error")
-                busy = False
-            if not busy and not stop.is_set():
-                wait(self._idle_wait(idle_wait_s))
+                try:
+                    if done is not None and done.taken < self.batch_size and self.gather_s > 0:
+                        stop.wait(self.gather_s)  # under load, more arrive meanwhile
+                    with db.batch():  # the last batch's step 3 and the next one's step 1: one commit
+                        closing, done = done, None
+                        if closing is not None:
+                            self._close(closing)
+                        batch = None if stop.is_set() else self._take(self.batch_size)
+                    if batch is None:
+                        if self.on_idle is not None and not stop.is_set():
+                            self.on_idle()
+                    else:
+                        busy = True
+                        try:
+                            self._run(batch)
+                        finally:
+                            done = batch
+                except StoreError as exc:
+                    event_log(logging.ERROR, "queue unavailable", error=str(exc))
+                except Exception:  # the worker loop must outlive any single message
+                    log.exception("worker loop error")
+                if not busy and not stop.is_set():
+                    wait(self._idle_wait(idle_wait_s))
+        finally:
+            if done is not None:
+                with db.batch():
+                    self._close(done)
 
     def _idle_wait(self, limit_s: float) -> float:
         """Until the next delayed message is due, at most `limit_s`."""
@@ -194,3 +231,15 @@ class QueueRunner:
         if due is None:
             return limit_s
         return max(0.0, min(limit_s, due - self.queue.db.clock()))
+
+
+class _Batch:
+    """Messages taken together: the jobs whose handlers are to run, and each message's
+    outcome so far (a job, a redelivery of a completed event, an exception)."""
+
+    __slots__ = ("taken", "jobs", "settled")
+
+    def __init__(self, taken: int):
+        self.taken = taken
+        self.jobs: list[tuple[QueuedMessage, Job]] = []
+        self.settled: list[tuple[QueuedMessage, Job | Exception | None]] = []

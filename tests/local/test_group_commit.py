@@ -120,6 +120,28 @@ def test_the_worker_commits_once_per_batch_for_events_without_handlers(app):
     assert len(app.state.all()) == 50
 
 
+def test_running_for_good_the_worker_commits_once_per_batch(app):
+    """`run_forever`: a batch's step 3 (complete, ack) and the next batch's step 1 (reserve,
+    ledger, state) share one commit. 3 batches of 50: 4 commits (the last closes the third
+    batch and finds nothing) and the counters' once idle; two commits a batch made 8."""
+    import threading
+
+    for body in (event_body(device=f"dev-{i}", event_type="touch") for i in range(150)):
+        app.queue.enqueue(body.decode(), event_id=event_id_of(body))
+    runner = app.runner
+    runner.batch_size, runner.gather_s = 50, 0.0
+    commits = _commits(app.db)
+    stop = threading.Event()
+
+    def idle(seconds: float) -> None:  # nothing visible: stop instead of waiting
+        stop.set()
+
+    runner.run_forever(stop, wait=idle)
+    assert app.queue.depth() == 0
+    assert len(app.state.all()) == 150
+    assert len(commits) == 4 + 1, commits  # and once idle, the counters (`on_idle`)
+
+
 def test_the_worker_records_each_finished_handler_before_the_next_runs_in_two_commits(app):
     """A finished handler is journaled (one line in ``<db>.progress``) before the next
     handler starts, not committed: a batch of 5 events costs 2 commits (step 1, step 3),
