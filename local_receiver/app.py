@@ -48,7 +48,7 @@ WORKER_LOCK_WAIT_S = 30.0
 METRICS_SAVE_S = 0.5
 #: After a batch that was not full, the worker waits this long for more events before
 #: taking the next (`QueueRunner.gather_s`): under load, batches of a few events each paid
-#: two commits and a turn on the write lock; 10 ms of handler latency makes them larger.
+#: a commit and a turn on the write lock; 10 ms of handler latency makes them larger.
 WORKER_GATHER_S = 0.01
 
 

@@ -66,7 +66,7 @@ class QueueRunner:
         self.on_idle = on_idle
         self.stopping = threading.Event()
         #: After a batch that was not full, how long `run_forever` lets more messages
-        #: arrive before taking the next: a batch's fixed costs (two commits, the reserve
+        #: arrive before taking the next: a batch's fixed costs (its commit, the reserve
         #: statement, taking the write lock) are then shared by more events, at the price
         #: of that much handler latency.
         self.gather_s = gather_s
