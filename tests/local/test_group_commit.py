@@ -109,7 +109,7 @@ def test_a_failed_commit_answers_every_event_of_the_batch_503(app, monkeypatch):
     assert {r.headers.get("Retry-After") for r in responses} == {"5"}
 
 
-def test_the_worker_commits_once_per_batch_for_events_without_handlers(app):
+def test_one_batch_on_its_own_costs_two_commits_for_events_without_handlers(app):
     for body in (event_body(device=f"dev-{i}", event_type="touch") for i in range(50)):
         app.queue.enqueue(body.decode(), event_id=event_id_of(body))
     runner = app.runner  # no DT_HANDLERS: every event is stored (device state), no handler
