@@ -182,7 +182,10 @@ class Worker:
     def begin(self, message: str | bytes) -> "Job | Outcome":
         """Parse, claim the event in the ledger, write the device state. Returns the `Job`
         whose handlers are to run, or DUPLICATE for a redelivery of a completed event."""
-        event = self._parse(message)
+        return self._begin_event(self._parse(message))
+
+    def _begin_event(self, event: Event) -> "Job | Outcome":
+        """`begin` for an event already parsed (`begin_batch` parses each message once)."""
         outcome, held = self._claims.acquire(event.event_id, self.settings.worker_lease_s)
         if outcome is Outcome.DUPLICATE:
             event_log(logging.INFO, "redelivery of a completed event", eventId=event.event_id)
@@ -225,7 +228,7 @@ class Worker:
         jobs = []
         for (index, event), claim in zip(parsed, held):
             if claim is None:
-                results[index] = _outcome_of(self.begin, messages[index])
+                results[index] = _outcome_of(self._begin_event, event)
             else:
                 jobs.append((index, Job(event, claim)))
         if not jobs:
@@ -298,21 +301,22 @@ class Worker:
         the exception `finish` would have raised. The completions are one write of the
         ledger when it can (``replace_many``); should that write fail, each job is
         finished alone. One "processed" line for the batch, with the `eventIds`."""
-        if self._replace_many is None or len(jobs) < 2:
-            results = [_outcome_of(functools.partial(self.finish, logged=False), job) for job in jobs]
-        else:
+        completed = None
+        if self._replace_many is not None and len(jobs) >= 2:
             try:
                 completed = self._claims.complete_many(
                     [(job.held, self._completed_ttl_s(job), job.finished) for job in jobs], self._replace_many)
             except Exception:  # noqa: BLE001 (each job then meets its own failure, alone)
-                results = [_outcome_of(functools.partial(self.finish, logged=False), job) for job in jobs]
-            else:
-                results = []
-                for job, ok in zip(jobs, completed):
-                    if not ok:
-                        event_log(logging.WARNING, "ledger was taken over before completion", eventId=job.event.event_id)
-                    self._count_processed(job.event)
-                    results.append(Outcome.CLAIMED)
+                completed = None
+        if completed is None:
+            results = [_outcome_of(functools.partial(self.finish, logged=False), job) for job in jobs]
+        else:
+            results = []
+            for job, ok in zip(jobs, completed):
+                if not ok:
+                    event_log(logging.WARNING, "ledger was taken over before completion", eventId=job.event.event_id)
+                self._count_processed(job.event)
+                results.append(Outcome.CLAIMED)
         ids = [job.event.event_id for job, result in zip(jobs, results) if result is Outcome.CLAIMED]
         if ids:
             event_log(logging.INFO, "processed", events=len(ids), eventIds=ids)
