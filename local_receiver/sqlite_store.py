@@ -469,12 +469,6 @@ def _done_json(done: tuple[str, ...]) -> str:
     return json.dumps(done) if done else "[]"
 
 
-_INSERT_CLAIM = (
-    "INSERT INTO claims (key, status, expires_at, version, done) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
-)
-
-
-_INSERT_MESSAGE = "INSERT INTO queue (event_id, body, visible_at) VALUES (?, ?, ?)"
 #: Rows per multi-row statement: far below SQLite's limit of 32,766 parameters.
 _ROWS_PER_STATEMENT = 256
 
@@ -495,6 +489,8 @@ def _chunks(items: list, size: int = _ROWS_PER_STATEMENT):
 _INSERT_CLAIMS_HEAD = "INSERT INTO claims (key, status, expires_at, version, done)"
 _INSERT_CLAIMS_TAIL = " ON CONFLICT (key) DO NOTHING RETURNING key"
 _INSERT_MESSAGES_HEAD = "INSERT INTO queue (event_id, body, visible_at)"
+_INSERT_CLAIM = _rows_sql(_INSERT_CLAIMS_HEAD, 5, 1, " ON CONFLICT (key) DO NOTHING")
+_INSERT_MESSAGE = _rows_sql(_INSERT_MESSAGES_HEAD, 3, 1)
 # A compare-and-set per row: (key, expected version, status, expires_at, version, done).
 _REPLACE_CLAIMS_HEAD = (
     "UPDATE claims SET status = v.column3, expires_at = v.column4, version = v.column5, done = v.column6 FROM ("
