@@ -3,43 +3,22 @@
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from tests.dt import SECRET, event_body, event_id_of, signed
-
-ROOT = Path(__file__).resolve().parents[2]
+from bench import receiver_load
+from tests.dt import event_body, event_id_of, signed
 
 
 @pytest.fixture
 def floor_url(tmp_path):
-    log = open(tmp_path / "stderr", "w+")
-    env = {**os.environ, "DT_SIGNATURE_SECRET": SECRET, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "bench.verify_only"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=log)
+    server = receiver_load.floor(str(tmp_path))  # as the bench starts it: signed with its secret
     try:
-        deadline = time.monotonic() + 30
-        url = None
-        while url is None and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-            log.seek(0)
-            found = re.search(r"(http://127\.0\.0\.1:\d+/)", log.read())
-            url = found and found.group(1)
-        assert url, f"bench.verify_only did not start: {log.read()}"
-        yield url
+        yield server.url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
-        log.close()
+        server.stop()
 
 
 def _post(url: str, body: bytes, headers: dict) -> tuple[int, bytes]:
@@ -53,7 +32,7 @@ def _post(url: str, body: bytes, headers: dict) -> tuple[int, bytes]:
 
 def test_the_floor_verifies_and_parses_then_answers_202(floor_url):
     body = event_body()
-    status, answer = _post(floor_url, body, signed(body))
+    status, answer = _post(floor_url, body, signed(body, receiver_load.SECRET))
     assert status == 202
     assert event_id_of(body).encode() in answer
 
@@ -62,4 +41,4 @@ def test_the_floor_refuses_a_forged_signature_401_and_a_bad_body_400(floor_url):
     body = event_body()
     assert _post(floor_url, body, signed(body, "not-the-secret-0123456789abcdef"))[0] == 401
     broken = b'{"event": {}}'
-    assert _post(floor_url, broken, signed(broken))[0] == 400
+    assert _post(floor_url, broken, signed(broken, receiver_load.SECRET))[0] == 400
