@@ -143,7 +143,7 @@ def receiver_note(rl: dict) -> str:
         " process paused (SIGSTOP) it is busy 1.1 cores and acknowledges 1.3 to 2× as many. It waits for a core"
         " and for the worker's turns on the SQLite file's one write lock, which the web process's group commits"
         " need too: the worker holds it about 150 µs per event at batches of 25 (reserving, parsing, the ledger,"
-        " the device state, the completions, acknowledgements and the commit; 90 µs at batches of 64:"
+        " the device state, the completions, acknowledgements and the commit; 90 to 170 µs at batches of 64 over four runs, the machine's noise:"
         " `python -m bench.write_turn`). The next step is a write lock each: the"
         " ingest inbox in a file of its own that only the web process writes, the worker keeping its position in"
         " it and everything else in its own file. The p99"
