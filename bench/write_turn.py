@@ -6,8 +6,9 @@ group commits then wait for (one file, one write lock, two processes):
 Fills a database through `LocalApp` (signed events, the append-one-line handler of section
 2), then lets a `LocalWorker` process it with `run_forever` at each batch size, and prints
 per event: the worker's CPU, and the time between it taking the write turn and giving it
-back (reserving, parsing, the ledger, the device state, the completions and
-acknowledgements, the commit). Under load the web process cannot commit during that time.
+back (reserving, the ledger, the device state, the completions and acknowledgements,
+the commit; the messages are read and parsed before the turn is taken). Under load the
+web process cannot commit during that time.
 """
 
 from __future__ import annotations

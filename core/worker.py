@@ -24,7 +24,7 @@ import re
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Iterator
+from typing import Callable, ContextManager, Iterator, NamedTuple
 
 from .claims import Claims, Held, Outcome
 from .config import Settings
@@ -113,6 +113,13 @@ class Job:
     #: completion. Should that write fail (the store, or the process dying), they run again
     #: on redelivery: the one window the README states.
     finished: tuple[str, ...] = ()
+
+
+class Prepared(NamedTuple):
+    """A queued message parsed, with the device state it writes (`Worker.prepare_batch`)."""
+
+    event: Event
+    state: DeviceState
 
 
 def state_of(event: Event) -> DeviceState:
@@ -206,42 +213,58 @@ class Worker:
 
     def begin_batch(self, messages: list) -> list:
         """`begin` for a batch of messages whose writes share one commit: per message, its
-        `Job`, DUPLICATE, or the exception `begin` would have raised. Events never seen
-        are claimed in one write of the ledger and their device states written in one
-        (when the stores can: ``create_many``, ``put_many_if_newer``); any other message
-        (an id with a ledger record, or one of a group write that failed) goes through
-        `begin` alone, so the state machine and every failure stay per event."""
-        if self._create_many is None or self._put_many is None or len(messages) < 2:
-            return [_outcome_of(self.begin, message) for message in messages]
-        results: list = [None] * len(messages)
-        parsed: list[tuple[int, Event]] = []
-        for index, message in enumerate(messages):
+        `Job`, DUPLICATE, or the exception `begin` would have raised."""
+        return self.begin_prepared(self.prepare_batch(messages))
+
+    def prepare_batch(self, messages: list) -> list:
+        """The part of `begin_batch` that needs no store: each message parsed and its
+        device state built (`Prepared`), or its `PoisonMessage` (logged). A caller whose
+        writes hold a lock other writers wait for (the local receiver's one SQLite file)
+        prepares before taking it, then calls `begin_prepared` inside."""
+        prepared: list = []
+        for message in messages:
             try:
-                parsed.append((index, self._parse(message)))
+                event = self._parse(message)
             except Exception as exc:  # PoisonMessage (logged)
-                results[index] = exc
+                prepared.append(exc)
+            else:
+                prepared.append(Prepared(event, state_of(event)))
+        return prepared
+
+    def begin_prepared(self, prepared: list) -> list:
+        """`begin_batch`'s writes, for what `prepare_batch` returned. Events never seen are
+        claimed in one write of the ledger and their device states written in one (when the
+        stores can: ``create_many``, ``put_many_if_newer``); any other event (an id with a
+        ledger record, or one of a group write that failed) goes through `begin` alone, so
+        the state machine and every failure stay per event."""
+        results: list = [item if isinstance(item, Exception) else None for item in prepared]
+        ready = [(index, item) for index, item in enumerate(prepared) if not isinstance(item, Exception)]
+        if self._create_many is None or self._put_many is None or len(prepared) < 2:
+            for index, item in ready:
+                results[index] = _outcome_of(self._begin_event, item.event)
+            return results
         try:
-            held = self._claims.acquire_new([event.event_id for _, event in parsed], self.settings.worker_lease_s,
+            held = self._claims.acquire_new([item.event.event_id for _, item in ready], self.settings.worker_lease_s,
                                             self._create_many)
         except Exception:  # noqa: BLE001 (each message then meets its own failure, alone)
-            held = [None] * len(parsed)
+            held = [None] * len(ready)
         jobs = []
-        for (index, event), claim in zip(parsed, held):
+        for (index, item), claim in zip(ready, held):
             if claim is None:
-                results[index] = _outcome_of(self._begin_event, event)
+                results[index] = _outcome_of(self._begin_event, item.event)
             else:
-                jobs.append((index, Job(event, claim)))
+                jobs.append((index, Job(item.event, claim), item.state))
         if not jobs:
             return results
         try:
-            changed = self._put_many([state_of(job.event) for _, job in jobs])
+            changed = self._put_many([state for _, _, state in jobs])
         except Exception:  # noqa: BLE001 (a failed statement leaves nothing written: one by one)
-            for index, job in jobs:
+            for index, job, _ in jobs:
                 results[index] = _outcome_of(self._write_state, job) or job
         else:
             if changed < len(jobs):  # new claims only: a skipped write is a newer event's
                 self.metrics.count(STALE_STATE_SKIPPED, len(jobs) - changed)
-            for index, job in jobs:
+            for index, job, _ in jobs:
                 results[index] = job
         return results
 

@@ -5,7 +5,8 @@ Messages are taken in batches, and each batch costs as few commits as its guaran
 allow (`run_batch`):
 
 1. one commit: reserve up to `batch_size` messages, claim each in the ledger, write each
-   device's state (`Worker.begin`);
+   device's state (`Worker.begin_prepared`); the messages were read and parsed before the
+   write lock was taken (`_peek`), so the commit holds it only for the writes;
 2. each handler that finishes is recorded before the next one starts
    (`Worker.run_handlers`; the ledger store journals that write, `local_receiver.progress`):
    a crash re-runs at most the one handler whose completion was not yet recorded;
@@ -32,6 +33,9 @@ from core.ports import StoreError
 from core.worker import Job, PoisonMessage, Worker
 
 from .sqlite_store import QueuedMessage, SQLiteQueue
+
+#: Messages read before a write turn, and each one's `Worker.prepare_batch` result.
+_Peeked = tuple[list[QueuedMessage], list]
 
 #: Messages taken per batch: large enough that the commits of steps 1 and 3 are shared by
 #: many events, small enough that a stopping worker finishes quickly.
@@ -79,8 +83,9 @@ class QueueRunner:
         """Process up to `limit` (`batch_size`) visible messages, steps 1 to 3 with a
         commit each for steps 1 and 3; how many were taken."""
         db = self.queue.db
+        peeked = self._peek(limit or self.batch_size)
         with db.batch():  # step 1
-            batch = self._take(limit or self.batch_size)
+            batch = self._take(peeked)
         if batch is None:
             if self.on_idle is not None:
                 self.on_idle()
@@ -92,14 +97,26 @@ class QueueRunner:
                 self._close(batch)
         return batch.taken
 
-    def _take(self, limit: int) -> "_Batch | None":
-        """Step 1, inside the caller's transaction: reserve up to `limit` messages and
-        begin them (`Worker.begin_batch`). None when nothing is visible."""
-        messages = self.queue.reserve_batch(self.lease_s, limit)
+    def _peek(self, limit: int) -> _Peeked:
+        """Before step 1, outside any transaction: up to `limit` visible messages read and
+        prepared (parsed, their device states built: `Worker.prepare_batch`), so the write
+        turn that follows holds the lock only for the writes (the web process's commits
+        wait for it)."""
+        messages = self.queue.peek_batch(limit)
+        return messages, self.worker.prepare_batch([message.body for message in messages])
+
+    def _take(self, peeked: _Peeked) -> "_Batch | None":
+        """Step 1, inside the caller's transaction: reserve the peeked messages still
+        visible and begin them (`Worker.begin_prepared`). None when there are none."""
+        messages, prepared = peeked
+        if not messages:
+            return None
+        by_id = dict(zip((message.id for message in messages), prepared))
+        messages = self.queue.reserve_peeked(messages, self.lease_s)
         if not messages:
             return None
         batch = _Batch(len(messages))
-        for message, job in zip(messages, self.worker.begin_batch([message.body for message in messages])):
+        for message, job in zip(messages, self.worker.begin_prepared([by_id[message.id] for message in messages])):
             if isinstance(job, Exception):  # RetryLater, StoreError, or a bug: never lose the message
                 batch.settled.append((message, job))
             elif isinstance(job, Outcome):  # a redelivery of a completed event
@@ -197,11 +214,12 @@ class QueueRunner:
                 try:
                     if done is not None and done.taken < self.batch_size and self.gather_s > 0:
                         stop.wait(self.gather_s)  # under load, more arrive meanwhile
+                    peeked = self._peek(self.batch_size) if not stop.is_set() else ([], [])
                     with db.batch():  # the last batch's step 3 and the next one's step 1: one commit
                         closing, done = done, None
                         if closing is not None:
                             self._close(closing)
-                        batch = None if stop.is_set() else self._take(self.batch_size)
+                        batch = None if stop.is_set() else self._take(peeked)
                     if batch is None:
                         if self.on_idle is not None and not stop.is_set():
                             self.on_idle()

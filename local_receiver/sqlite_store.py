@@ -26,7 +26,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -705,6 +705,33 @@ class SQLiteQueue:
             durable=False,
         )
         return sorted((QueuedMessage(*row) for row in rows), key=lambda m: m.id)
+
+    def peek_batch(self, limit: int) -> list[QueuedMessage]:
+        """Up to `limit` visible messages, oldest first, without reserving them: a read,
+        which never waits for the write lock. `reserve_peeked` then takes them."""
+        rows = self._db.query(
+            "SELECT id, event_id, body, attempts + 1 FROM queue WHERE visible_at <= ? ORDER BY visible_at, id LIMIT ?",
+            (self._db.clock(), limit),
+        )
+        return [QueuedMessage(*row) for row in rows]
+
+    def reserve_peeked(self, messages: list[QueuedMessage], lease_s: float) -> list[QueuedMessage]:
+        """Reserve the peeked `messages` that are still visible, each hidden for `lease_s`
+        (one statement per `_ROWS_PER_STATEMENT`): those, in the order given, with their
+        attempts as counted now."""
+        now = self._db.clock()
+        attempts: dict[int, int] = {}
+        for chunk in _chunks(messages):
+            marks = ", ".join("?" * len(chunk))
+            rows = self._db.write_returning(
+                f"UPDATE queue SET visible_at = ?, attempts = attempts + 1 WHERE id IN ({marks}) AND visible_at <= ?"
+                " RETURNING id, attempts",
+                (now + lease_s, *(m.id for m in chunk), now),
+                durable=False,
+            )
+            attempts.update(rows)
+        return [message if message.attempts == attempts[message.id] else replace(message, attempts=attempts[message.id])
+                for message in messages if message.id in attempts]
 
     def release(self, messages: list[QueuedMessage]) -> None:
         """Make reserved messages visible again at once (a worker stopping before their turn)."""

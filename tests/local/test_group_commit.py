@@ -142,6 +142,41 @@ def test_running_for_good_the_worker_commits_once_per_batch(app):
     assert len(commits) == 4 + 1, commits  # and once idle, the counters (`on_idle`)
 
 
+def test_the_worker_reads_and_parses_a_batch_before_it_takes_the_write_lock(app, monkeypatch):
+    """The web process's ingest commits wait while the worker holds the file's one write
+    lock, so the worker parses its next batch (and builds the device states) before taking
+    it: while `prepare_batch` runs, another connection can begin a write at once. The
+    batches of `run_forever` (whose closing commit precedes the next peek) and of
+    `run_batch` alike."""
+    import threading
+
+    for body in (event_body(device=f"dev-{i}", event_type="touch") for i in range(30)):
+        app.queue.enqueue(body.decode(), event_id=event_id_of(body))
+    worker, runner = app.worker, app.runner
+    runner.batch_size, runner.gather_s = 10, 0.0
+    prepare = worker.prepare_batch
+    writable: list[bool] = []
+
+    def prepare_watching_the_lock(messages):
+        other = sqlite3.connect(app.db.path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            writable.append(True)
+        except sqlite3.OperationalError:  # database is locked
+            writable.append(False)
+        finally:
+            other.close()
+        return prepare(messages)
+
+    monkeypatch.setattr(worker, "prepare_batch", prepare_watching_the_lock)
+    assert runner.run_batch() == 10
+    stop = threading.Event()
+    runner.run_forever(stop, wait=lambda seconds: stop.set())
+    assert app.queue.depth() == 0 and len(app.state.all()) == 30
+    assert len(writable) >= 4 and all(writable), writable
+
+
 def test_the_worker_records_each_finished_handler_before_the_next_runs_in_two_commits(app):
     """A finished handler is journaled (one line in ``<db>.progress``) before the next
     handler starts, not committed: a batch of 5 events costs 2 commits (step 1, step 3),

@@ -10,7 +10,7 @@ from local_receiver.sqlite_store import Database, SQLiteQueue
 
 class _Exploding:
     """A worker whose processing fails with an error that is not one of core's (the steps
-    `QueueRunner` calls: `core.worker.Worker.begin_batch`, `run_handlers`, `finish_batch`)."""
+    `QueueRunner` calls: `core.worker.Worker.prepare_batch`, `begin_prepared`, `run_handlers`, `finish_batch`)."""
 
     def __init__(self, fail_times: int):
         self.fail_times, self.calls = fail_times, 0
@@ -24,10 +24,13 @@ class _Exploding:
             raise OverflowError("Python int too large to convert to SQLite INTEGER")
         return message
 
-    def begin_batch(self, messages):  # core's contract: per message, what `begin` returned or raised
+    def prepare_batch(self, messages):  # core's contract: per message, what `begin_prepared` takes
+        return list(messages)
+
+    def begin_prepared(self, prepared):  # per message, what `begin` returned or raised
         from core.worker import _outcome_of
 
-        return [_outcome_of(self.begin, message) for message in messages]
+        return [_outcome_of(self.begin, message) for message in prepared]
 
     def trace(self, message):
         import contextlib

@@ -97,6 +97,23 @@ def test_reserve_takes_the_oldest_visible_message_once(db):
     assert queue.reserve(lease_s=60) is None
 
 
+def test_peeking_reserves_nothing_and_only_what_is_still_visible_is_reserved_after(db):
+    """`peek_batch` reads (no write lock); `reserve_peeked` then takes what is still
+    visible, with its attempts as counted at that moment."""
+    queue = SQLiteQueue(db)
+    for n in range(4):
+        queue.enqueue(f"body{n}", event_id=f"e{n}")
+    peeked = queue.peek_batch(3)
+    assert [(m.event_id, m.body, m.attempts) for m in peeked] == [("e0", "body0", 1), ("e1", "body1", 1), ("e2", "body2", 1)]
+    assert queue.peek_batch(3) == peeked  # a read changes nothing
+    taken_meanwhile = queue.reserve(lease_s=60)  # e0
+    queue.retry_later(queue.reserve(lease_s=60), 0, "boom")  # e1: visible again, attempted once
+    reserved = queue.reserve_peeked(peeked, lease_s=60)
+    assert taken_meanwhile.event_id == "e0"
+    assert [(m.event_id, m.attempts) for m in reserved] == [("e1", 2), ("e2", 1)]
+    assert [m.event_id for m in queue.peek_batch(10)] == ["e3"]
+
+
 class _WriteDuringCheckpoint:
     """The flusher's checkpoint connection, with a transaction of the receiver's open when
     the first (unlocked) checkpoint starts and committed after it, as under steady load."""
