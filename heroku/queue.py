@@ -13,6 +13,9 @@ instead, small enough to read:
     <prefix>workers      the set of worker ids, so a worker whose heartbeat expired
                          (SIGKILL, crash, lost dyno) has its processing list moved back
                          onto the queue by the next worker that looks (`recover`)
+    <prefix>held:<worker> the ledger claims the worker's current batch began: `recover`
+                         expires those still in progress, so the events it never reached
+                         are not left waiting out their lease
     <prefix>attempts     hash: message id -> deliveries so far (counted when taken)
     <prefix>delayed      sorted set: messages waiting for a retry, scored by due time
     <prefix>dead         list of dead-lettered messages (JSON, newest last)
@@ -34,9 +37,11 @@ from typing import Callable
 
 from redis.exceptions import RedisError
 
+from core.claims import new_version
 from core.ports import QueueError
 
 from .connection import BLOCK_S, describe
+from .stores import EXPIRE_HELD_CLAIMS_LUA
 
 # Up to ARGV[1] messages, oldest first, each with its delivery count.
 # KEYS: queue, processing, attempts. Returns {message, count, message, count, ...}.
@@ -114,13 +119,15 @@ end
 return #due
 """
 
-# Moves the processing lists of workers whose heartbeat expired back onto the queue.
-# KEYS: workers, queue. ARGV: prefix. (Key names are built here: fine on a single Redis,
-# which is what Heroku Key-Value Store is; not for Redis Cluster.)
-_RECOVER = """
+# Moves the processing lists of workers whose heartbeat expired back onto the queue, after
+# expiring the ledger claims each had begun (`heroku.stores.EXPIRE_HELD_CLAIMS_LUA`).
+# KEYS: workers, queue. ARGV: prefix, now, a fresh version. (Key names are built here: fine
+# on a single Redis, which is what Heroku Key-Value Store is; not for Redis Cluster.)
+_RECOVER = EXPIRE_HELD_CLAIMS_LUA + """
 local moved = 0
 for _, w in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', ARGV[1] .. 'hb:' .. w) == 0 then
+    expire_held_claims(ARGV[1] .. 'held:' .. w, ARGV[2], ARGV[3])
     local processing = ARGV[1] .. 'p:' .. w
     while redis.call('LMOVE', processing, KEYS[2], 'RIGHT', 'RIGHT') do moved = moved + 1 end
     redis.call('SREM', KEYS[1], w)
@@ -204,6 +211,10 @@ class RedisQueue:
     def heartbeat_key(self, worker_id: str) -> str:
         return f"{self.prefix}hb:{worker_id}"
 
+    def held_key(self, worker_id: str) -> str:
+        """The set of ledger claims the worker's current batch began (`RedisClaimStore.hold_in`)."""
+        return f"{self.prefix}held:{worker_id}"
+
     # -- ingest ---------------------------------------------------------------------------
     def enqueue(self, message: str, *, event_id: str) -> None:
         raw = new_message(message)
@@ -234,7 +245,7 @@ class RedisQueue:
         try:
             with self.client.pipeline(transaction=True) as pipe:
                 pipe.srem(self.workers_key, worker_id)
-                pipe.delete(self.heartbeat_key(worker_id))
+                pipe.delete(self.heartbeat_key(worker_id), self.held_key(worker_id))
                 pipe.execute()
         except RedisError as exc:
             raise _queue_error("unregister", exc) from exc
@@ -247,9 +258,11 @@ class RedisQueue:
             raise _queue_error("release", exc) from exc
 
     def recover(self) -> int:
-        """Requeue the messages held by workers whose heartbeat expired. Returns how many."""
+        """Requeue the messages held by workers whose heartbeat expired, their begun ledger
+        claims expired first. Returns how many messages."""
+        args = [self.prefix, repr(float(self._clock())), new_version()]
         try:
-            return int(self._recover(keys=[self.workers_key, self.queue_key], args=[self.prefix], client=self.client))
+            return int(self._recover(keys=[self.workers_key, self.queue_key], args=args, client=self.client))
         except RedisError as exc:
             raise _queue_error("recover", exc) from exc
 

@@ -94,9 +94,12 @@ def test_unreachable_redis_raises_store_errors_chained_and_without_the_url(h, pa
             lambda: adapter.get("k"),
             lambda: adapter.replace("k", "v", Claim(IN_PROGRESS, time.time() + 5, "w")),
             lambda: adapter.delete("k", "v"),
+            lambda: adapter.create_many([("k", Claim(IN_PROGRESS, time.time() + 5, "v"))]),
+            lambda: adapter.replace_many([("k", "v", Claim(IN_PROGRESS, time.time() + 5, "w"))]),
         ],
         "queue": [lambda: adapter.enqueue("{}", event_id="e"), lambda: adapter.take("w1"), lambda: adapter.depth()],
-        "state": [lambda: adapter.put_if_newer(_state(NS, "e")), lambda: adapter.get_device("d")],
+        "state": [lambda: adapter.put_if_newer(_state(NS, "e")), lambda: adapter.put_many_if_newer([_state(NS, "e")]),
+                  lambda: adapter.get_device("d")],
     }[part]
     started = time.monotonic()
     for call in calls:
@@ -107,3 +110,59 @@ def test_unreachable_redis_raises_store_errors_chained_and_without_the_url(h, pa
         if part == "queue":
             assert isinstance(info.value, QueueError)
     assert time.monotonic() - started < 5  # a bounded retry, not redis-py's default 10 retries
+
+
+def test_a_batch_of_claims_is_created_and_completed_in_one_round_trip_each(h):
+    """`create_many` and `replace_many` (core's `Worker.begin_batch` and `finish_batch`):
+    per claim whether it was written, as `create` and `replace` would say one by one."""
+    store, now = h.claim_store, time.time()
+    assert store.create("known", Claim(IN_PROGRESS, now + 60, "v0"))
+    records = [(f"new-{i}", Claim(IN_PROGRESS, now + 60, f"v{i}")) for i in range(3)]
+    created = store.create_many(records + [("known", Claim(IN_PROGRESS, now + 60, "x")), ("new-0", Claim(IN_PROGRESS, now + 60, "y"))])
+    assert created == [True, True, True, False, False]
+    assert store.get("new-0").version == "v0" and store.get("known").version == "v0"
+    done = Claim(COMPLETED, now + 600, "w", ("mod.h",))
+    replaced = store.replace_many([("new-0", "v0", done), ("new-1", "stale", done), ("missing", "v", done)])
+    assert replaced == [True, False, False]
+    assert store.get("new-0") == done and store.get("new-1").version == "v1" and store.get("missing") is None
+    assert store.create_many([]) == [] and store.replace_many([]) == []
+
+
+def test_a_batch_of_device_states_keeps_the_newest_of_each_in_one_round_trip(h):
+    """`put_many_if_newer` writes in order, so a device repeating in a batch ends with its
+    newest event, and an older one than stored is skipped: how many were written."""
+    store = h.state_store
+    assert store.put_if_newer(_state(NS + 5, "stored"))
+    other = DeviceState("dev-other", "touch", NS, "o", "ts", {})
+    assert store.put_many_if_newer([_state(NS + 6, "b"), _state(NS + 4, "older"), other, _state(NS + 7, "c")]) == 3
+    [got] = store.get_device("dev-ns")
+    assert got.event_id == "c"
+    assert [s.event_id for s in store.get_device("dev-other")] == ["o"]
+    assert store.put_many_if_newer([]) == 0
+
+
+def test_a_dead_workers_begun_claims_expire_when_its_messages_are_recovered(h):
+    """A worker lists the claims its batch began (`hold_in`); once its heartbeat has
+    expired, `recover` expires those still in progress (new version, finished handlers
+    kept) and leaves a completed one alone, so the redelivery takes over at once."""
+    from heroku.queue import RedisQueue
+
+    queue = RedisQueue(redis.Redis.from_url(h.url), h.prefix)
+    store, now = h.claim_store, time.time()
+    store.hold_in(queue.held_key("dead-worker"))
+    queue.register("dead-worker", 60)
+    created = store.create_many([("w_a", Claim(IN_PROGRESS, now + 300, "va", ("mod.first",))),
+                                 ("w_b", Claim(IN_PROGRESS, now + 300, "vb")), ("w_c", Claim(IN_PROGRESS, now + 300, "vc"))])
+    assert created == [True, True, True]
+    assert store.replace("w_c", "vc", Claim(COMPLETED, now + 600, "vc2"))
+    queue.recover()
+    assert store.get("w_a").expires_at > now + 200  # its heartbeat is alive: nothing happens
+    queue.client.delete(queue.heartbeat_key("dead-worker"))
+    queue.recover()
+    a, b, c = store.get("w_a"), store.get("w_b"), store.get("w_c")
+    assert a.status == IN_PROGRESS and a.expires_at <= time.time() and a.version != "va" and a.done == ("mod.first",)
+    assert b.expires_at <= time.time() and b.version not in ("vb", a.version) and b.done == ()
+    assert c == Claim(COMPLETED, now + 600, "vc2")
+    assert not queue.client.exists(queue.held_key("dead-worker"))
+    outcome, held = Claims(store, "").acquire("b", 60)  # core's state machine takes it over
+    assert outcome.name == "CLAIMED" and held.claim.version != b.version
