@@ -239,7 +239,7 @@ class Worker:
         the state machine and every failure stay per event."""
         results: list = [item if isinstance(item, Exception) else None for item in prepared]
         ready = [(index, item) for index, item in enumerate(prepared) if not isinstance(item, Exception)]
-        if self._create_many is None or self._put_many is None or len(prepared) < 2:
+        if self._create_many is None or self._put_many is None:
             for index, item in ready:
                 results[index] = _outcome_of(self._begin_event, item.event)
             return results

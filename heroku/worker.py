@@ -17,13 +17,16 @@ and releases its lease) and put back on the queue without using up an attempt. I
 process dies anyway (SIGKILL, crash, lost dyno), its heartbeat expires and the next
 worker moves its processing list back onto the queue: nothing taken is ever lost.
 
-Batches: the worker takes up to `DT_WORKER_BATCH` messages in one round trip and
-acknowledges the finished ones together in one more, so fast handlers cost fewer round
-trips per event. It is safe because every message stays in the worker's processing list
-until it is acknowledged, retried or dead-lettered, and core's ledger says which handlers
-finished: a worker killed mid-batch has all of its batch redelivered, and the events it had
-finished are acknowledged without running anything. Only the messages taken but not yet
-started count one delivery more than they were tried. The batch grows (doubling) while a
+Batches: the worker takes up to `DT_WORKER_BATCH` messages in one round trip, claims
+their events in the ledger and writes their device states in one script each, records each
+finished handler as it finishes, marks the batch's events completed in one script and
+acknowledges them in one more: one round trip per handler and four per batch, where one
+event at a time cost three each. It is safe because every message stays in the worker's
+processing list until it is acknowledged, retried or dead-lettered, and core's ledger says
+which handlers finished: a worker killed mid-batch has all of its batch redelivered, the
+claims it had begun expired by the recovering worker (they are listed under its id), and
+the events it had finished are acknowledged without running anything. Only the messages
+taken but not yet started count one delivery more than they were tried. The batch grows (doubling) while a
 whole batch takes under `BATCH_TARGET_S` and shrinks back to one message when handlers are
 slow, so a slow handler never holds events another worker could run.
 """
@@ -43,7 +46,7 @@ import uuid
 from core.logs import event_log, log
 from core.ports import StoreError
 from core.retention import DEFAULT_DEAD_LETTER_RETENTION_S, dead_letter_retention_s
-from core.worker import EventInFlight, PoisonMessage, RetryLater
+from core.worker import EventInFlight, Job, PoisonMessage, RetryLater
 
 from .queue import Message, RedisQueue
 
@@ -102,7 +105,7 @@ class QueueWorker:
         from . import runtime
 
         settings = runtime.settings()
-        return cls(
+        runner = cls(
             runtime.worker(),
             runtime.queue(),
             max_attempts=settings.max_attempts,
@@ -113,6 +116,8 @@ class QueueWorker:
             dead_letter_retention_s=dead_letter_retention_s(),
             max_batch=int(_env_float("DT_WORKER_BATCH", DEFAULT_MAX_BATCH)),
         )
+        runtime.claim_store().hold_in(runner.queue.held_key(runner.id))  # the ledger `runtime.worker()` writes
+        return runner
 
     # -- signals (main thread only) -----------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -212,18 +217,52 @@ class QueueWorker:
                 event_log(logging.WARNING, "heartbeat failed", error=str(exc))
 
     def _process(self, batch: list[Message]) -> None:
-        """Run each message of `batch`, then acknowledge the finished ones in one round
-        trip. Once stopping, the rest stay in our processing list for `unregister` to put
-        back uncounted (SIGTERM arrived while we waited, or mid-batch). If anything escapes
-        (Redis down while retrying one), nothing is acknowledged: the finished ones are
-        redelivered later and the ledger makes them no-ops, as after a crash."""
+        """Run `batch` with a round trip per step the batch shares, then acknowledge the
+        finished messages in one more:
+
+        1. one script claims the new events in the ledger (listing them in our held set,
+           `RedisClaimStore.hold_in`) and one writes their device states (`Worker.begin_batch`);
+        2. each event's handlers run, each finished handler recorded as it finishes
+           (`Worker.run_handlers`): a crash re-runs at most the one not yet recorded;
+        3. one script marks them completed (`Worker.finish_batch`).
+
+        Once stopping, the events not started are let go in the ledger and their messages
+        stay in our processing list for `unregister` to put back uncounted. If anything
+        escapes (Redis down while retrying one), nothing is acknowledged: the finished ones
+        are redelivered later and the ledger makes them no-ops, as after a crash; should
+        this worker die, the next one's `recover` expires the claims it had begun."""
         done: list[Message] = []
-        for message in batch:
+        begun = list(zip(batch, self.worker.begin_batch([message.body for message in batch])))
+        finished: list[tuple[Message, Job]] = []
+        for index, (message, job) in enumerate(begun):
             if self._stopping.is_set():
+                self._let_go([job for _, job in begun[index:] if isinstance(job, Job)])
                 break
-            if self._handle(message):
+            if isinstance(job, Exception):
+                self._failed(message, job)
+            elif not isinstance(job, Job):  # a redelivery of a completed event
                 done.append(message)
+            elif self._run(message, job):
+                finished.append((message, job))
+        if finished:
+            for (message, job), outcome in zip(finished, self._finish([job for _, job in finished])):
+                if isinstance(outcome, Exception):
+                    self._failed(message, outcome)
+                else:
+                    done.append(message)
         self.queue.ack(self.id, *done)
+
+    def _finish(self, jobs: list[Job]) -> list:
+        try:
+            return self.worker.finish_batch(jobs)
+        except Exception as exc:  # a bug: every job of the batch is redelivered
+            log.exception("unexpected error while completing a batch")
+            return [exc] * len(jobs)
+
+    def _let_go(self, jobs: list[Job]) -> None:
+        """Stopping: the begun events not started can be taken over at once."""
+        for job in jobs:
+            self.worker.abandon(job)
 
     def _next_batch_size(self, size: int, taken: int, elapsed_s: float) -> int:
         if elapsed_s >= BATCH_TARGET_S:
@@ -232,13 +271,14 @@ class QueueWorker:
             return min(size * 2, self.max_batch)
         return size
 
-    def _handle(self, message: Message) -> bool:
-        """Run one message. True: it may be acknowledged; False: it was already put back
-        for a retry or dead-lettered."""
+    def _run(self, message: Message, job: Job) -> bool:
+        """Run one begun event's handlers. True: it may be completed; False: it was put
+        back for a retry or dead-lettered."""
         error: BaseException | None = None
         self._in_job = True
         try:
-            self.worker.process(message.body)
+            with self.worker.trace(message.body):
+                self.worker.run_handlers(job)
         except WorkerShutdown as exc:
             error = exc
         except (RetryLater, StoreError) as exc:
@@ -252,6 +292,11 @@ class QueueWorker:
             signal.setitimer(signal.ITIMER_REAL, 0)
         if error is None:
             return True
+        self._failed(message, error)
+        return False
+
+    def _failed(self, message: Message, error: BaseException) -> None:
+        """Put a message whose delivery failed back for a retry, or dead-letter it."""
         event_id = message.event_id
         dead = not self._interrupted and not isinstance(error, EventInFlight) and (
             isinstance(error, PoisonMessage) or message.attempts >= self.max_attempts
@@ -270,7 +315,6 @@ class QueueWorker:
             event_log(logging.WARNING, "will retry", eventId=event_id, attempts=message.attempts, delayS=delay)
             self.queue.retry(self.id, message, delay)
         self.worker.delivery_failed(dead_lettered=dead)
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -138,6 +138,47 @@ def test_fast_handlers_are_taken_and_acknowledged_in_batches(h):
     assert counts["take"] <= 10 and counts["ack"] <= 9, counts
 
 
+def _round_trips(client, monkeypatch) -> list[str]:
+    """The commands `client` sends from now on, each a round trip (no pipelines here)."""
+    sent: list[str] = []
+    real = client.execute_command
+
+    def counted(*args, **options):
+        sent.append(str(args[0]))
+        return real(*args, **options)
+
+    monkeypatch.setattr(client, "execute_command", counted)
+    return sent
+
+
+def test_a_batch_costs_one_round_trip_per_handler_and_three_for_the_batch(h, monkeypatch):
+    """The ledger claims, the device states and the completions of a batch are one script
+    each (`Worker.begin_batch`, `finish_batch`); each finished handler is recorded as it
+    finishes (one round trip each: a crash re-runs at most the one not yet recorded). 16
+    events with one handler: 16 + 3 round trips and the acknowledgement, where one event
+    at a time made 3 each (48 + 1)."""
+    from heroku import runtime
+
+    ran = []
+
+    @on("*")
+    def record(event):
+        ran.append(event.event_id)
+
+    runner = QueueWorker.from_env()
+    runner.queue.register(runner.id, 60)
+    for size in (2, 16):  # the first batch loads the scripts into Redis
+        bodies = [event_body(device=f"d{i}") for i in range(size)]
+        for body in bodies:
+            _accept(h, body)
+        batch = runner.queue.take(runner.id, most=size)
+        sent = _round_trips(runtime.redis(), monkeypatch)
+        runner._process(batch)
+    assert len(sent) == 16 + 3 + 1, sent
+    assert sorted(ran[-16:]) == sorted(event_id_of(b) for b in bodies) and h.queue_depth() == 0
+    assert len(h.state_store.get_device("d3")) == 1
+
+
 def test_the_batch_size_doubles_while_fast_and_falls_back_when_slow(h):
     runner = QueueWorker.from_env()
     runner.max_batch = 16
