@@ -292,6 +292,7 @@ def note(hl: dict) -> str:
     of this run and the profile `python -m bench.heroku_load --profile` prints)."""
     one, a, alone = hl["median"]["heroku 1 web"], hl["median"]["anchor"], hl["median"]["heroku web alone"]
     per_handled = one["worker_cpu_us_per_ack"] * one["acks_per_s"] / one["handled_per_s"] if one["handled_per_s"] else 0
+    kept_up = one["handled_per_s"] / one["acks_per_s"] if one["acks_per_s"] else 0
     bound = (f" **The {ACK_TARGET:.0f}× target cannot be met with the worker on the same machine:** the web process"
              f" alone, with no worker beside it, acknowledges {hl['ratio_web_alone']}× the anchor, and a worker"
              " sharing its cores only takes CPU away." if hl["ratio_web_alone"] < ACK_TARGET else "")
@@ -303,21 +304,20 @@ def note(hl: dict) -> str:
         f" The web process costs {one['web_cpu_us_per_ack']:.0f} µs of CPU per acknowledgement, the anchor"
         f" {a['cpu_us_per_ack']:.0f} µs over its two processes: given a core of its own, with no worker beside it,"
         f" one web process acknowledges {hl['ratio_web_alone']}× the anchor (last row). Beside it on the same two"
-        " cores (with wrk) the worker takes an equal share: core's worker writes the ledger and the device state in"
-        f" three Redis round trips per event (claim, state, and the completion that records the handler with it),"
-        f" {per_handled:.0f} µs per handled"
-        f" event here, and redis-server's CPU ({one['redis_cpu_us_per_ack']:.0f} µs per ack) is mostly those"
-        " round trips. On Heroku the worker runs on a dyno of its own. A second web process on two shared cores"
-        f" adds contention, not capacity ({hl['scaling_2_web']}×). Where the web process's time goes (py-spy,"
+        " cores (with wrk) the worker takes its share: per batch it claims the events in the ledger, writes their"
+        " device states and completes them in one script call each, and it records each finished handler as it"
+        f" finishes (about one round trip per event; three before batching), {per_handled:.0f} µs per handled"
+        f" event here, handling {kept_up:.2f} of the events acknowledged meanwhile; redis-server's CPU"
+        f" ({one['redis_cpu_us_per_ack']:.0f} µs per ack) is mostly"
+        " those round trips and the web process's script calls. On Heroku the worker runs on a dyno of its own."
+        f" A second web process on two shared cores adds contention, not capacity ({hl['scaling_2_web']}×). Where the web process's time goes (py-spy,"
         " samples holding the GIL, `python -m bench.heroku_load --profile`): verifying and parsing the event about"
         " 20 %, the script call shared by a batch of requests (about 14 per call under this load) about 15 %"
         " (redis-py's asyncio client, the claim records), writing each response to its socket about 11 % (one"
         " system call per response; on loopback it also runs the client's receive path), uvicorn's HTTP parsing"
         " about 8 %, the two l2met lines about 5 %, the rest uvicorn and asyncio (measured before the JSON log"
-        " line per event became one per script call, which was another 4 %). What would close the gap beyond"
-        " that: the batch writes `dtconnector serve`'s worker now makes (core's `Worker.begin_batch` and"
-        " `finish_batch`: a batch's ledger claims, device states and completions in one write each) on Redis"
-        " too, as one script call per batch instead of three round trips per event."
+        " line per event became one per script call, which was another 4 %). What is left to close the gap is"
+        " that web process's own cost per request, and the worker's share of the same two cores."
     )
 
 
