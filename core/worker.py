@@ -225,10 +225,9 @@ class Worker:
         for message in messages:
             try:
                 event = self._parse(message)
-            except Exception as exc:  # PoisonMessage (logged)
-                prepared.append(exc)
-            else:
                 prepared.append(Prepared(event, state_of(event)))
+            except Exception as exc:  # PoisonMessage (logged), or a bug: that message's failure alone
+                prepared.append(exc)
         return prepared
 
     def begin_prepared(self, prepared: list) -> list:

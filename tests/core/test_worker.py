@@ -99,6 +99,30 @@ def test_poison_message_is_reported_as_such(worker):
         worker.process(b"\xff\xfe")
 
 
+def test_a_batch_prepares_each_message_alone_and_one_that_fails_fails_alone(worker, monkeypatch):
+    """`prepare_batch` (what a batch needs before it writes) gives each message its own
+    outcome: the event and its device state, a `PoisonMessage`, or the error building its
+    state raised; `begin_prepared` then begins the rest, and hands back those failures."""
+    import core.worker as core_worker
+    from tests.dt import event_id_of
+
+    bodies = [event_body(device=f"dev-{i}") for i in range(3)]
+    unlucky = event_id_of(bodies[1])
+    real = core_worker.state_of
+
+    def state_of(event):
+        if event.event_id == unlucky:
+            raise KeyError("timestamp")
+        return real(event)
+
+    monkeypatch.setattr(core_worker, "state_of", state_of)
+    prepared = worker.prepare_batch([bodies[0], "not an event", bodies[1], bodies[2]])
+    assert [type(item).__name__ for item in prepared] == ["Prepared", "PoisonMessage", "KeyError", "Prepared"]
+    begun = worker.begin_prepared(prepared)
+    assert begun[1] is prepared[1] and begun[2] is prepared[2]
+    assert [job.event.event_id for job in (begun[0], begun[3])] == [event_id_of(bodies[0]), event_id_of(bodies[2])]
+
+
 def test_dt_handlers_modules_are_imported(tmp_path, monkeypatch, claim_store, state_store):
     (tmp_path / "my_handlers.py").write_text(
         textwrap.dedent(
