@@ -292,17 +292,9 @@ class ReceiverASGI:
     async def _respond(self, scope: Scope, receive: Receive) -> Response | None:
         started = time.perf_counter()
         method = scope["method"]
-        content_lengths: list[str] = []
-        transfer_encodings: list[str] = []
-        pairs = []
-        for name, value in scope["headers"]:
-            text = value.decode("latin-1")
-            if name == b"content-length":
-                content_lengths.append(text)
-            elif name == b"transfer-encoding":
-                transfer_encodings.append(text)
-            pairs.append((name.decode("latin-1"), text))
-        refused = framing_error(method, content_lengths, transfer_encodings, self.max_body_bytes)
+        headers = Headers.from_asgi(scope["headers"])
+        refused = framing_error(method, headers.get_all("content-length"), headers.get_all("transfer-encoding"),
+                                self.max_body_bytes)
         if refused is not None:
             return self._refused(refused, started)
         path = local_path(scope)
@@ -316,7 +308,7 @@ class ReceiverASGI:
             return self._refused(Response(413, {"error": "payload_too_large", "limit": self.max_body_bytes}), started)
         if body is _GONE:
             return None
-        return await answer(self.ingest, Request(method, body, Headers(pairs), path), started)
+        return await answer(self.ingest, Request(method, body, headers, path), started)
 
     async def _health(self, detailed: bool = True) -> Response:
         if inspect.iscoroutinefunction(self.health):

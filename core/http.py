@@ -36,6 +36,22 @@ class Headers:
                 items.setdefault(name.strip().lower(), []).append(str(v))
         self._items = items
 
+    @classmethod
+    def from_asgi(cls, raw: Iterable[tuple[bytes, bytes]]) -> "Headers":
+        """From an ASGI scope's ``headers`` (byte pairs, values latin-1): one decode per
+        header and no type checks, on the path every event takes (`core.asgi`)."""
+        items: dict[str, list[str]] = {}
+        for name, value in raw:
+            key = name.decode("latin-1").strip().lower()
+            values = items.get(key)
+            if values is None:
+                items[key] = [value.decode("latin-1")]
+            else:
+                values.append(value.decode("latin-1"))
+        headers = cls.__new__(cls)
+        headers._items = items
+        return headers
+
     def get(self, name: str, default: str | None = None) -> str | None:
         values = self._items.get(name.lower())
         return values[0] if values else default
