@@ -211,6 +211,7 @@ class Supervisor:
         self.worker = _Child("worker")
         self.web = _Child("web")
         self.stopping = False
+        self.stop_signal: int | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
@@ -281,6 +282,7 @@ class Supervisor:
     def _on_signal(self, signum, frame) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self.stopping = True
+            self.stop_signal = signum
 
     def _startup_failed(self, child: _Child) -> int:
         self._stop_all()
@@ -320,6 +322,8 @@ class Supervisor:
                 if child.restart_at is not None and time.monotonic() >= child.restart_at:
                     self._restart(child)
         self._stop_all()
+        name = signal.Signals(self.stop_signal).name if self.stop_signal else "request"
+        print(f"dtconnector: stopped on {name}; the web and worker processes have exited", file=sys.stderr, flush=True)
         return 0
 
     def _schedule_restart(self, child: _Child, code: int) -> None:
@@ -340,19 +344,22 @@ class Supervisor:
                   flush=True)
 
     def _stop_all(self) -> None:
-        live = [c.proc for c in (self.web, self.worker) if c.proc is not None and c.proc.poll() is None]
-        for proc in live:
+        live = [c for c in (self.web, self.worker) if c.proc is not None and c.proc.poll() is None]
+        for child in live:
             try:
-                proc.send_signal(signal.SIGTERM)
+                child.proc.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        for proc in live:
+        for child in live:
             try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
+                child.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                child.proc.kill()
+                child.proc.wait()
+                print(f"dtconnector: the {child.role} process did not stop within {STOP_TIMEOUT_S:g} s of SIGTERM; "
+                      "killed it (nothing acknowledged is lost: the next start takes it up)",
+                      file=sys.stderr, flush=True)
 
 
 def _describe(code: int) -> str:

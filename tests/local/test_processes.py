@@ -88,6 +88,8 @@ def test_a_stop_signal_stops_both_processes_cleanly(make_server, signum):
     server.proc.send_signal(signum)
     assert server.proc.wait(30) == 0
     assert not any(_alive(pid) for pid in roles.values())
+    said = f"dtconnector: stopped on {signum.name}; the web and worker processes have exited\n"
+    wait_until(lambda: said in server.stderr, what="the stop said")  # the last line, read by a thread
     assert "Traceback" not in "".join(server.stderr)
 
 
@@ -178,3 +180,21 @@ def test_database_synchronous_mode_follows_the_setting(tmp_path):
             assert db.query("PRAGMA synchronous") == [(number,)]
         finally:
             db.close()
+
+
+def test_a_process_that_ignores_sigterm_is_killed_after_the_stop_timeout_and_that_is_said(monkeypatch, capsys):
+    from local_receiver import serve
+
+    monkeypatch.setattr(serve, "STOP_TIMEOUT_S", 0.5)
+    supervisor = serve.Supervisor(":memory:", socket.socket(), {})
+    stubborn = "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); time.sleep(60)"
+    supervisor.worker.proc = subprocess.Popen([sys.executable, "-c", stubborn], stdout=subprocess.PIPE)
+    supervisor.web.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    supervisor.worker.proc.stdout.readline()  # its SIGTERM is ignored from now on
+    supervisor._stop_all()
+    assert supervisor.worker.proc.returncode == -signal.SIGKILL
+    assert supervisor.web.proc.returncode == -signal.SIGTERM
+    said = capsys.readouterr().err
+    assert said == ("dtconnector: the worker process did not stop within 0.5 s of SIGTERM; killed it "
+                    "(nothing acknowledged is lost: the next start takes it up)\n")
+    supervisor.sock.close()
