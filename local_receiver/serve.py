@@ -495,7 +495,10 @@ def run_worker(args: argparse.Namespace) -> int:
         listed = "; ".join(f"{name} for {', '.join(types)}" for name, types in handlers.items()) or "none"
         print(f"dtconnector: worker processing {args.db} (handlers: {listed})", file=sys.stderr, flush=True)
 
-    return _work(args.db, announce, lock_wait_s=0)
+    code = _work(args.db, announce, lock_wait_s=0)
+    if code == 0:
+        print("dtconnector: worker stopped", file=sys.stderr, flush=True)
+    return code
 
 
 if __name__ == "__main__":

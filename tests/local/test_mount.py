@@ -46,6 +46,7 @@ def worker_process(workdir: Path):
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
+        assert proc.stderr.read().splitlines()[-1] == "dtconnector: worker stopped"
 
 
 def _until(condition, timeout: float = 20.0) -> bool:
