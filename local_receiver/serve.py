@@ -210,8 +210,7 @@ class Supervisor:
         self.env = env
         self.worker = _Child("worker")
         self.web = _Child("web")
-        self.stopping = False
-        self.stop_signal: int | None = None
+        self.stop_signal: int | None = None  # the signal that asked us to stop, once one has
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
@@ -281,7 +280,6 @@ class Supervisor:
 
     def _on_signal(self, signum, frame) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            self.stopping = True
             self.stop_signal = signum
 
     def _startup_failed(self, child: _Child) -> int:
@@ -295,7 +293,7 @@ class Supervisor:
         return 1
 
     def _supervise(self) -> int:
-        while not self.stopping:
+        while self.stop_signal is None:
             timeout = None
             now = time.monotonic()
             for child in (self.worker, self.web):
@@ -310,7 +308,7 @@ class Supervisor:
                     pass
             except BlockingIOError:
                 pass
-            if self.stopping:
+            if self.stop_signal is not None:
                 break
             for child in (self.worker, self.web):
                 code = child.proc.poll() if child.restart_at is None else None
@@ -322,8 +320,8 @@ class Supervisor:
                 if child.restart_at is not None and time.monotonic() >= child.restart_at:
                     self._restart(child)
         self._stop_all()
-        name = signal.Signals(self.stop_signal).name if self.stop_signal else "request"
-        print(f"dtconnector: stopped on {name}; the web and worker processes have exited", file=sys.stderr, flush=True)
+        print(f"dtconnector: stopped on {signal.Signals(self.stop_signal).name}; the web and worker processes have exited",
+              file=sys.stderr, flush=True)
         return 0
 
     def _schedule_restart(self, child: _Child, code: int) -> None:
